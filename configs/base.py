@@ -1,0 +1,68 @@
+"""Every default of plm-flax, each with a one-line comment.
+
+An experiment file starts from `get_config()` and overrides a few keys; the
+config is locked, so a mistyped key (on the command line or in a file) is an
+error that names it.
+"""
+
+from ml_collections import config_dict
+
+
+def get_config() -> config_dict.ConfigDict:
+  c = config_dict.ConfigDict()
+  c.seed = 0  # Derives data order, masks (seed, epoch, example) and dropout (seed, step).
+  c.total_steps = 1000  # Optimizer steps to train for.
+  c.batch_size = 32  # Global batch size in rows, across all hosts and devices.
+  c.seq_len = 128  # Tokens per packed row.
+  c.log_every_steps = 50  # Console, TensorBoard and metrics.jsonl cadence.
+  c.checkpoint_every_steps = 500  # Orbax checkpoint cadence (the last step is always saved).
+  c.keep_checkpoints = 3  # Newest checkpoints kept in --workdir/checkpoints.
+  c.eval_every_steps = 500  # Held-out evaluation cadence during training (0: never).
+  c.eval_steps = 0  # Batches per evaluation; 0 means the whole held-out split.
+  c.peak_flops_per_device = 0.0  # FLOP/s for MFU; 0 measures a matmul peak on this device.
+
+  c.model = config_dict.ConfigDict()
+  c.model.preset = 'bert-tiny'  # A name from models/presets.py.
+  c.model.dtype = 'float32'  # Activation/compute dtype: float32 or bfloat16.
+  c.model.param_dtype = 'float32'  # Storage dtype of parameters.
+  c.model.dropout_rate = config_dict.placeholder(float)  # None keeps the preset's value.
+  c.model.attention_impl = ''  # '' lets JAX choose; 'xla' or 'cudnn' forces one.
+
+  c.objective = config_dict.ConfigDict()
+  c.objective.module = 'objectives.mlm'  # Module path of the objective (importlib).
+  c.objective.mask_rate = 0.15  # MLM: fraction of non-special tokens selected.
+  c.objective.mask_token_rate = 0.8  # MLM: of the selected, fraction replaced by [MASK].
+  c.objective.random_token_rate = 0.1  # MLM: of the selected, fraction replaced at random.
+
+  c.data = config_dict.ConfigDict()
+  c.data.source = 'embedded'  # 'embedded' (pydoc topics, offline), 'tfds' or 'text'.
+  c.data.tfds_name = ''  # TFDS dataset name, e.g. 'wikipedia/20230601.en' or 'c4/en'.
+  c.data.tfds_split = 'train'  # TFDS split to train on.
+  c.data.tfds_eval_split = 'validation'  # TFDS split to evaluate on.
+  c.data.tfds_data_dir = ''  # TFDS data_dir ('' uses TFDS's default).
+  c.data.text_key = 'text'  # Feature holding the document text in TFDS examples.
+  c.data.text_files = ''  # Comma-separated globs of local text files to train on.
+  c.data.eval_text_files = ''  # Globs of held-out text files; '' holds out eval_fraction.
+  c.data.eval_fraction = 0.05  # Held-out documents when no eval split or files are given.
+  c.data.num_shards = 0  # Logical data shards; 0 means one per process.
+  c.data.tokenizer_path = ''  # SentencePiece .model or WordPiece vocab.txt; '' trains one.
+  c.data.vocab_size = 8000  # Vocabulary size when a SentencePiece model is trained.
+  c.data.tokenizer_train_docs = 100_000  # Documents sampled to train SentencePiece.
+
+  c.optimizer = config_dict.ConfigDict()
+  c.optimizer.learning_rate = 1e-3  # Peak learning rate.
+  c.optimizer.warmup_steps = 100  # Linear warmup from 0 to the peak.
+  c.optimizer.schedule = 'linear'  # Decay after warmup: 'linear', 'cosine' or 'constant'.
+  c.optimizer.end_lr_fraction = 0.0  # Final learning rate as a fraction of the peak.
+  c.optimizer.b1 = 0.9  # AdamW beta1.
+  c.optimizer.b2 = 0.999  # AdamW beta2.
+  c.optimizer.eps = 1e-6  # AdamW epsilon.
+  c.optimizer.weight_decay = 0.01  # Decoupled weight decay (not on biases or norms).
+  c.optimizer.clip_norm = 1.0  # Global gradient-norm clipping (0 disables).
+
+  c.mesh = config_dict.ConfigDict()
+  c.mesh.data = -1  # Data-parallel axis size; -1 takes the remaining devices.
+  c.mesh.fsdp = 1  # Fully-sharded data-parallel axis size (-1: remaining devices).
+  c.mesh.tensor = 1  # Tensor-parallel axis size (-1: remaining devices).
+  c.mesh.strategy = 'fsdp_tp'  # Logical-axis rule set: 'dp', 'fsdp' or 'fsdp_tp'.
+  return c.lock()
