@@ -46,7 +46,7 @@ def get_config() -> config_dict.ConfigDict:
   c.data.eval_fraction = 0.05  # Held-out documents when no eval split or files are given.
   c.data.num_shards = 0  # Logical data shards; 0 means one per process.
   c.data.tokenizer_path = ''  # SentencePiece .model or WordPiece vocab.txt; '' trains one.
-  c.data.vocab_size = 8000  # Vocabulary size when a SentencePiece model is trained.
+  c.data.vocab_size = 4096  # SentencePiece vocabulary trained when no tokenizer_path is set.
   c.data.tokenizer_train_docs = 100_000  # Documents sampled to train SentencePiece.
 
   c.optimizer = config_dict.ConfigDict()

@@ -1,0 +1,179 @@
+"""The input pipeline: documents -> tokens -> packed rows -> objective batches.
+
+Sharding. The documents are split into `num_shards` logical shards (document i
+goes to shard i % num_shards); each process reads only its own shards, a
+contiguous range of them (process p of P reads shards p*S/P .. (p+1)*S/P - 1). A step's global batch is the
+concatenation, in shard order, of `batch_size / num_shards` rows from every
+shard, so for a fixed `num_shards` the global batches, and therefore the
+training run, are the same whatever the number of processes.
+
+Determinism and resumption. Each shard's document order is a seeded shuffle,
+reshuffled every epoch; corruption randomness is derived from (seed, epoch,
+example id) by the objective. `Loader.get_state()` is a small JSON-able dict (per
+shard: the Grain iterator state and the packing offset) saved in every
+checkpoint; `set_state` makes a restored run see exactly the batches and masks
+the uninterrupted run would have seen.
+"""
+
+import dataclasses
+from collections.abc import Callable, Sequence
+
+import grain
+import numpy as np
+
+from data.packing import PackedRows
+
+
+@dataclasses.dataclass(frozen=True)
+class ShardSpec:
+  """Which logical shards this process reads, and how many rows each gives a step."""
+
+  num_shards: int
+  local_shards: tuple[int, ...]
+  rows_per_shard: int
+
+  @classmethod
+  def create(
+    cls, batch_size: int, num_shards: int, process_index: int, process_count: int
+  ) -> 'ShardSpec':
+    num_shards = num_shards or process_count
+    if num_shards % process_count:
+      raise ValueError(
+        f'data.num_shards={num_shards} must be a multiple of the {process_count} processes.'
+      )
+    if batch_size % num_shards:
+      raise ValueError(
+        f'batch_size={batch_size} cannot be split over data.num_shards={num_shards}; '
+        f'use a multiple of {num_shards}.'
+      )
+    per_process = num_shards // process_count
+    local = tuple(range(process_index * per_process, (process_index + 1) * per_process))
+    return cls(num_shards, local, batch_size // num_shards)
+
+
+def _document_tokens(tokenizer, doc_index: int, text: str, docs_per_epoch: int) -> dict:
+  return {'tokens': tokenizer.encode(text), 'epoch': doc_index // docs_per_epoch}
+
+
+def _shard_rows(
+  documents: Sequence[str],
+  tokenizer,
+  *,
+  shard: int,
+  num_shards: int,
+  seq_len: int,
+  framing: tuple[str, str],
+  seed: int,
+  train: bool,
+) -> grain.IterDataset:
+  docs = grain.MapDataset.source(documents)[shard::num_shards]
+  docs_per_epoch = len(docs)
+  if train:
+    if docs_per_epoch == 0:
+      raise ValueError(
+        f'Data shard {shard} of {num_shards} has no documents: the corpus has only '
+        f'{len(documents)}; lower data.num_shards.'
+      )
+    docs = docs.shuffle(seed=seed + shard).repeat(None)  # A new order every epoch.
+  docs = docs.map_with_index(
+    lambda i, text: _document_tokens(tokenizer, i, text, max(docs_per_epoch, 1))
+  )
+  prefix_id, suffix_id = (getattr(tokenizer, name) for name in framing)
+  return PackedRows(
+    docs.to_iter_dataset(grain.ReadOptions(num_threads=1, prefetch_buffer_size=16)),
+    seq_len=seq_len,
+    prefix_id=prefix_id,
+    suffix_id=suffix_id,
+    shard_index=shard,
+    num_shards=num_shards,
+  )
+
+
+class Loader:
+  """Iterator over this process's part of each global batch (numpy dicts)."""
+
+  def __init__(
+    self,
+    documents: Sequence[str],
+    tokenizer,
+    *,
+    shards: ShardSpec,
+    seq_len: int,
+    framing: tuple[str, str],
+    preprocess: Callable[[dict], dict],
+    seed: int,
+    train: bool,
+    pad_after_end: bool = False,
+  ):
+    """Args:
+    documents: random-access document strings (data/sources.py).
+    tokenizer: data/tokenizers.py Tokenizer.
+    shards: this process's shards and rows per shard per step.
+    seq_len: tokens per row.
+    framing: names of the tokenizer ids that open and close a segment.
+    preprocess: the objective's host-side batch function.
+    seed: data order seed.
+    train: shuffle and repeat forever; otherwise one pass, the last batch padded.
+    pad_after_end: after one pass, yield all-padding batches instead of stopping,
+      so that processes whose shards end at different steps stay in lockstep
+      (the evaluation loop stops when a global batch holds no real row).
+    """
+    self._shards = shards
+    self._seq_len = seq_len
+    self._preprocess = preprocess
+    self._pad_after_end = pad_after_end
+    self._iters = []
+    for shard in shards.local_shards:
+      rows = _shard_rows(
+        documents,
+        tokenizer,
+        shard=shard,
+        num_shards=shards.num_shards,
+        seq_len=seq_len,
+        framing=framing,
+        seed=seed,
+        train=train,
+      )
+      self._iters.append(iter(rows))
+
+  def _rows(self, it) -> list[dict]:
+    rows = []
+    for _ in range(self._shards.rows_per_shard):
+      try:
+        rows.append(next(it))
+      except StopIteration:
+        break
+    return rows
+
+  def _padding_row(self) -> dict:
+    zeros = np.zeros(self._seq_len, np.int32)
+    return dict(tokens=zeros, segment_ids=zeros, positions=zeros, epoch=0, example_id=-1)
+
+  def __iter__(self):
+    return self
+
+  def __next__(self) -> dict:
+    parts = [self._rows(it) for it in self._iters]
+    if not any(parts) and not self._pad_after_end:
+      raise StopIteration
+    rows = []
+    for part in parts:  # Evaluation pads exhausted shards with empty rows (weight 0).
+      rows += part + [self._padding_row()] * (self._shards.rows_per_shard - len(part))
+    batch = {key: np.stack([row[key] for row in rows]) for key in rows[0]}
+    return self._preprocess(batch)
+
+  def get_state(self) -> dict:
+    """{'shards': {shard index (str): iterator state}} for this process's shards."""
+    shards = self._shards.local_shards
+    return {'shards': {str(s): it.get_state() for s, it in zip(shards, self._iters, strict=True)}}
+
+  def set_state(self, state: dict):
+    """Restores this process's shards from a state holding (at least) all of them."""
+    saved = state['shards']
+    for shard, it in zip(self._shards.local_shards, self._iters, strict=True):
+      if str(shard) not in saved:
+        raise ValueError(
+          f'The checkpoint has no state for data shard {shard} (it holds {len(saved)} '
+          f'shards); resume with the data.num_shards it was written with.'
+        )
+      it.set_state(saved[str(shard)])

@@ -1,0 +1,51 @@
+"""Causal language modelling (GPT): predict each next token within its segment.
+
+Host side: targets are the inputs shifted left by one; a position counts only
+when its next token belongs to the same (non-padding) segment, so packed
+documents never predict across their boundary. Segments are framed as
+BOS tokens EOS, so the model learns to end a document.
+"""
+
+import numpy as np
+
+from models import heads
+from objectives import metrics
+
+FRAMING = ('bos_id', 'eos_id')
+
+
+def build_model(model_cfg):
+  """The model this objective trains: the causal stack with the tied LM head."""
+  return heads.CausalLM(model_cfg)
+
+
+def make_preprocess(objective_cfg, tokenizer, seed: int):
+  """Returns `preprocess(batch) -> batch` with next-token targets and weights."""
+  del objective_cfg, tokenizer, seed  # CLM draws nothing at random.
+
+  def preprocess(batch: dict) -> dict:
+    tokens, segment_ids = batch['tokens'], batch['segment_ids']  # [batch, length]
+    targets = np.zeros_like(tokens)
+    targets[:, :-1] = tokens[:, 1:]
+    weights = np.zeros(tokens.shape, np.float32)
+    weights[:, :-1] = (segment_ids[:, :-1] == segment_ids[:, 1:]) & (segment_ids[:, :-1] > 0)
+    return {
+      'inputs': tokens.astype(np.int32),
+      'targets': targets.astype(np.int32),
+      'weights': weights,
+      'segment_ids': segment_ids.astype(np.int32),
+      'positions': batch['positions'].astype(np.int32),
+    }
+
+  return preprocess
+
+
+def loss_fn(params, batch, rng, *, model):
+  """Mean next-token cross-entropy; `rng=None` means evaluation."""
+  logits = metrics.apply_model(model, params, batch, rng)
+  return metrics.token_cross_entropy(logits, batch['targets'], batch['weights'])
+
+
+def eval_summary(values: dict[str, float]) -> dict[str, float]:
+  """Adds perplexity, exp(mean loss over the predicted positions)."""
+  return metrics.with_perplexity(values)

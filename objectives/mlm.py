@@ -1,0 +1,77 @@
+"""Masked language modelling (BERT), with dynamic masking (RoBERTa).
+
+Host side, vectorized over the batch: each non-special token is selected with
+probability `mask_rate` (15%); a selected token becomes [MASK] with probability
+`mask_token_rate` (80%), a random non-special token with `random_token_rate`
+(10%), and stays unchanged otherwise. The draws are a function of
+(seed, epoch, example id, position), so every epoch masks afresh and a restored
+run masks exactly as the uninterrupted one.
+
+Jitted side: cross-entropy over the selected positions only.
+"""
+
+import numpy as np
+
+from models import heads
+from objectives import host_random, metrics
+
+# Each packed segment is framed as [CLS] tokens [SEP], as in BERT.
+FRAMING = ('cls_id', 'sep_id')
+
+
+def build_model(model_cfg):
+  """The model this objective trains: the stack with BERT's MLM head."""
+  return heads.MaskedLM(model_cfg)
+
+
+def make_preprocess(objective_cfg, tokenizer, seed: int):
+  """Returns `preprocess(batch) -> batch` turning packed rows into MLM inputs."""
+  rates = (objective_cfg.mask_rate, objective_cfg.mask_token_rate, objective_cfg.random_token_rate)
+  mask_rate, mask_token_rate, random_token_rate = rates
+  if not 0.0 < mask_rate < 1.0:
+    raise ValueError(f'objective.mask_rate={mask_rate} must be in (0, 1).')
+  if min(mask_token_rate, random_token_rate) < 0 or mask_token_rate + random_token_rate > 1:
+    raise ValueError(
+      f'objective.mask_token_rate={mask_token_rate} and random_token_rate={random_token_rate}'
+      ' must be >= 0 and sum to at most 1.'
+    )
+  special_ids = np.asarray(tokenizer.special_ids)
+  # Random replacements come from the ordinary vocabulary only.
+  replacement_ids = np.setdiff1d(np.arange(tokenizer.vocab_size), special_ids).astype(np.int32)
+
+  def preprocess(batch: dict) -> dict:
+    tokens, segment_ids = batch['tokens'], batch['segment_ids']  # [batch, length]
+    length = tokens.shape[1]
+    draw = lambda stream: host_random.uniform(  # noqa: E731
+      seed, batch['epoch'], batch['example_id'], length, stream
+    )
+    candidates = (segment_ids > 0) & ~np.isin(tokens, special_ids)
+    selected = candidates & (draw(0) < mask_rate)
+    action = draw(1)
+    to_mask = selected & (action < mask_token_rate)
+    to_random = selected & (action >= mask_token_rate)
+    to_random &= action < mask_token_rate + random_token_rate
+    random_ids = replacement_ids[
+      np.minimum((draw(2) * len(replacement_ids)).astype(np.int64), len(replacement_ids) - 1)
+    ]
+    inputs = np.where(to_mask, tokenizer.mask_id, np.where(to_random, random_ids, tokens))
+    return {
+      'inputs': inputs.astype(np.int32),
+      'targets': tokens.astype(np.int32),
+      'weights': selected.astype(np.float32),
+      'segment_ids': segment_ids.astype(np.int32),
+      'positions': batch['positions'].astype(np.int32),
+    }
+
+  return preprocess
+
+
+def loss_fn(params, batch, rng, *, model):
+  """Mean cross-entropy over masked positions; `rng=None` means evaluation."""
+  logits = metrics.apply_model(model, params, batch, rng)
+  return metrics.token_cross_entropy(logits, batch['targets'], batch['weights'])
+
+
+def eval_summary(values: dict[str, float]) -> dict[str, float]:
+  """Adds perplexity, exp(mean loss over the predicted positions)."""
+  return metrics.with_perplexity(values)

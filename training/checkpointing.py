@@ -1,0 +1,88 @@
+"""One Orbax CheckpointManager for the train state, the data iterators and the config.
+
+A checkpoint step holds three items: `state` (the sharded TrainState), `data`
+(the loader state of every logical data shard, gathered from all processes into
+one JSON file, so a run may resume on another process count)
+and `meta` (the config and the tokenizer's fingerprint). Saves are async and
+atomic (Orbax writes to a temporary directory and renames it when complete),
+so a run killed mid-save resumes from the newest complete checkpoint.
+"""
+
+import json
+import os
+
+import jax
+import numpy as np
+import orbax.checkpoint as ocp
+from jax.experimental import multihost_utils
+
+
+def gather_process_states(state: dict) -> list[dict]:
+  """Every process's JSON-able `state`, in process order, on every process."""
+  if jax.process_count() == 1:
+    return [state]
+  encoded = np.frombuffer(json.dumps(state).encode(), np.uint8)
+  lengths = multihost_utils.process_allgather(np.int32(len(encoded)))
+  padded = np.zeros(int(np.max(lengths)), np.uint8)
+  padded[: len(encoded)] = encoded
+  gathered = multihost_utils.process_allgather(padded)  # [processes, max_len]
+  return [json.loads(bytes(row[:n]).decode()) for row, n in zip(gathered, lengths, strict=True)]
+
+
+class Checkpointer:
+  """Saves and restores (state, data states, meta) under `<workdir>/checkpoints`."""
+
+  def __init__(self, workdir: str, *, keep: int, save_every: int):
+    self.directory = os.path.abspath(os.path.join(workdir, 'checkpoints'))
+    self._manager = ocp.CheckpointManager(
+      self.directory,
+      options=ocp.CheckpointManagerOptions(
+        max_to_keep=keep,
+        save_interval_steps=max(save_every, 1),
+        enable_async_checkpointing=True,
+        create=True,
+      ),
+      item_names=('state', 'data', 'meta'),
+    )
+
+  def latest_step(self) -> int | None:
+    return self._manager.latest_step()
+
+  def save(self, step: int, state, data_state: dict, meta: dict, force: bool = False) -> bool:
+    """Starts an async save at `step` if it is due (or `force`); returns whether it did."""
+    if not force and not self._manager.should_save(step):
+      return False
+    shards = {}
+    for process_state in gather_process_states(data_state):
+      shards.update(process_state['shards'])
+    return self._manager.save(
+      step,
+      args=ocp.args.Composite(
+        state=ocp.args.StandardSave(state),
+        data=ocp.args.JsonSave({'shards': shards}),
+        meta=ocp.args.JsonSave(meta),
+      ),
+      force=force,
+    )
+
+  def restore(self, step: int, abstract_state):
+    """Returns (state, the data state of all shards, meta) of checkpoint `step`."""
+    restored = self._manager.restore(
+      step,
+      args=ocp.args.Composite(
+        state=ocp.args.StandardRestore(abstract_state),
+        data=ocp.args.JsonRestore(),
+        meta=ocp.args.JsonRestore(),
+      ),
+    )
+    return restored.state, restored.data, restored.meta
+
+  def restore_meta(self, step: int) -> dict:
+    return self._manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore())).meta
+
+  def wait(self):
+    self._manager.wait_until_finished()
+
+  def close(self):
+    self._manager.wait_until_finished()
+    self._manager.close()

@@ -1,0 +1,32 @@
+"""Held-out evaluation: one pass over the eval split (or `eval_steps` batches)."""
+
+import jax
+
+from objectives import metrics as metrics_lib
+
+
+def to_global(host_batch: dict, sharding) -> dict:
+  """Assembles this process's rows of every array into global, sharded arrays."""
+  return {k: jax.make_array_from_process_local_data(sharding, v) for k, v in host_batch.items()}
+
+
+def evaluate(exp, params, eval_step, *, shards, batch_sharding, max_steps: int = 0) -> dict:
+  """Averaged metrics (plus the objective's derived figures) over the eval split.
+
+  Every process steps in lockstep: a process whose shards end early feeds
+  all-padding rows, and the loop stops at the first global batch with no
+  real row (or after `max_steps` batches when it is positive).
+  """
+  loader = exp.loader('eval', shards, pad_after_end=True)
+  total, batches = None, 0
+  while not max_steps or batches < max_steps:
+    step_metrics = eval_step(params, to_global(next(loader), batch_sharding))
+    if float(step_metrics['rows'][0]) == 0:
+      break
+    total = step_metrics if total is None else metrics_lib.add(total, step_metrics)
+    batches += 1
+  if total is None:
+    raise ValueError('The evaluation split produced no batch: is it empty?')
+  rows = float(total.pop('rows')[0])
+  values = exp.objective.eval_summary(metrics_lib.summarize(total))
+  return {**values, 'batches': batches, 'rows': rows}

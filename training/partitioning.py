@@ -1,0 +1,121 @@
+"""The device mesh and the only place logical axis names meet mesh axes.
+
+The mesh has three axes: `data` (pure data parallelism), `fsdp` (data
+parallelism whose parameters and optimizer state are sharded, ZeRO-3 style)
+and `tensor` (Megatron-style tensor parallelism over heads, MLP and vocab).
+A strategy is a rule set picked by name in `config.mesh.strategy`; axes of
+size 1 make a rule a no-op, so 'fsdp_tp' on an (8, 1, 1) mesh is plain DP.
+"""
+
+import math
+
+import flax.linen as nn
+import jax
+from jax.experimental import mesh_utils
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+MESH_AXES = ('data', 'fsdp', 'tensor')
+BATCH_AXES = ('data', 'fsdp')
+
+# Activations: the batch is split over every data-like axis.
+_ACTIVATION_RULES = (
+  ('batch', BATCH_AXES),
+  ('length', None),
+  ('act_embed', None),
+)
+_TENSOR_ACTIVATION_RULES = (
+  ('act_heads', 'tensor'),
+  ('act_kv', None),
+  ('act_mlp', 'tensor'),
+  ('act_vocab', 'tensor'),
+)
+_REPLICATED_ACTIVATION_RULES = (
+  ('act_heads', None),
+  ('act_kv', None),
+  ('act_mlp', None),
+  ('act_vocab', None),
+)
+_REPLICATED_PARAM_RULES = (
+  ('embed', None),
+  ('vocab', None),
+  ('heads', None),
+  ('kv', None),
+  ('mlp', None),
+  ('position', None),
+  ('token_type', None),
+)
+_FSDP_PARAM_RULES = (('embed', 'fsdp'),) + _REPLICATED_PARAM_RULES[1:]
+_FSDP_TP_PARAM_RULES = (
+  ('embed', 'fsdp'),
+  ('vocab', 'tensor'),
+  ('heads', 'tensor'),
+  ('kv', None),
+  ('mlp', 'tensor'),
+  ('position', None),
+  ('token_type', None),
+)
+
+RULES = {
+  'dp': _ACTIVATION_RULES + _REPLICATED_ACTIVATION_RULES + _REPLICATED_PARAM_RULES,
+  'fsdp': _ACTIVATION_RULES + _REPLICATED_ACTIVATION_RULES + _FSDP_PARAM_RULES,
+  'fsdp_tp': _ACTIVATION_RULES + _TENSOR_ACTIVATION_RULES + _FSDP_TP_PARAM_RULES,
+}
+
+
+def logical_rules(strategy: str) -> tuple:
+  if strategy not in RULES:
+    raise ValueError(f'Unknown mesh.strategy {strategy!r}; expected one of {", ".join(RULES)}.')
+  return RULES[strategy]
+
+
+def mesh_shape(mesh_cfg, num_devices: int) -> tuple[int, int, int]:
+  """Resolves -1 ("the remaining devices") and checks the product is the device count."""
+  sizes = [mesh_cfg.data, mesh_cfg.fsdp, mesh_cfg.tensor]
+  described = ', '.join(f'mesh.{a}={s}' for a, s in zip(MESH_AXES, sizes, strict=True))
+  if sizes.count(-1) > 1:
+    raise ValueError(f'At most one mesh axis may be -1, got {described}.')
+  if any(s == 0 or s < -1 for s in sizes):
+    raise ValueError(f'Mesh axis sizes must be positive or -1, got {described}.')
+  known = math.prod(s for s in sizes if s != -1)
+  if -1 in sizes:
+    if num_devices % known:
+      raise ValueError(
+        f'The mesh ({described}) does not divide the {num_devices} devices: '
+        f'{known} does not divide {num_devices}.'
+      )
+    sizes[sizes.index(-1)] = num_devices // known
+  if math.prod(sizes) != num_devices:
+    raise ValueError(
+      f'The mesh ({described}) has {math.prod(sizes)} devices but there are {num_devices}; '
+      'make the product equal the device count or set one axis to -1.'
+    )
+  return tuple(sizes)
+
+
+def make_mesh(mesh_cfg, devices=None) -> Mesh:
+  """A (data, fsdp, tensor) mesh over all devices (or `devices`)."""
+  devices = jax.devices() if devices is None else list(devices)
+  shape = mesh_shape(mesh_cfg, len(devices))
+  # Topology-aware on TPU/GPU (ICI-near devices share the fast axes); a reshape on CPU.
+  return Mesh(mesh_utils.create_device_mesh(shape, devices=devices), MESH_AXES)
+
+
+def check_batch(batch_size: int, mesh: Mesh):
+  """The global batch must split evenly over the data-like mesh axes."""
+  ways = math.prod(mesh.shape[a] for a in BATCH_AXES)
+  if batch_size % ways:
+    raise ValueError(
+      f'batch_size={batch_size} cannot be split over the {ways} data-parallel devices '
+      f'(mesh data={mesh.shape["data"]} x fsdp={mesh.shape["fsdp"]}); use a multiple of {ways}.'
+    )
+
+
+def batch_sharding(mesh: Mesh, rank: int = 2) -> NamedSharding:
+  """Sharding of a [batch, ...] input array: batch over (data, fsdp)."""
+  return NamedSharding(mesh, PartitionSpec(BATCH_AXES, *([None] * (rank - 1))))
+
+
+def logical_shardings(abstract_tree, mesh: Mesh, rules) -> object:
+  """NamedShardings for a tree whose leaves may be nn.LogicallyPartitioned boxes."""
+  specs = nn.get_partition_spec(abstract_tree)
+  return nn.logical_to_mesh_sharding(specs, mesh, rules)

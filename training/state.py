@@ -1,0 +1,114 @@
+"""The train state, initialized directly sharded, and the jitted train step."""
+
+import functools
+
+import flax.linen as nn
+import flax.struct
+import jax
+import jax.numpy as jnp
+import optax
+
+from training import partitioning
+
+
+@flax.struct.dataclass
+class TrainState:
+  step: jax.Array  # int32 scalar: optimizer steps taken.
+  params: dict
+  opt_state: optax.OptState
+
+
+def _init_batch(batch_size: int, seq_len: int) -> dict:
+  shape = (batch_size, seq_len)
+  return {k: jnp.ones(shape, jnp.int32) for k in ('inputs', 'segment_ids', 'positions')}
+
+
+def create(model, tx, *, mesh, rules, seed: int, seq_len: int):
+  """Initializes the state on the mesh, each leaf born sharded (no full copy anywhere).
+
+  Returns:
+    (state, shardings): the TrainState and a matching tree of NamedShardings.
+  """
+
+  def init_boxed(rng):
+    batch = _init_batch(1, seq_len)
+    variables = model.init(rng, batch['inputs'], batch['segment_ids'], batch['positions'])
+    params = variables['params']  # Leaves boxed in nn.LogicallyPartitioned.
+    return TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params))
+
+  rng = jax.random.key(seed)
+  with nn.logical_axis_rules(rules):
+    abstract = jax.eval_shape(init_boxed, rng)
+    shardings = partitioning.logical_shardings(abstract, mesh, rules)
+    init = jax.jit(lambda r: nn.unbox(init_boxed(r)), out_shardings=shardings)
+    with jax.set_mesh(mesh):
+      state = init(rng)
+  return state, shardings
+
+
+def abstract_state(model, tx, *, mesh, rules, seq_len: int):
+  """ShapeDtypeStructs with shardings, the restore target of a checkpoint."""
+
+  def init(rng):
+    batch = _init_batch(1, seq_len)
+    params = model.init(rng, batch['inputs'], batch['segment_ids'], batch['positions'])['params']
+    return TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params))
+
+  with nn.logical_axis_rules(rules):
+    boxed = jax.eval_shape(init, jax.random.key(0))
+    shardings = partitioning.logical_shardings(boxed, mesh, rules)
+  shapes = nn.unbox(boxed)
+  return jax.tree.map(
+    lambda s, sh: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sh), shapes, shardings
+  ), shardings
+
+
+def train_step(state: TrainState, batch: dict, *, model, loss_fn, tx, seed: int):
+  """One optimizer step. Dropout randomness is derived from (seed, step)."""
+  rng = jax.random.fold_in(jax.random.key(seed), state.step)
+  grad_fn = jax.value_and_grad(functools.partial(loss_fn, model=model), has_aux=True)
+  (_, metrics), grads = grad_fn(state.params, batch, rng)
+  updates, opt_state = tx.update(grads, state.opt_state, state.params)
+  params = optax.apply_updates(state.params, updates)
+  metrics = dict(metrics, grad_norm=(optax.global_norm(grads), jnp.float32(1.0)))
+  return TrainState(step=state.step + 1, params=params, opt_state=opt_state), metrics
+
+
+def eval_step(params, batch: dict, *, model, loss_fn):
+  """Metrics of one evaluation batch, plus the count of real (non-padding) rows."""
+  _, metrics = loss_fn(params, batch, None, model=model)
+  rows = jnp.sum(jnp.any(batch['segment_ids'] > 0, axis=-1)).astype(jnp.float32)
+  return dict(metrics, rows=(rows, jnp.float32(1.0)))
+
+
+def jit_train_step(state_shardings, batch_shardings, *, mesh, rules, **kwargs):
+  """The train step jitted with explicit shardings and the state donated."""
+  replicated = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
+  step = jax.jit(
+    functools.partial(train_step, **kwargs),
+    in_shardings=(state_shardings, batch_shardings),
+    out_shardings=(state_shardings, replicated),
+    donate_argnums=0,
+  )
+  return _under_rules(step, mesh, rules)
+
+
+def jit_eval_step(param_shardings, batch_shardings, *, mesh, rules, **kwargs):
+  replicated = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
+  step = jax.jit(
+    functools.partial(eval_step, **kwargs),
+    in_shardings=(param_shardings, batch_shardings),
+    out_shardings=replicated,
+  )
+  return _under_rules(step, mesh, rules)
+
+
+def _under_rules(fn, mesh, rules):
+  """Calls `fn` with the mesh and logical rules active (for the activations' constraints)."""
+
+  @functools.wraps(fn)
+  def wrapped(*args):
+    with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
+      return fn(*args)
+
+  return wrapped

@@ -1,0 +1,161 @@
+"""The training loop: build, resume, step, log, evaluate, checkpoint."""
+
+import json
+import os
+import time
+
+import jax
+from jax.experimental import multihost_utils
+
+from data.loader import ShardSpec
+from objectives import metrics as metrics_lib
+from training import checkpointing, evaluation, experiment, flops, optimizers, partitioning
+from training import logging as logging_lib
+from training import state as state_lib
+
+
+def _meta(config, exp) -> dict:
+  return {
+    'config': json.loads(config.to_json()),
+    'tokenizer': {'path': exp.tokenizer.path, 'sha256': exp.tokenizer.fingerprint()},
+  }
+
+
+def check_tokenizer(meta: dict, exp, where: str):
+  """A checkpoint must be used with the tokenizer it was trained with."""
+  saved = meta['tokenizer']
+  if saved['sha256'] != exp.tokenizer.fingerprint():
+    raise ValueError(
+      f'The checkpoint in {where} was trained with tokenizer {saved["path"]} '
+      f'(sha256 {saved["sha256"][:12]}), but this run loads {exp.tokenizer.path} '
+      f'(sha256 {exp.tokenizer.fingerprint()[:12]}): point data.tokenizer_path at the original.'
+    )
+
+
+class Run:
+  """Mesh, model, optimizer and jitted steps of one config, shared by train and eval."""
+
+  def __init__(self, config, workdir: str):
+    self.config, self.workdir = config, workdir
+    self.mesh = partitioning.make_mesh(config.mesh)
+    self.rules = partitioning.logical_rules(config.mesh.strategy)
+    partitioning.check_batch(config.batch_size, self.mesh)
+    self.shards = ShardSpec.create(
+      config.batch_size, config.data.num_shards, jax.process_index(), jax.process_count()
+    )
+    barrier = lambda: multihost_utils.sync_global_devices('tokenizer')  # noqa: E731
+    self.exp = experiment.build(config, workdir, process_index=jax.process_index(), barrier=barrier)
+    self.model = self.exp.model
+    self.tx = optimizers.build(config.optimizer, config.total_steps)
+    self.batch_sharding = partitioning.batch_sharding(self.mesh)
+    self.checkpointer = checkpointing.Checkpointer(
+      workdir, keep=config.keep_checkpoints, save_every=config.checkpoint_every_steps
+    )
+
+  def abstract_state(self):
+    return state_lib.abstract_state(
+      self.model, self.tx, mesh=self.mesh, rules=self.rules, seq_len=self.config.seq_len
+    )
+
+  def eval_step(self, param_shardings):
+    return state_lib.jit_eval_step(
+      param_shardings,
+      self.batch_sharding,
+      mesh=self.mesh,
+      rules=self.rules,
+      model=self.model,
+      loss_fn=self.exp.objective.loss_fn,
+    )
+
+  def evaluate(self, params, eval_step) -> dict:
+    return evaluation.evaluate(
+      self.exp,
+      params,
+      eval_step,
+      shards=self.shards,
+      batch_sharding=self.batch_sharding,
+      max_steps=self.config.eval_steps,
+    )
+
+
+def train(config, workdir: str) -> dict:
+  """Trains `config` in `workdir`, resuming from its newest checkpoint. Returns the last log."""
+  run = Run(config, workdir)
+  exp, cfg = run.exp, config
+  writer = logging_lib.MetricWriter(workdir, cfg.total_steps)
+  loader = exp.loader('train', run.shards)
+  latest = run.checkpointer.latest_step()
+  if latest is None:
+    state, shardings = state_lib.create(
+      run.model, run.tx, mesh=run.mesh, rules=run.rules, seed=cfg.seed, seq_len=cfg.seq_len
+    )
+  else:
+    abstract, shardings = run.abstract_state()
+    state, data_state, meta = run.checkpointer.restore(latest, abstract)
+    check_tokenizer(meta, exp, run.checkpointer.directory)
+    loader.set_state(data_state)
+    writer.info(f'Resumed from step {latest} in {run.checkpointer.directory}.')
+  meta = _meta(cfg, exp)
+  if jax.process_index() == 0:
+    with open(os.path.join(workdir, 'config.json'), 'w') as f:
+      json.dump(meta['config'], f, indent=2)
+
+  train_step = state_lib.jit_train_step(
+    shardings,
+    run.batch_sharding,
+    mesh=run.mesh,
+    rules=run.rules,
+    model=run.model,
+    loss_fn=exp.objective.loss_fn,
+    tx=run.tx,
+    seed=cfg.seed,
+  )
+  eval_step = run.eval_step(shardings.params)
+  schedule = optimizers.learning_rate_schedule(cfg.optimizer, cfg.total_steps)
+  tokens_per_step = cfg.batch_size * cfg.seq_len
+  flops_per_token = flops.train_flops_per_token(
+    exp.model_cfg, cfg.seq_len, mlm_head=not exp.model_cfg.causal
+  )
+  peak, peak_source = cfg.peak_flops_per_device, 'configured peak_flops_per_device'
+  if not peak:
+    peak, peak_source = flops.measured_peak_flops(), 'measured float32 matmul peak'
+  writer.info(
+    f'{exp.model_cfg.num_layers} layers x {exp.model_cfg.d_model} | mesh {dict(run.mesh.shape)}'
+    f' | {jax.process_count()} process(es) | MFU against {peak / 1e9:.1f} GFLOP/s per device'
+    f' ({peak_source}) x {jax.device_count()} devices; {flops_per_token / 1e6:.1f} MFLOPs/token'
+  )
+
+  step = int(state.step)
+  last_log, last_time, acc, logged = step, time.time(), None, {}
+  while step < cfg.total_steps:
+    batch = evaluation.to_global(next(loader), run.batch_sharding)
+    state, step_metrics = train_step(state, batch)
+    acc = step_metrics if acc is None else metrics_lib.add(acc, step_metrics)
+    step += 1
+    if step % cfg.log_every_steps == 0 or step == cfg.total_steps:
+      values = metrics_lib.summarize(acc)  # Blocks until the steps are done.
+      seconds = (time.time() - last_time) / (step - last_log)
+      values.update(
+        learning_rate=float(schedule(step - 1)),
+        tokens_per_sec=tokens_per_step / seconds,
+        mfu=flops_per_token * tokens_per_step / seconds / (peak * jax.device_count()),
+        seconds_per_step=seconds,
+      )
+      writer.write(step, values)
+      writer.progress(step, values, seconds)
+      logged, last_log, last_time, acc = values, step, time.time(), None
+    if cfg.eval_every_steps and step % cfg.eval_every_steps == 0 and step < cfg.total_steps:
+      eval_values = run.evaluate(state.params, eval_step)
+      writer.write(step, eval_values, prefix='eval/')
+      writer.info(f'eval at step {step}: ' + _format(eval_values))
+      last_time = time.time()  # Evaluation time is not training time.
+    run.checkpointer.save(step, state, loader.get_state(), meta, force=step == cfg.total_steps)
+  run.checkpointer.close()
+  writer.close()
+  return logged
+
+
+def _format(values: dict) -> str:
+  return ', '.join(
+    f'{k} {v:.4f}' if isinstance(v, float) else f'{k} {v}' for k, v in values.items()
+  )
