@@ -9,6 +9,9 @@ error naming it. The run resumes by itself from the newest checkpoint in
 --coordinator_address/--num_processes/--process_id.
 """
 
+import os
+import signal
+
 from absl import app, flags
 from ml_collections import config_flags
 
@@ -16,7 +19,24 @@ from training import launch
 
 _CONFIG = config_flags.DEFINE_config_file('config', None, 'Experiment config file.')
 _WORKDIR = flags.DEFINE_string('workdir', None, 'Run directory: checkpoints, logs, tokenizer.')
+_KILL_AFTER_STEP = flags.DEFINE_integer(
+  'fault_kill_after_step',
+  None,
+  'Testing aid: SIGKILL this process right after the given step (its async checkpoint '
+  'may be unfinished), to check that a restarted run resumes exactly.',
+)
 flags.mark_flags_as_required(['config', 'workdir'])
+
+
+def _kill_after(kill_step: int | None):
+  if kill_step is None:
+    return None
+
+  def after_step(step: int):
+    if step == kill_step:
+      os.kill(os.getpid(), signal.SIGKILL)
+
+  return after_step
 
 
 def main(argv):
@@ -24,7 +44,7 @@ def main(argv):
   launch.initialize_distributed()
   from training import trainer  # After distributed init: importing may touch devices.
 
-  trainer.train(_CONFIG.value, _WORKDIR.value)
+  trainer.train(_CONFIG.value, _WORKDIR.value, after_step=_kill_after(_KILL_AFTER_STEP.value))
 
 
 if __name__ == '__main__':

@@ -18,12 +18,12 @@ def get_config():
   c.objective.module = 'objectives.mlm'
   c.data.source = 'embedded'
   c.data.vocab_size = 4096
-  c.total_steps = 600
+  c.total_steps = 500
   c.batch_size = 32
   c.seq_len = 128
-  c.log_every_steps = 50
-  c.checkpoint_every_steps = 200
-  c.eval_every_steps = 200
+  c.log_every_steps = 25
+  c.checkpoint_every_steps = 250
+  c.eval_every_steps = 250
   c.optimizer.learning_rate = 1e-3
   c.optimizer.warmup_steps = 60
   return c

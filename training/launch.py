@@ -1,7 +1,5 @@
 """Command-line plumbing shared by train.py, eval.py and bench/: flags and multi-host start."""
 
-import os
-
 import jax
 from absl import flags
 
@@ -22,8 +20,8 @@ def initialize_distributed():
   """Joins the other processes when asked; CPU runs use gloo collectives."""
   if not (DISTRIBUTED.value or COORDINATOR.value):
     return
-  if jax.default_backend() == 'cpu' or os.environ.get('JAX_PLATFORMS') == 'cpu':
-    jax.config.update('jax_cpu_collectives_implementation', 'gloo')
+  # Only CPU clients read this (no backend may be touched before initialize()).
+  jax.config.update('jax_cpu_collectives_implementation', 'gloo')
   jax.distributed.initialize(
     coordinator_address=COORDINATOR.value,
     num_processes=NUM_PROCESSES.value,

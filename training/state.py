@@ -70,7 +70,7 @@ def train_step(state: TrainState, batch: dict, *, model, loss_fn, tx, seed: int)
   (_, metrics), grads = grad_fn(state.params, batch, rng)
   updates, opt_state = tx.update(grads, state.opt_state, state.params)
   params = optax.apply_updates(state.params, updates)
-  metrics = dict(metrics, grad_norm=(optax.global_norm(grads), jnp.float32(1.0)))
+  metrics = dict(metrics, grad_norm=(optax.tree.norm(grads), jnp.float32(1.0)))
   return TrainState(step=state.step + 1, params=params, opt_state=opt_state), metrics
 
 
@@ -106,9 +106,14 @@ def jit_eval_step(param_shardings, batch_shardings, *, mesh, rules, **kwargs):
 def _under_rules(fn, mesh, rules):
   """Calls `fn` with the mesh and logical rules active (for the activations' constraints)."""
 
-  @functools.wraps(fn)
   def wrapped(*args):
     with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
       return fn(*args)
 
+  def lower(*args):
+    """Ahead-of-time lowering (`.compile()` it), e.g. to time compilation."""
+    with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
+      return fn.lower(*args)
+
+  wrapped.lower = lower
   return wrapped

@@ -3,6 +3,7 @@
 import json
 import os
 import time
+from collections.abc import Callable
 
 import jax
 from jax.experimental import multihost_utils
@@ -78,8 +79,18 @@ class Run:
     )
 
 
-def train(config, workdir: str) -> dict:
-  """Trains `config` in `workdir`, resuming from its newest checkpoint. Returns the last log."""
+def train(config, workdir: str, after_step: Callable[[int], None] | None = None) -> dict:
+  """Trains `config` in `workdir`, resuming from its newest checkpoint.
+
+  Args:
+    config: the experiment config (configs/base.py keys).
+    workdir: run directory (checkpoints, metrics.jsonl, tensorboard/, tokenizer/).
+    after_step: called with the step number after each step and its checkpoint
+      save was started (train.py's fault injection for resume tests uses it).
+
+  Returns:
+    The last logged training figures.
+  """
   run = Run(config, workdir)
   exp, cfg = run.exp, config
   writer = logging_lib.MetricWriter(workdir, cfg.total_steps)
@@ -150,6 +161,8 @@ def train(config, workdir: str) -> dict:
       writer.info(f'eval at step {step}: ' + _format(eval_values))
       last_time = time.time()  # Evaluation time is not training time.
     run.checkpointer.save(step, state, loader.get_state(), meta, force=step == cfg.total_steps)
+    if after_step is not None:
+      after_step(step)
   run.checkpointer.close()
   writer.close()
   return logged

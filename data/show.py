@@ -1,0 +1,194 @@
+"""Shows what the model is fed: decoded rows of a config's batches, corruption marked.
+
+  python -m data.show --config configs/quickstart.py --num_examples 4
+  python -m data.show --config configs/quickstart.py --config.model.preset=gpt2-tiny \\
+      --config.objective.module=objectives.clm --json
+
+The batches are exactly the training (or `--split eval`) batches of the config,
+for one process: same tokenizer, packing, shards and derived masks. Without
+`--workdir` the tokenizer lives in a temporary directory, so a SentencePiece
+model is trained on the fly when `data.tokenizer_path` is empty.
+
+Plain output, per row: a header with its segment count and predicted
+positions, then one line per segment. For a masked objective a predicted
+position reads `[MASK→original]` if it was replaced by [MASK],
+`{random→original}` if replaced by a random token and `<original>` if kept;
+for a causal one the segments are shown as text with their predicted count.
+`--json`: one object per row holding every array of the batch under its own
+name, plus `tokens` and `targets_pieces` (the pieces of `inputs` and `targets`).
+"""
+
+import json
+import tempfile
+
+import numpy as np
+from absl import app, flags
+from ml_collections import config_flags
+
+from data import loader as loader_lib
+from data import tokenizers
+from training import experiment
+
+_CONFIG = config_flags.DEFINE_config_file('config', None, 'Experiment config file.')
+_NUM_EXAMPLES = flags.DEFINE_integer('num_examples', 4, 'Rows to show.')
+_JSON = flags.DEFINE_bool('json', False, 'One JSON object per row instead of text.')
+_WORKDIR = flags.DEFINE_string(
+  'workdir', None, 'Run directory holding (or receiving) the tokenizer; default: a temporary one.'
+)
+_SPLIT = flags.DEFINE_enum('split', 'train', ['train', 'eval'], 'Which split to show.')
+
+
+class _PieceText:
+  """Turns ids into display text: SentencePiece '▁' and WordPiece '##' become spacing."""
+
+  def __init__(self, tokenizer: tokenizers.Tokenizer):
+    self._tokenizer = tokenizer
+    self._sentencepiece = isinstance(tokenizer, tokenizers.SentencePieceTokenizer)
+    self._special = set(int(i) for i in tokenizer.special_ids)
+
+  def __call__(self, token_id: int) -> tuple[bool, str]:
+    """(space before it, its text) for one id."""
+    piece = self._tokenizer.id_to_piece(int(token_id))
+    if int(token_id) in self._special:
+      return True, piece
+    if self._sentencepiece:  # A bare '▁' is a space before a piece of its own.
+      return (True, piece[1:]) if piece.startswith('▁') else (False, piece)
+    return (False, piece[2:]) if piece.startswith('##') else (True, piece)
+
+  def marked(self, token_id: int) -> tuple[bool, str]:
+    """Like __call__, but never empty: a bare '▁' stays visible inside a mark."""
+    space, shown = self(token_id)
+    return space, shown or self._tokenizer.id_to_piece(int(token_id))
+
+  def join(self, ids) -> str:
+    parts = [self(i) for i in ids]
+    return ''.join((' ' if space else '') + text for space, text in parts).strip()
+
+
+def _plural(n: int, noun: str) -> str:
+  return f'{n} {noun}' if n == 1 else f'{n} {noun}s'
+
+
+def _segments(segment_ids: np.ndarray) -> list[np.ndarray]:
+  """Position indices of each segment of one row, in order (padding excluded)."""
+  return [np.flatnonzero(segment_ids == s) for s in np.unique(segment_ids[segment_ids > 0])]
+
+
+def _render_masked(batch: dict, row: int, tokenizer, text: _PieceText) -> list[str]:
+  inputs, targets = batch['inputs'][row], batch['targets'][row]
+  predicted = batch['weights'][row] > 0
+  masked = predicted & (inputs == tokenizer.mask_id)
+  replaced = predicted & ~masked & (inputs != targets)
+  kept = predicted & ~masked & ~replaced
+  segments = _segments(batch['segment_ids'][row])
+  lines = [
+    f'{_plural(len(segments), "segment")}, {_plural(int(predicted.sum()), "predicted position")} '
+    f'({int(masked.sum())} [MASK], {int(replaced.sum())} random, {int(kept.sum())} kept), '
+    f'{int((batch["segment_ids"][row] == 0).sum())} padding'
+  ]
+  for number, positions in enumerate(segments, 1):
+    out = []
+    for p in positions:
+      space, original = text.marked(targets[p])
+      if masked[p]:
+        shown = f'[MASK→{original}]'
+      elif replaced[p]:
+        shown = f'{{{text.marked(inputs[p])[1]}→{original}}}'
+      elif kept[p]:
+        shown = f'<{original}>'
+      else:
+        space, shown = text(inputs[p])
+      out.append((' ' if space else '') + shown)
+    lines.append(f'  segment {number} ({len(positions)} tokens): ' + ''.join(out).strip())
+  return lines
+
+
+def _render_causal(batch: dict, row: int, text: _PieceText) -> list[str]:
+  weights = batch['weights'][row]
+  segments = _segments(batch['segment_ids'][row])
+  lines = [
+    f'{_plural(len(segments), "segment")}, '
+    f'{_plural(int((weights > 0).sum()), "predicted position")}, '
+    f'{int((batch["segment_ids"][row] == 0).sum())} padding'
+  ]
+  for number, positions in enumerate(segments, 1):
+    lines.append(
+      f'  segment {number} ({len(positions)} tokens, {int((weights[positions] > 0).sum())} '
+      f'predicted): ' + text.join(batch['inputs'][row][positions])
+    )
+  return lines
+
+
+def _json_line(batch: dict, row: int, example: int, tokenizer) -> str:
+  record = {'example': example}
+  for name, value in batch.items():
+    record[name] = np.asarray(value)[row].tolist()  # Ints stay ints, float weights floats.
+  record['tokens'] = [tokenizer.id_to_piece(i) for i in batch['inputs'][row]]
+  record['targets_pieces'] = [tokenizer.id_to_piece(i) for i in batch['targets'][row]]
+  return json.dumps(record, ensure_ascii=False)
+
+
+def show(
+  config, workdir: str, num_examples: int = 4, as_json: bool = False, split: str = 'train'
+) -> list[str]:
+  """The output lines for the first `num_examples` rows of `split`, as one process sees them.
+
+  Args:
+    config: The experiment config.
+    workdir: Directory of the tokenizer (trained there when `data.tokenizer_path` is empty).
+    num_examples: Rows to show (fewer if an eval split ends first).
+    as_json: One JSON object per row instead of the annotated text.
+    split: 'train' or 'eval'.
+
+  Returns:
+    The lines to print, without newlines.
+  """
+  exp = experiment.build(config, workdir)
+  tokenizer = exp.tokenizer
+  shards = loader_lib.ShardSpec.create(config.batch_size, config.data.num_shards, 0, 1)
+  loader = exp.loader(split, shards)
+  text = _PieceText(tokenizer)
+  lines = []
+  if not as_json:
+    marks = (
+      'predicted positions: [MASK→original], {random→original}, <kept>'
+      if not exp.model_cfg.causal
+      else 'next-token prediction within each segment'
+    )
+    lines.append(
+      f'# {config.objective.module} on the {split} split, {config.seq_len} tokens per row, '
+      f'tokenizer {tokenizer.path} ({tokenizer.vocab_size} pieces); {marks}'
+    )
+  example = 0
+  for batch_index, batch in enumerate(loader):
+    for row in range(batch['inputs'].shape[0]):
+      if example == num_examples:
+        return lines
+      if as_json:
+        lines.append(_json_line(batch, row, example, tokenizer))
+      else:
+        body = (
+          _render_causal(batch, row, text)
+          if exp.model_cfg.causal
+          else _render_masked(batch, row, tokenizer, text)
+        )
+        lines.append(f'example {example} (batch {batch_index}, row {row}): {body[0]}')
+        lines.extend(body[1:])
+      example += 1
+  return lines
+
+
+def main(argv):
+  del argv
+  config = _CONFIG.value
+  if _WORKDIR.value:
+    lines = show(config, _WORKDIR.value, _NUM_EXAMPLES.value, _JSON.value, _SPLIT.value)
+  else:
+    with tempfile.TemporaryDirectory() as workdir:
+      lines = show(config, workdir, _NUM_EXAMPLES.value, _JSON.value, _SPLIT.value)
+  print('\n'.join(lines))
+
+
+if __name__ == '__main__':
+  flags.mark_flags_as_required(['config'])
+  app.run(main)

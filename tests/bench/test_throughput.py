@@ -1,0 +1,184 @@
+"""Tests of bench/throughput.py and bench/config_loader.py.
+
+The end-to-end tests run the benchmark in a subprocess whose `sitecustomize`
+refuses to import TensorFlow, TFDS, Grain and ml_collections, as on the bare
+accelerator machine the benchmark is meant for.
+"""
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+
+from bench import config_loader, throughput
+from configs import base
+from models import presets
+from objectives import clm, mlm
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+BLOCKED = ('tensorflow', 'tensorflow_datasets', 'grain', 'ml_collections')
+
+_SITECUSTOMIZE = f"""
+import sys
+
+_BLOCKED = frozenset({BLOCKED!r})
+
+
+class _Blocker:
+  def find_spec(self, name, path=None, target=None):
+    if name.partition('.')[0] in _BLOCKED:
+      raise ImportError(f'{{name}} is blocked: the benchmark must not import it')
+    return None
+
+
+sys.meta_path.insert(0, _Blocker())
+"""
+
+
+@pytest.fixture(scope='module')
+def blocked_env(tmp_path_factory):
+  """Environment whose Python cannot import TF, TFDS, Grain or ml_collections."""
+  site = tmp_path_factory.mktemp('blocker')
+  (site / 'sitecustomize.py').write_text(textwrap.dedent(_SITECUSTOMIZE))
+  env = dict(os.environ)  # Keeps conftest's 8 CPU devices.
+  env['PYTHONPATH'] = os.pathsep.join([str(site), REPO])
+  return env
+
+
+@pytest.mark.parametrize('module', BLOCKED)
+def test_blocker_refuses_imports(blocked_env, module):
+  proc = subprocess.run(
+    [sys.executable, '-c', f'import {module}'],
+    env=blocked_env,
+    cwd=REPO,
+    capture_output=True,
+    text=True,
+  )
+  assert proc.returncode != 0
+  assert 'is blocked' in proc.stderr
+
+
+@pytest.mark.parametrize(
+  'preset, overrides',
+  [
+    ('bert-tiny', ['--config.peak_flops_per_device=1e11']),
+    ('gpt2-tiny', ['--config.objective.module=objectives.clm', '--config.model.dropout_rate=0.0']),
+  ],
+)
+def test_benchmark_runs_without_tensorflow(blocked_env, tmp_path, preset, overrides):
+  out = tmp_path / 'record.json'
+  cmd = [sys.executable, '-m', 'bench.throughput', '--config', 'configs/quickstart.py']
+  cmd += [f'--config.model.preset={preset}', '--config.seq_len=32', '--config.batch_size=8']
+  cmd += overrides + ['--steps', '2', '--warmup', '1', '--json', str(out)]
+  proc = subprocess.run(cmd, env=blocked_env, cwd=REPO, capture_output=True, text=True)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  lines = proc.stdout.splitlines()
+  assert (
+    lines[0].split()
+    == (
+      'preset | params | devices | batch | seq_len | dtype | compile s | step ms | tokens/s'
+      ' | MFU | peak mem'
+    ).split()
+  )
+  record = json.loads('\n'.join(lines[lines.index('{') :]))
+  assert record == json.loads(out.read_text())
+  assert record['preset'] == preset
+  assert record['tokens_per_s'] > 0 and record['step_time_ms'] > 0 and record['compile_s'] > 0
+  assert record['tokens_per_s'] == pytest.approx(8 * 32 / (record['step_time_ms'] / 1e3))
+  assert record['params'] == presets.count_params(presets.get_config(preset))
+  assert record['devices'] == 8 and record['batch_size'] == 8 and record['seq_len'] == 32
+  assert 0 < record['mfu'] < 1 and record['peak_memory_bytes'] > 0
+  assert np.isfinite(record['final_loss'])
+  if preset == 'bert-tiny':
+    assert record['peak_flops_per_device'] == 1e11
+    assert record['peak_flops_source'] == 'configured peak_flops_per_device'
+    assert 0.08 < record['predicted_fraction'] < 0.16  # 15% of the non-framing tokens.
+  else:
+    assert record['peak_flops_source'] == 'measured float32 matmul peak'
+    assert record['predicted_fraction'] > 0.8  # Every next token within a segment.
+
+
+def test_synthetic_rows_are_packed_like_the_loader():
+  rng = np.random.default_rng(0)
+  rows = throughput.synthetic_rows(
+    rng, 256, 128, vocab_size=1000, prefix_id=4, suffix_id=5, first_ordinary_id=7
+  )
+  tokens, segment_ids, positions = rows['tokens'], rows['segment_ids'], rows['positions']
+  assert tokens.shape == segment_ids.shape == positions.shape == (256, 128)
+  counts = segment_ids.max(1)
+  assert set(np.unique(counts)) == {1, 2, 3, 4}
+  real = segment_ids > 0
+  assert real.sum(1).min() >= 128 - 7 and real[:, 0].all()
+  assert (np.diff(segment_ids, axis=1) >= 0)[real[:, 1:]].all()  # Contiguous segments...
+  assert (np.diff(segment_ids, axis=1) <= 1).all()  # ...numbered 1, 2, ... with no gap.
+  starts = real & (positions == 0)
+  assert (starts.sum(1) == counts).all()
+  assert (tokens[starts] == 4).all()
+  ends = real & np.concatenate([segment_ids[:, 1:] != segment_ids[:, :-1], real[:, -1:]], 1)
+  assert (tokens[ends] == 5).all() and ends.sum() == starts.sum()
+  middle = real & ~starts & ~ends
+  assert tokens[middle].min() >= 7 and tokens[middle].max() < 1000
+  assert (tokens[~real] == 0).all() and (positions[~real] == 0).all()
+  lengths = [np.bincount(row[row > 0])[1:] for row in segment_ids]
+  assert min(x.min() for x in lengths) >= 8
+  for row_pos, row_seg in zip(positions[:8], segment_ids[:8], strict=True):
+    for s in range(1, row_seg.max() + 1):
+      np.testing.assert_array_equal(row_pos[row_seg == s], np.arange((row_seg == s).sum()))
+
+
+def test_synthetic_mlm_batches_mask_fifteen_percent():
+  config = base.get_config()
+  config.seq_len = 128
+  batches = throughput.synthetic_batches(config, mlm, 30522, num=4, rows=64)
+  weights = np.concatenate([b['weights'] for b in batches])
+  inputs = np.concatenate([b['inputs'] for b in batches])
+  targets = np.concatenate([b['targets'] for b in batches])
+  candidates = (targets >= 7).sum()  # 32k candidates: sd of the rate is 0.002.
+  assert weights.sum() / candidates == pytest.approx(0.15, abs=0.01)
+  masked = (inputs == throughput.SyntheticTokenizer.mask_id).sum() / weights.sum()
+  assert masked == pytest.approx(0.8, abs=0.03)
+  assert (weights[targets < 7] == 0).all()
+  clm_batch = throughput.synthetic_batches(config, clm, 50257, num=1, rows=4)[0]
+  assert set(clm_batch) == {'inputs', 'targets', 'weights', 'segment_ids', 'positions'}
+  starts = (clm_batch['positions'] == 0) & (clm_batch['segment_ids'] > 0)
+  assert (clm_batch['inputs'][starts] == 2).all()  # BOS opens every segment.
+
+
+def test_overrides_are_typed_and_unknown_keys_named():
+  config = config_loader.load_config(
+    os.path.join(REPO, 'configs', 'quickstart.py'),
+    ['--config.seq_len=64', '--config.model.dropout_rate', '0', '--config.mesh.strategy=dp'],
+  )
+  assert config.seq_len == 64 and config.mesh.strategy == 'dp'
+  assert config.model.dropout_rate == 0.0 and isinstance(config.model.dropout_rate, float)
+  with pytest.raises(ValueError, match=r"'model.presett'.*keys there: .*preset"):
+    config_loader.load_config('configs/quickstart.py', ['--config.model.presett=bert-base'])
+  with pytest.raises(ValueError, match='seq_len.*expected an int'):
+    config_loader.load_config('configs/quickstart.py', ['--config.seq_len=long'])
+  with pytest.raises(ValueError, match='Unrecognized argument'):
+    config_loader.load_config('configs/quickstart.py', ['--steps=3'])
+
+
+def test_stand_in_config_dict():
+  c = config_loader.ConfigDict()
+  c.seq_len = 128
+  c.rate = config_loader.placeholder(float)
+  c.model = config_loader.ConfigDict()
+  c.model.preset = 'bert-tiny'
+  c.lock()
+  with pytest.raises(AttributeError, match="'presett'"):
+    c.model.presett = 'x'
+  with pytest.raises(AttributeError, match="'seqlen'"):
+    _ = c.seqlen
+  config_loader.set_override(c, 'rate', '0.25')
+  config_loader.set_override(c, 'model.preset', 'gpt2-tiny')
+  assert json.loads(c.to_json()) == {'seq_len': 128, 'rate': 0.25, 'model': {'preset': 'gpt2-tiny'}}
+  copied = c.copy_and_resolve_references()
+  copied.seq_len = 64
+  assert c.seq_len == 128 and copied.is_locked
+  with pytest.raises(ValueError, match="'model.size'"):
+    config_loader.set_override(c, 'model.size', '1')

@@ -1,0 +1,132 @@
+"""Tests of data/show.py on the quickstart config (embedded corpus, 1000-piece vocabulary)."""
+
+import json
+import os
+import re
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from configs import quickstart
+from data import show as show_lib
+from data import tokenizers
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+BATCH_KEYS = {'inputs', 'targets', 'weights', 'segment_ids', 'positions'}
+HEADER = re.compile(
+  r'example (\d+) \(batch (\d+), row (\d+)\): (\d+) segments?, (\d+) predicted positions?'
+)
+NUM = 12  # Rows shown: 12 x 128 tokens, ~230 predicted MLM positions.
+
+
+def _config(causal: bool = False):
+  c = quickstart.get_config()
+  c.data.vocab_size = 1000
+  c.batch_size = 8  # NUM rows span two batches.
+  if causal:
+    c.model.preset = 'gpt2-tiny'
+    c.objective.module = 'objectives.clm'
+  return c
+
+
+@pytest.fixture(scope='module')
+def workdir(tmp_path_factory):
+  return str(tmp_path_factory.mktemp('show'))
+
+
+@pytest.fixture(scope='module')
+def tokenizer(workdir):
+  show_lib.show(_config(), workdir, num_examples=1)  # Trains the tokenizer once.
+  return tokenizers.load_tokenizer(os.path.join(workdir, 'tokenizer', 'spm.model'))
+
+
+def _records(lines):
+  records = [json.loads(line) for line in lines]
+  assert [r['example'] for r in records] == list(range(len(lines)))
+  return records
+
+
+def test_mlm_json_rows_hold_the_batch(workdir, tokenizer):
+  records = _records(show_lib.show(_config(), workdir, NUM, as_json=True))
+  assert len(records) == NUM
+  total_weight = total_candidates = 0
+  for r in records:
+    assert BATCH_KEYS | {'tokens', 'targets_pieces'} <= set(r)
+    assert all(len(r[k]) == 128 for k in BATCH_KEYS | {'tokens', 'targets_pieces'})
+    assert all(isinstance(w, float) for w in r['weights'])
+    assert all(isinstance(i, int) for k in BATCH_KEYS - {'weights'} for i in r[k])
+    inputs, targets = np.array(r['inputs']), np.array(r['targets'])
+    weights, tokens = np.array(r['weights']), np.array(r['tokens'])
+    assert list(tokens) == [tokenizer.id_to_piece(i) for i in inputs]
+    assert r['targets_pieces'] == [tokenizer.id_to_piece(i) for i in targets]
+    # Every corrupted position is predicted, and [MASK] appears nowhere else.
+    assert weights[inputs != targets].all()
+    np.testing.assert_array_equal(tokens == '[MASK]', (inputs == tokenizer.mask_id))
+    assert weights[tokens == '[MASK]'].all()
+    assert not np.isin(targets[weights > 0], tokenizer.special_ids).any()
+    total_weight += weights.sum()
+    total_candidates += (~np.isin(targets, tokenizer.special_ids)).sum()
+  # ~1500 candidates: the 15% rate has a standard deviation under 1%.
+  assert 0.11 < total_weight / total_candidates < 0.19
+
+
+def test_mlm_plain_output_marks_the_json_positions(workdir, tokenizer):
+  records = _records(show_lib.show(_config(), workdir, NUM, as_json=True))
+  lines = show_lib.show(_config(), workdir, NUM)
+  assert lines[0].startswith('# objectives.mlm on the train split')
+  headers = [(i, HEADER.match(line)) for i, line in enumerate(lines) if HEADER.match(line)]
+  assert len(headers) == NUM
+  bounds = [i for i, _ in headers] + [len(lines)]
+  for n, ((start, match), r) in enumerate(zip(headers, records, strict=True)):
+    body = lines[start + 1 : bounds[n + 1]]
+    inputs, targets = np.array(r['inputs']), np.array(r['targets'])
+    weights, segment_ids = np.array(r['weights']), np.array(r['segment_ids'])
+    assert int(match.group(1)) == n and int(match.group(2)) == n // 8
+    assert int(match.group(4)) == len(set(segment_ids[segment_ids > 0])) == len(body)
+    assert int(match.group(5)) == int(weights.sum())
+    masked = (weights > 0) & (inputs == tokenizer.mask_id)
+    assert f'({masked.sum()} [MASK], ' in lines[start]
+    text = '\n'.join(body)
+    assert text.count('[MASK→') == masked.sum()
+    assert text.count('[MASK]') == 0  # No unmarked mask token.
+    shown = re.findall(r'\[MASK→([^\]]*)\]', text)
+    expected = [tokenizer.id_to_piece(t).lstrip('▁') or '▁' for t in targets[masked]]
+    assert shown == expected
+    assert all(line.split(': ', 1)[1].startswith('[CLS]') for line in body)
+
+
+def test_clm_rows(workdir, tokenizer):
+  records = _records(show_lib.show(_config(causal=True), workdir, NUM, as_json=True))
+  lines = show_lib.show(_config(causal=True), workdir, NUM)
+  assert lines[0].startswith('# objectives.clm on the train split')
+  headers = [HEADER.match(line) for line in lines if HEADER.match(line)]
+  assert len(headers) == len(records) == NUM
+  for match, r in zip(headers, records, strict=True):
+    inputs, targets = np.array(r['inputs']), np.array(r['targets'])
+    weights, segment_ids = np.array(r['weights']), np.array(r['segment_ids'])
+    assert len(inputs) == 128 and r['tokens'][0] == '<s>'
+    np.testing.assert_array_equal(targets[:-1], inputs[1:])
+    real = segment_ids > 0
+    assert int(weights.sum()) == real.sum() - len(set(segment_ids[real]))  # All but the last.
+    assert int(match.group(5)) == int(weights.sum())
+  body = [line for line in lines if line.startswith('  segment ')]
+  assert len(body) == sum(int(m.group(4)) for m in headers)
+  assert all(': <s>' in line and 'predicted' in line for line in body)
+
+
+def test_eval_split_differs_from_train(workdir, tokenizer):
+  train = _records(show_lib.show(_config(), workdir, 2, as_json=True))
+  held_out = _records(show_lib.show(_config(), workdir, 2, as_json=True, split='eval'))
+  assert len(held_out) == 2
+  assert held_out[0]['targets'] != train[0]['targets']
+
+
+def test_command_line(workdir, tokenizer):
+  cmd = [sys.executable, '-m', 'data.show', '--config', 'configs/quickstart.py']
+  cmd += ['--config.data.vocab_size=1000', '--num_examples=2', '--json', f'--workdir={workdir}']
+  proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True)
+  assert proc.returncode == 0, proc.stderr[-2000:]
+  records = _records(proc.stdout.strip().splitlines())
+  assert len(records) == 2 and BATCH_KEYS <= set(records[0])

@@ -1,0 +1,51 @@
+"""Two processes on 127.0.0.1 (gloo collectives, 4 CPU devices each) match one process."""
+
+import subprocess
+
+import portpicker
+import pytest
+
+from tests.training import runs
+
+
+@pytest.mark.slow
+def test_two_processes_match_one(tmp_path, spm_path):
+  overrides = (
+    *runs.TINY_OVERRIDES,
+    '--config.total_steps=3',
+    '--config.checkpoint_every_steps=3',
+    '--config.data.num_shards=2',  # Fixed logical shards: the same batches on 1 or 2 hosts.
+    f'--config.data.tokenizer_path={spm_path}',
+  )
+  single = str(tmp_path / 'single')
+  runs.run('train.py', single, *overrides, devices=8)
+
+  multi = str(tmp_path / 'multi')
+  port = portpicker.pick_unused_port()
+  procs = [
+    subprocess.Popen(
+      runs.command(
+        'train.py',
+        multi,
+        *overrides,
+        f'--coordinator_address=127.0.0.1:{port}',
+        '--num_processes=2',
+        f'--process_id={i}',
+      ),  # fmt: skip
+      env=runs.env(devices=4),
+      cwd=runs.ROOT,
+      stdout=subprocess.PIPE,
+      stderr=subprocess.PIPE,
+      text=True,
+    )
+    for i in range(2)
+  ]
+  outputs = [p.communicate(timeout=600) for p in procs]
+  for p, (_, err) in zip(procs, outputs, strict=True):
+    assert p.returncode == 0, err[-4000:]
+  assert '2 process(es)' in outputs[0][0] + outputs[0][1]
+
+  expected, got = runs.losses(single), runs.losses(multi)
+  assert sorted(got) == [1, 2, 3]
+  for step in (1, 2, 3):
+    assert got[step] == pytest.approx(expected[step], abs=1e-5)
