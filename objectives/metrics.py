@@ -31,7 +31,7 @@ def token_cross_entropy(logits, targets, weights) -> tuple[jax.Array, Metrics]:
   total = jnp.sum(weights)
   loss_sum = jnp.sum(xent * weights)
   correct = jnp.sum((jnp.argmax(logits, axis=-1) == targets) * weights)
-  loss = loss_sum / jnp.maximum(total, 1.0)
+  loss = loss_sum / jnp.where(total > 0, total, 1.0)
   return loss, {'loss': (loss_sum, total), 'accuracy': (correct, total)}
 
 
