@@ -29,14 +29,6 @@ from data import loader as loader_lib
 from data import tokenizers
 from training import experiment
 
-_CONFIG = config_flags.DEFINE_config_file('config', None, 'Experiment config file.')
-_NUM_EXAMPLES = flags.DEFINE_integer('num_examples', 4, 'Rows to show.')
-_JSON = flags.DEFINE_bool('json', False, 'One JSON object per row instead of text.')
-_WORKDIR = flags.DEFINE_string(
-  'workdir', None, 'Run directory holding (or receiving) the tokenizer; default: a temporary one.'
-)
-_SPLIT = flags.DEFINE_enum('split', 'train', ['train', 'eval'], 'Which split to show.')
-
 
 class _PieceText:
   """Turns ids into display text: SentencePiece '▁' and WordPiece '##' become spacing."""
@@ -178,17 +170,29 @@ def show(
   return lines
 
 
+def _define_flags():
+  """Command-line flags, defined only when run as a script (so importing `show` is free)."""
+  config_flags.DEFINE_config_file('config', None, 'Experiment config file.')
+  flags.DEFINE_integer('num_examples', 4, 'Rows to show.')
+  flags.DEFINE_bool('json', False, 'One JSON object per row instead of text.')
+  flags.DEFINE_string(
+    'workdir', None, 'Run directory holding (or receiving) the tokenizer; default: a temporary one.'
+  )
+  flags.DEFINE_enum('split', 'train', ['train', 'eval'], 'Which split to show.')
+  flags.mark_flags_as_required(['config'])
+
+
 def main(argv):
   del argv
-  config = _CONFIG.value
-  if _WORKDIR.value:
-    lines = show(config, _WORKDIR.value, _NUM_EXAMPLES.value, _JSON.value, _SPLIT.value)
+  f = flags.FLAGS
+  if f.workdir:
+    lines = show(f.config, f.workdir, f.num_examples, f.json, f.split)
   else:
     with tempfile.TemporaryDirectory() as workdir:
-      lines = show(config, workdir, _NUM_EXAMPLES.value, _JSON.value, _SPLIT.value)
+      lines = show(f.config, workdir, f.num_examples, f.json, f.split)
   print('\n'.join(lines))
 
 
 if __name__ == '__main__':
-  flags.mark_flags_as_required(['config'])
+  _define_flags()
   app.run(main)

@@ -1,8 +1,12 @@
 """Held-out evaluation: one pass over the eval split (or `eval_steps` batches)."""
 
+import json
+import os
+
 import jax
 
 from objectives import metrics as metrics_lib
+from training import run as run_lib
 
 
 def to_global(host_batch: dict, sharding) -> dict:
@@ -30,3 +34,32 @@ def evaluate(exp, params, eval_step, *, shards, batch_sharding, max_steps: int =
   rows = float(total.pop('rows')[0])
   values = exp.objective.eval_summary(metrics_lib.summarize(total))
   return {**values, 'batches': batches, 'rows': rows}
+
+
+def evaluate_checkpoint(config, workdir: str) -> dict:
+  """Restores the newest checkpoint in `workdir` and evaluates it; returns the figures."""
+  run = run_lib.Run(config, workdir)
+  step = run.checkpointer.latest_step()
+  if step is None:
+    raise FileNotFoundError(f'No checkpoint in {run.checkpointer.directory}: train first.')
+  abstract, shardings = run.abstract_state()
+  state, _, meta = run.checkpointer.restore(step, abstract)
+  run.checkpointer.close()
+  run_lib.check_tokenizer(meta, run.exp, run.checkpointer.directory)
+  values = evaluate(
+    run.exp,
+    state.params,
+    run.eval_step(shardings.params),
+    shards=run.shards,
+    batch_sharding=run.batch_sharding,
+    max_steps=config.eval_steps,
+  )
+  result = {'step': step, 'objective': config.objective.module, **values}
+  if jax.process_index() == 0:
+    print(f'{"metric":<12} {"value":>12}')
+    for name, value in result.items():
+      text = f'{value:>12.4f}' if isinstance(value, float) else f'{value!s:>12}'
+      print(f'{name:<12} {text}')
+    with open(os.path.join(workdir, 'eval.json'), 'w') as f:
+      json.dump(result, f, indent=2)
+  return result

@@ -6,77 +6,12 @@ import time
 from collections.abc import Callable
 
 import jax
-from jax.experimental import multihost_utils
 
-from data.loader import ShardSpec
 from objectives import metrics as metrics_lib
-from training import checkpointing, evaluation, experiment, flops, optimizers, partitioning
+from training import evaluation, flops, optimizers
 from training import logging as logging_lib
+from training import run as run_lib
 from training import state as state_lib
-
-
-def _meta(config, exp) -> dict:
-  return {
-    'config': json.loads(config.to_json()),
-    'tokenizer': {'path': exp.tokenizer.path, 'sha256': exp.tokenizer.fingerprint()},
-  }
-
-
-def check_tokenizer(meta: dict, exp, where: str):
-  """A checkpoint must be used with the tokenizer it was trained with."""
-  saved = meta['tokenizer']
-  if saved['sha256'] != exp.tokenizer.fingerprint():
-    raise ValueError(
-      f'The checkpoint in {where} was trained with tokenizer {saved["path"]} '
-      f'(sha256 {saved["sha256"][:12]}), but this run loads {exp.tokenizer.path} '
-      f'(sha256 {exp.tokenizer.fingerprint()[:12]}): point data.tokenizer_path at the original.'
-    )
-
-
-class Run:
-  """Mesh, model, optimizer and jitted steps of one config, shared by train and eval."""
-
-  def __init__(self, config, workdir: str):
-    self.config, self.workdir = config, workdir
-    self.mesh = partitioning.make_mesh(config.mesh)
-    self.rules = partitioning.logical_rules(config.mesh.strategy)
-    partitioning.check_batch(config.batch_size, self.mesh)
-    self.shards = ShardSpec.create(
-      config.batch_size, config.data.num_shards, jax.process_index(), jax.process_count()
-    )
-    barrier = lambda: multihost_utils.sync_global_devices('tokenizer')  # noqa: E731
-    self.exp = experiment.build(config, workdir, process_index=jax.process_index(), barrier=barrier)
-    self.model = self.exp.model
-    self.tx = optimizers.build(config.optimizer, config.total_steps)
-    self.batch_sharding = partitioning.batch_sharding(self.mesh)
-    self.checkpointer = checkpointing.Checkpointer(
-      workdir, keep=config.keep_checkpoints, save_every=config.checkpoint_every_steps
-    )
-
-  def abstract_state(self):
-    return state_lib.abstract_state(
-      self.model, self.tx, mesh=self.mesh, rules=self.rules, seq_len=self.config.seq_len
-    )
-
-  def eval_step(self, param_shardings):
-    return state_lib.jit_eval_step(
-      param_shardings,
-      self.batch_sharding,
-      mesh=self.mesh,
-      rules=self.rules,
-      model=self.model,
-      loss_fn=self.exp.objective.loss_fn,
-    )
-
-  def evaluate(self, params, eval_step) -> dict:
-    return evaluation.evaluate(
-      self.exp,
-      params,
-      eval_step,
-      shards=self.shards,
-      batch_sharding=self.batch_sharding,
-      max_steps=self.config.eval_steps,
-    )
 
 
 def train(config, workdir: str, after_step: Callable[[int], None] | None = None) -> dict:
@@ -91,7 +26,7 @@ def train(config, workdir: str, after_step: Callable[[int], None] | None = None)
   Returns:
     The last logged training figures.
   """
-  run = Run(config, workdir)
+  run = run_lib.Run(config, workdir)
   exp, cfg = run.exp, config
   writer = logging_lib.MetricWriter(workdir, cfg.total_steps)
   loader = exp.loader('train', run.shards)
@@ -103,10 +38,10 @@ def train(config, workdir: str, after_step: Callable[[int], None] | None = None)
   else:
     abstract, shardings = run.abstract_state()
     state, data_state, meta = run.checkpointer.restore(latest, abstract)
-    check_tokenizer(meta, exp, run.checkpointer.directory)
+    run_lib.check_tokenizer(meta, exp, run.checkpointer.directory)
     loader.set_state(data_state)
     writer.info(f'Resumed from step {latest} in {run.checkpointer.directory}.')
-  meta = _meta(cfg, exp)
+  meta = run_lib.checkpoint_meta(cfg, exp)
   if jax.process_index() == 0:
     with open(os.path.join(workdir, 'config.json'), 'w') as f:
       json.dump(meta['config'], f, indent=2)
@@ -155,8 +90,15 @@ def train(config, workdir: str, after_step: Callable[[int], None] | None = None)
       writer.write(step, values)
       writer.progress(step, values, seconds)
       logged, last_log, last_time, acc = values, step, time.time(), None
-    if cfg.eval_every_steps and step % cfg.eval_every_steps == 0 and step < cfg.total_steps:
-      eval_values = run.evaluate(state.params, eval_step)
+    if cfg.eval_every_steps and (step % cfg.eval_every_steps == 0 or step == cfg.total_steps):
+      eval_values = evaluation.evaluate(
+        exp,
+        state.params,
+        eval_step,
+        shards=run.shards,
+        batch_sharding=run.batch_sharding,
+        max_steps=cfg.eval_steps,
+      )
       writer.write(step, eval_values, prefix='eval/')
       writer.info(f'eval at step {step}: ' + _format(eval_values))
       last_time = time.time()  # Evaluation time is not training time.

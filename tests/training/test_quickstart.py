@@ -5,9 +5,8 @@ import os
 
 import pytest
 
-import eval as eval_script
 from configs import quickstart
-from training import trainer
+from training import evaluation, trainer
 
 
 @pytest.mark.slow
@@ -33,7 +32,7 @@ def test_quickstart_trains_checkpoints_and_evaluates(tmp_path):
   assert train_logs[-1]['loss'] < train_logs[0]['loss'] - 0.5  # Clearly learning.
   assert any('eval/loss' in r for r in records)
 
-  result = eval_script.evaluate(config, workdir)
+  result = evaluation.evaluate_checkpoint(config, workdir)
   assert result['step'] == 40
   with open(os.path.join(workdir, 'eval.json')) as f:
     saved = json.load(f)

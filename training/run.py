@@ -1,0 +1,69 @@
+"""A run's assembled parts: mesh, rules, data shards, model, optimizer, checkpointer.
+
+Built once from the config by train.py (training/trainer.py) and eval.py
+(training/evaluation.py), so both see the same model, shardings and data.
+"""
+
+import json
+
+import jax
+from jax.experimental import multihost_utils
+
+from data.loader import ShardSpec
+from training import checkpointing, experiment, optimizers, partitioning
+from training import state as state_lib
+
+
+def checkpoint_meta(config, exp) -> dict:
+  """The config and tokenizer fingerprint saved with every checkpoint."""
+  return {
+    'config': json.loads(config.to_json()),
+    'tokenizer': {'path': exp.tokenizer.path, 'sha256': exp.tokenizer.fingerprint()},
+  }
+
+
+def check_tokenizer(meta: dict, exp, where: str):
+  """A checkpoint must be used with the tokenizer it was trained with."""
+  saved = meta['tokenizer']
+  if saved['sha256'] != exp.tokenizer.fingerprint():
+    raise ValueError(
+      f'The checkpoint in {where} was trained with tokenizer {saved["path"]} '
+      f'(sha256 {saved["sha256"][:12]}), but this run loads {exp.tokenizer.path} '
+      f'(sha256 {exp.tokenizer.fingerprint()[:12]}): point data.tokenizer_path at the original.'
+    )
+
+
+class Run:
+  """Mesh, model, optimizer and jitted steps of one config, shared by train and eval."""
+
+  def __init__(self, config, workdir: str):
+    self.config, self.workdir = config, workdir
+    self.mesh = partitioning.make_mesh(config.mesh)
+    self.rules = partitioning.logical_rules(config.mesh.strategy)
+    partitioning.check_batch(config.batch_size, self.mesh)
+    self.shards = ShardSpec.create(
+      config.batch_size, config.data.num_shards, jax.process_index(), jax.process_count()
+    )
+    barrier = lambda: multihost_utils.sync_global_devices('tokenizer')  # noqa: E731
+    self.exp = experiment.build(config, workdir, process_index=jax.process_index(), barrier=barrier)
+    self.model = self.exp.model
+    self.tx = optimizers.build(config.optimizer, config.total_steps)
+    self.batch_sharding = partitioning.batch_sharding(self.mesh)
+    self.checkpointer = checkpointing.Checkpointer(
+      workdir, keep=config.keep_checkpoints, save_every=config.checkpoint_every_steps
+    )
+
+  def abstract_state(self):
+    return state_lib.abstract_state(
+      self.model, self.tx, mesh=self.mesh, rules=self.rules, seq_len=self.config.seq_len
+    )
+
+  def eval_step(self, param_shardings):
+    return state_lib.jit_eval_step(
+      param_shardings,
+      self.batch_sharding,
+      mesh=self.mesh,
+      rules=self.rules,
+      model=self.model,
+      loss_fn=self.exp.objective.loss_fn,
+    )
