@@ -68,30 +68,30 @@ class TransformerConfig:
     return dataclasses.replace(self, **changes)
 
 
-def _init(cfg: TransformerConfig, *names: str) -> Callable:
+def normal_init(cfg: TransformerConfig, *names: str) -> Callable:
   return nn.with_logical_partitioning(nn.initializers.normal(cfg.init_std), names)
 
 
-def _zeros(*names: str) -> Callable:
+def zeros_init(*names: str) -> Callable:
   return nn.with_logical_partitioning(nn.initializers.zeros_init(), names)
 
 
-def _ones(*names: str) -> Callable:
+def ones_init(*names: str) -> Callable:
   return nn.with_logical_partitioning(nn.initializers.ones_init(), names)
 
 
-def _layer_norm(cfg: TransformerConfig, name: str) -> nn.LayerNorm:
+def layer_norm(cfg: TransformerConfig, name: str) -> nn.LayerNorm:
   return nn.LayerNorm(
     epsilon=cfg.layer_norm_eps,
     dtype=cfg.compute_dtype,
     param_dtype=cfg.storage_dtype,
-    scale_init=_ones('embed'),
-    bias_init=_zeros('embed'),
+    scale_init=ones_init('embed'),
+    bias_init=zeros_init('embed'),
     name=name,
   )
 
 
-def _activation(name: str) -> Callable:
+def activation_fn(name: str) -> Callable:
   if name == 'gelu':
     return functools.partial(nn.gelu, approximate=False)
   if name == 'gelu_tanh':
@@ -120,34 +120,24 @@ class Embed(nn.Module):
 
   def setup(self):
     cfg = self.cfg
-    self.token = nn.Embed(
-      cfg.vocab_size,
-      cfg.d_model,
-      embedding_init=_init(cfg, 'vocab', 'embed'),
-      dtype=cfg.compute_dtype,
-      param_dtype=cfg.storage_dtype,
-      name='token',
-    )
-    self.position = nn.Embed(
-      cfg.max_len,
-      cfg.d_model,
-      embedding_init=_init(cfg, 'position', 'embed'),
-      dtype=cfg.compute_dtype,
-      param_dtype=cfg.storage_dtype,
-      name='position',
-    )
+    self.token = self._table(cfg.vocab_size, 'vocab', 'token')
+    self.position = self._table(cfg.max_len, 'position', 'position')
     if cfg.type_vocab_size:
-      self.token_type = nn.Embed(
-        cfg.type_vocab_size,
-        cfg.d_model,
-        embedding_init=_init(cfg, 'token_type', 'embed'),
-        dtype=cfg.compute_dtype,
-        param_dtype=cfg.storage_dtype,
-        name='token_type',
-      )
+      self.token_type = self._table(cfg.type_vocab_size, 'token_type', 'token_type')
     if cfg.embed_norm:
-      self.norm = _layer_norm(cfg, 'norm')
+      self.norm = layer_norm(cfg, 'norm')
     self.dropout = nn.Dropout(cfg.dropout_rate)
+
+  def _table(self, rows: int, axis: str, name: str) -> nn.Embed:
+    cfg = self.cfg
+    return nn.Embed(
+      rows,
+      cfg.d_model,
+      embedding_init=normal_init(cfg, axis, 'embed'),
+      dtype=cfg.compute_dtype,
+      param_dtype=cfg.storage_dtype,
+      name=name,
+    )
 
   def __call__(self, tokens, positions, token_types, deterministic: bool):
     x = self.token(tokens) + self.position(positions)  # [batch, length, embed]
@@ -180,8 +170,8 @@ class Projection(nn.Module):
     cfg = self.cfg
     fan_in = len(self.in_shape)
     shape = self.in_shape + self.out_shape
-    kernel = self.param('kernel', _init(cfg, *self.names), shape, cfg.storage_dtype)
-    bias = self.param('bias', _zeros(*self.names[fan_in:]), self.out_shape, cfg.storage_dtype)
+    kernel = self.param('kernel', normal_init(cfg, *self.names), shape, cfg.storage_dtype)
+    bias = self.param('bias', zeros_init(*self.names[fan_in:]), self.out_shape, cfg.storage_dtype)
     kernel = jnp.asarray(kernel, cfg.compute_dtype)
     contract = (tuple(range(x.ndim - fan_in, x.ndim)), tuple(range(fan_in)))
     y = jax.lax.dot_general(x.astype(cfg.compute_dtype), kernel, (contract, ((), ())))
@@ -228,19 +218,19 @@ class Mlp(nn.Module):
     cfg = self.cfg
     h = nn.Dense(
       cfg.mlp_dim,
-      kernel_init=_init(cfg, 'embed', 'mlp'),
-      bias_init=_zeros('mlp'),
+      kernel_init=normal_init(cfg, 'embed', 'mlp'),
+      bias_init=zeros_init('mlp'),
       dtype=cfg.compute_dtype,
       param_dtype=cfg.storage_dtype,
       name='wi',
     )(x)
-    h = _activation(cfg.activation)(h)
+    h = activation_fn(cfg.activation)(h)
     h = nn.with_logical_constraint(h, ('batch', 'length', 'act_mlp'))  # [batch, length, mlp]
     h = nn.Dropout(cfg.dropout_rate)(h, deterministic=deterministic)
     return nn.Dense(
       cfg.d_model,
-      kernel_init=_init(cfg, 'mlp', 'embed'),
-      bias_init=_zeros('embed'),
+      kernel_init=normal_init(cfg, 'mlp', 'embed'),
+      bias_init=zeros_init('embed'),
       dtype=cfg.compute_dtype,
       param_dtype=cfg.storage_dtype,
       name='wo',
@@ -262,9 +252,9 @@ class Block(nn.Module):
     )
     for name, sublayer in sublayers:
       if cfg.pre_norm:
-        x = x + drop(sublayer(_layer_norm(cfg, f'{name}_norm')(x)), deterministic=deterministic)
+        x = x + drop(sublayer(layer_norm(cfg, f'{name}_norm')(x)), deterministic=deterministic)
       else:
-        x = _layer_norm(cfg, f'{name}_norm')(x + drop(sublayer(x), deterministic=deterministic))
+        x = layer_norm(cfg, f'{name}_norm')(x + drop(sublayer(x), deterministic=deterministic))
       x = nn.with_logical_constraint(x, ('batch', 'length', 'act_embed'))
     return x
 
@@ -282,7 +272,7 @@ class Encoder(nn.Module):
     self.embed = Embed(self.cfg, name='embed')
     self.blocks = [Block(self.cfg, name=f'block_{i}') for i in range(self.cfg.num_layers)]
     if self.cfg.final_norm:
-      self.final_norm = _layer_norm(self.cfg, 'final_norm')
+      self.final_norm = layer_norm(self.cfg, 'final_norm')
 
   def __call__(self, tokens, segment_ids, positions=None, token_types=None, deterministic=True):
     """Args: int arrays [batch, length]; positions restart at 0 in each segment."""
