@@ -167,6 +167,8 @@ def _tfds_documents(data_config: config_dict.ConfigDict, split: str) -> Sequence
     )
   import tensorflow_datasets as tfds  # Here only: keeps TensorFlow off the model path.
 
+  from data import pydoc_topics  # noqa: F401  Registers the embedded corpus as 'pydoc_topics'.
+
   eval_split = data_config.tfds_eval_split
   tfds_split = eval_split if split == 'eval' and eval_split else data_config.tfds_split
   try:
