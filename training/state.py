@@ -18,9 +18,30 @@ class TrainState:
   opt_state: optax.OptState
 
 
-def _init_batch(batch_size: int, seq_len: int) -> dict:
-  shape = (batch_size, seq_len)
-  return {k: jnp.ones(shape, jnp.int32) for k in ('inputs', 'segment_ids', 'positions')}
+def _boxed_init(model, tx, seq_len: int):
+  """rng -> TrainState whose leaves are boxed in nn.LogicallyPartitioned (names kept)."""
+
+  def init(rng):
+    tokens = jnp.ones((1, seq_len), jnp.int32)
+    params = model.init(rng, tokens, tokens, tokens)['params']  # inputs, segment_ids, positions
+    return TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params))
+
+  return init
+
+
+def abstract_state(model, tx, *, mesh, rules, seq_len: int):
+  """ShapeDtypeStructs carrying their shardings (a checkpoint's restore target).
+
+  Returns:
+    (abstract state, shardings): the state's shapes and a matching tree of NamedShardings.
+  """
+  with nn.logical_axis_rules(rules):
+    boxed = jax.eval_shape(_boxed_init(model, tx, seq_len), jax.random.key(0))
+    shardings = partitioning.logical_shardings(boxed, mesh, rules)
+  shapes = nn.unbox(boxed)
+  return jax.tree.map(
+    lambda s, sh: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sh), shapes, shardings
+  ), shardings
 
 
 def create(model, tx, *, mesh, rules, seed: int, seq_len: int):
@@ -29,38 +50,12 @@ def create(model, tx, *, mesh, rules, seed: int, seq_len: int):
   Returns:
     (state, shardings): the TrainState and a matching tree of NamedShardings.
   """
-
-  def init_boxed(rng):
-    batch = _init_batch(1, seq_len)
-    variables = model.init(rng, batch['inputs'], batch['segment_ids'], batch['positions'])
-    params = variables['params']  # Leaves boxed in nn.LogicallyPartitioned.
-    return TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params))
-
-  rng = jax.random.key(seed)
-  with nn.logical_axis_rules(rules):
-    abstract = jax.eval_shape(init_boxed, rng)
-    shardings = partitioning.logical_shardings(abstract, mesh, rules)
-    init = jax.jit(lambda r: nn.unbox(init_boxed(r)), out_shardings=shardings)
-    with jax.set_mesh(mesh):
-      state = init(rng)
+  _, shardings = abstract_state(model, tx, mesh=mesh, rules=rules, seq_len=seq_len)
+  init_boxed = _boxed_init(model, tx, seq_len)
+  init = jax.jit(lambda rng: nn.unbox(init_boxed(rng)), out_shardings=shardings)
+  with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
+    state = init(jax.random.key(seed))
   return state, shardings
-
-
-def abstract_state(model, tx, *, mesh, rules, seq_len: int):
-  """ShapeDtypeStructs with shardings, the restore target of a checkpoint."""
-
-  def init(rng):
-    batch = _init_batch(1, seq_len)
-    params = model.init(rng, batch['inputs'], batch['segment_ids'], batch['positions'])['params']
-    return TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params))
-
-  with nn.logical_axis_rules(rules):
-    boxed = jax.eval_shape(init, jax.random.key(0))
-    shardings = partitioning.logical_shardings(boxed, mesh, rules)
-  shapes = nn.unbox(boxed)
-  return jax.tree.map(
-    lambda s, sh: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sh), shapes, shardings
-  ), shardings
 
 
 def train_step(state: TrainState, batch: dict, *, model, loss_fn, tx, seed: int):
