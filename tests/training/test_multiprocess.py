@@ -1,5 +1,6 @@
 """Two processes on 127.0.0.1 (gloo collectives, 4 CPU devices each) match one process."""
 
+import json
 import subprocess
 
 import portpicker
@@ -14,6 +15,7 @@ def test_two_processes_match_one(tmp_path, spm_path):
     *runs.TINY_OVERRIDES,
     '--config.total_steps=3',
     '--config.checkpoint_every_steps=3',
+    '--config.eval_every_steps=3',  # Lockstep evaluation across processes, at the last step.
     '--config.data.num_shards=2',  # Fixed logical shards: the same batches on 1 or 2 hosts.
     f'--config.data.tokenizer_path={spm_path}',
   )
@@ -49,3 +51,13 @@ def test_two_processes_match_one(tmp_path, spm_path):
   assert sorted(got) == [1, 2, 3]
   for step in (1, 2, 3):
     assert got[step] == pytest.approx(expected[step], abs=1e-5)
+  eval_single, eval_multi = _eval_record(single), _eval_record(multi)
+  assert eval_multi['eval/rows'] == eval_single['eval/rows'] > 0
+  assert eval_multi['eval/loss'] == pytest.approx(eval_single['eval/loss'], abs=1e-5)
+
+
+def _eval_record(workdir: str) -> dict:
+  with open(f'{workdir}/metrics.jsonl') as f:
+    records = [json.loads(line) for line in f]
+  (record,) = [r for r in records if 'eval/loss' in r]
+  return record
