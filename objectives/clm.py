@@ -9,7 +9,8 @@ BOS tokens EOS, so the model learns to end a document.
 import numpy as np
 
 from models import heads
-from objectives import metrics
+from objectives import token_lm
+from objectives.token_lm import eval_summary, loss_fn  # noqa: F401  (objective API)
 
 FRAMING = ('bos_id', 'eos_id')
 
@@ -29,23 +30,6 @@ def make_preprocess(objective_cfg, tokenizer, seed: int):
     targets[:, :-1] = tokens[:, 1:]
     weights = np.zeros(tokens.shape, np.float32)
     weights[:, :-1] = (segment_ids[:, :-1] == segment_ids[:, 1:]) & (segment_ids[:, :-1] > 0)
-    return {
-      'inputs': tokens.astype(np.int32),
-      'targets': targets.astype(np.int32),
-      'weights': weights,
-      'segment_ids': segment_ids.astype(np.int32),
-      'positions': batch['positions'].astype(np.int32),
-    }
+    return token_lm.model_batch(batch, inputs=tokens, targets=targets, weights=weights)
 
   return preprocess
-
-
-def loss_fn(params, batch, rng, *, model):
-  """Mean next-token cross-entropy; `rng=None` means evaluation."""
-  logits = metrics.apply_model(model, params, batch, rng)
-  return metrics.token_cross_entropy(logits, batch['targets'], batch['weights'])
-
-
-def eval_summary(values: dict[str, float]) -> dict[str, float]:
-  """Adds perplexity, exp(mean loss over the predicted positions)."""
-  return metrics.with_perplexity(values)

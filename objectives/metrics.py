@@ -4,8 +4,6 @@ Metrics are `(sum, weight)` pairs so that averages stay exact when summed over
 hosts, microbatches and eval batches; `summarize` divides at the very end.
 """
 
-import math
-
 import jax
 import jax.numpy as jnp
 import optax
@@ -46,19 +44,3 @@ def summarize(metrics) -> dict[str, float]:
     total, weight = float(total), float(weight)
     out[name] = total / weight if weight else 0.0
   return out
-
-
-def apply_model(model, params, batch, rng) -> jax.Array:
-  """Runs a token model on the batch's inputs; `rng=None` means evaluation."""
-  return model.apply(
-    {'params': params},
-    batch['inputs'],
-    batch['segment_ids'],
-    batch['positions'],
-    deterministic=rng is None,
-    rngs=None if rng is None else {'dropout': rng},
-  )
-
-
-def with_perplexity(values: dict[str, float]) -> dict[str, float]:
-  return {**values, 'perplexity': math.exp(min(values['loss'], 50.0))}

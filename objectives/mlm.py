@@ -13,7 +13,8 @@ Jitted side: cross-entropy over the selected positions only.
 import numpy as np
 
 from models import heads
-from objectives import host_random, metrics
+from objectives import host_random, token_lm
+from objectives.token_lm import eval_summary, loss_fn  # noqa: F401  (objective API)
 
 # Each packed segment is framed as [CLS] tokens [SEP], as in BERT.
 FRAMING = ('cls_id', 'sep_id')
@@ -55,23 +56,6 @@ def make_preprocess(objective_cfg, tokenizer, seed: int):
       np.minimum((draw(2) * len(replacement_ids)).astype(np.int64), len(replacement_ids) - 1)
     ]
     inputs = np.where(to_mask, tokenizer.mask_id, np.where(to_random, random_ids, tokens))
-    return {
-      'inputs': inputs.astype(np.int32),
-      'targets': tokens.astype(np.int32),
-      'weights': selected.astype(np.float32),
-      'segment_ids': segment_ids.astype(np.int32),
-      'positions': batch['positions'].astype(np.int32),
-    }
+    return token_lm.model_batch(batch, inputs=inputs, targets=tokens, weights=selected)
 
   return preprocess
-
-
-def loss_fn(params, batch, rng, *, model):
-  """Mean cross-entropy over masked positions; `rng=None` means evaluation."""
-  logits = metrics.apply_model(model, params, batch, rng)
-  return metrics.token_cross_entropy(logits, batch['targets'], batch['weights'])
-
-
-def eval_summary(values: dict[str, float]) -> dict[str, float]:
-  """Adds perplexity, exp(mean loss over the predicted positions)."""
-  return metrics.with_perplexity(values)
