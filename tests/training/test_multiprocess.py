@@ -1,6 +1,8 @@
-"""Two processes on 127.0.0.1 (gloo collectives, 4 CPU devices each) match one process."""
+"""Two processes on 127.0.0.1 (gloo collectives, 4 CPU devices each) match one process,
+and a checkpoint they write resumes in a single process (elastic resume)."""
 
 import json
+import shutil
 import subprocess
 
 import portpicker
@@ -10,12 +12,12 @@ from tests.training import runs
 
 
 @pytest.mark.slow
-def test_two_processes_match_one(tmp_path, spm_path):
+def test_two_processes_match_one_and_resume_in_one(tmp_path, spm_path):
   overrides = (
     *runs.TINY_OVERRIDES,
-    '--config.total_steps=3',
+    '--config.total_steps=6',
     '--config.checkpoint_every_steps=3',
-    '--config.eval_every_steps=3',  # Lockstep evaluation across processes, at the last step.
+    '--config.eval_every_steps=6',  # Lockstep evaluation across processes, at the last step.
     '--config.data.num_shards=2',  # Fixed logical shards: the same batches on 1 or 2 hosts.
     f'--config.data.tokenizer_path={spm_path}',
   )
@@ -48,16 +50,25 @@ def test_two_processes_match_one(tmp_path, spm_path):
   assert '2 process(es)' in outputs[0][0] + outputs[0][1]
 
   expected, got = runs.losses(single), runs.losses(multi)
-  assert sorted(got) == [1, 2, 3]
-  for step in (1, 2, 3):
+  assert sorted(got) == [1, 2, 3, 4, 5, 6]
+  for step in got:
     assert got[step] == pytest.approx(expected[step], abs=1e-5)
   eval_single, eval_multi = _eval_record(single), _eval_record(multi)
   assert eval_multi['eval/rows'] == eval_single['eval/rows'] > 0
   assert eval_multi['eval/loss'] == pytest.approx(eval_single['eval/loss'], abs=1e-5)
 
+  # Elastic resume: drop the 2-process run's last checkpoint and go on from its
+  # step 3 in ONE process; the data state is kept per logical shard, so steps
+  # 4-6 see the same batches.
+  shutil.rmtree(f'{multi}/checkpoints/6')
+  resumed = runs.run('train.py', multi, *overrides, devices=8)
+  assert 'Resumed from step 3' in resumed.stdout + resumed.stderr
+  again = runs.losses(multi)  # The resumed run's lines for steps 4-6 win.
+  for step in (4, 5, 6):
+    assert again[step] == pytest.approx(expected[step], abs=1e-5)
+
 
 def _eval_record(workdir: str) -> dict:
   with open(f'{workdir}/metrics.jsonl') as f:
     records = [json.loads(line) for line in f]
-  (record,) = [r for r in records if 'eval/loss' in r]
-  return record
+  return [r for r in records if 'eval/loss' in r][0]
