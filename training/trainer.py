@@ -2,6 +2,7 @@
 
 import json
 import os
+import shutil
 import time
 from collections.abc import Callable
 
@@ -45,6 +46,11 @@ def train(config, workdir: str, after_step: Callable[[int], None] | None = None)
   if jax.process_index() == 0:
     with open(os.path.join(workdir, 'config.json'), 'w') as f:
       json.dump(meta['config'], f, indent=2)
+    # Keep the run self-contained: a copy of a tokenizer loaded from elsewhere.
+    kept = os.path.join(workdir, 'tokenizer', os.path.basename(exp.tokenizer.path))
+    if not os.path.exists(kept):
+      os.makedirs(os.path.dirname(kept), exist_ok=True)
+      shutil.copyfile(exp.tokenizer.path, kept)
 
   train_step = state_lib.jit_train_step(
     shardings,

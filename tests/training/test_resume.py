@@ -31,6 +31,9 @@ def test_sigkill_and_restart_matches_uninterrupted_run(tmp_path, spm_path):
   resumed = runs.run('train.py', broken, *overrides)
   assert 'Resumed from step' in resumed.stdout + resumed.stderr
 
+  kept = f'{broken}/tokenizer/spm.model'  # The run keeps a copy of its tokenizer.
+  with open(kept, 'rb') as a, open(spm_path, 'rb') as b:
+    assert a.read() == b.read()
   expected, got = runs.losses(straight), runs.losses(broken)
   assert [got[s] for s in range(8, 13)] == [expected[s] for s in range(8, 13)]
   (step_a, params_a), (step_b, params_b) = _final_params(straight), _final_params(broken)
