@@ -26,6 +26,11 @@ def get_config() -> config_dict.ConfigDict:
   c.model.dtype = 'float32'  # Activation/compute dtype: float32 or bfloat16.
   c.model.param_dtype = 'float32'  # Storage dtype of parameters.
   c.model.dropout_rate = config_dict.placeholder(float)  # None keeps the preset's value.
+  c.model.num_layers = config_dict.placeholder(int)  # None keeps the preset's value.
+  c.model.d_model = config_dict.placeholder(int)  # None keeps the preset's value.
+  c.model.num_heads = config_dict.placeholder(int)  # None keeps the preset's value.
+  c.model.mlp_dim = config_dict.placeholder(int)  # None keeps the preset's value.
+  c.model.embed_dim = config_dict.placeholder(int)  # Factorized embedding width E (ALBERT).
   c.model.attention_impl = ''  # '' lets JAX choose; 'xla' or 'cudnn' forces one.
 
   c.objective = config_dict.ConfigDict()

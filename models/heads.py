@@ -1,27 +1,65 @@
 """Output heads on top of the shared stack; each model is `Encoder` + one head.
 
-`MaskedLM` is BERT's head: a transform (Dense, activation, LayerNorm), then the
-decoder tied to the input embedding plus an output bias. `CausalLM` is GPT's:
-the tied embedding (or an untied projection) applied to the final states.
+`Backbone` is the stack as checkpoints publish it (the encoder, plus BERT's
+pooler where the family has one); its size is the parameter count the papers
+and `python -m models.presets` report. `MaskedLM` is BERT's head: a transform
+(Dense, activation, LayerNorm; to E for factorized embeddings), then the decoder
+tied to the input embedding plus an output bias. `CausalLM` is GPT's: the tied
+embedding (or an untied projection) applied to the final states.
 """
 
 import flax.linen as nn
 import jax
+import jax.numpy as jnp
 
 from models import transformer
 from models.transformer import TransformerConfig
 
 
-def untied_output(cfg: TransformerConfig, name: str) -> nn.Dense:
+def untied_output(cfg: TransformerConfig, name: str, in_axis: str = 'embed') -> nn.Dense:
   """A vocabulary projection of its own, for configs with tie_embeddings=False."""
   return nn.Dense(
     cfg.vocab_size,
     use_bias=False,
-    kernel_init=transformer.normal_init(cfg, 'embed', 'vocab'),
+    kernel_init=transformer.normal_init(cfg, in_axis, 'vocab'),
     dtype=cfg.compute_dtype,
     param_dtype=cfg.storage_dtype,
     name=name,
   )
+
+
+class Pooler(nn.Module):
+  """BERT's pooler: tanh(Dense) of the first token's final state -> [batch, embed]."""
+
+  cfg: TransformerConfig
+
+  @nn.compact
+  def __call__(self, x):
+    cfg = self.cfg
+    dense = nn.Dense(
+      cfg.d_model,
+      kernel_init=transformer.normal_init(cfg, 'embed', 'mlp'),
+      bias_init=transformer.zeros_init('mlp'),
+      dtype=cfg.compute_dtype,
+      param_dtype=cfg.storage_dtype,
+      name='dense',
+    )
+    return jnp.tanh(dense(x[:, 0]))
+
+
+class Backbone(nn.Module):
+  """The encoder (and pooler, if the family has one); returns (hidden, pooled or None)."""
+
+  cfg: TransformerConfig
+
+  def setup(self):
+    self.encoder = transformer.Encoder(self.cfg, name='encoder')
+    if self.cfg.pooler:
+      self.pooler = Pooler(self.cfg, name='pooler')
+
+  def __call__(self, tokens, segment_ids, positions=None, token_types=None, deterministic=True):
+    x = self.encoder(tokens, segment_ids, positions, token_types, deterministic)
+    return x, self.pooler(x) if self.cfg.pooler else None
 
 
 class MaskedLM(nn.Module):
@@ -32,20 +70,21 @@ class MaskedLM(nn.Module):
   def setup(self):
     cfg = self.cfg
     self.encoder = transformer.Encoder(cfg, name='encoder')
+    out_axis = 'factor' if cfg.embed_dim else 'mlp'  # [embed, token_dim]
     self.transform = nn.Dense(
-      cfg.d_model,
-      kernel_init=transformer.normal_init(cfg, 'embed', 'mlp'),
-      bias_init=transformer.zeros_init('mlp'),
+      cfg.token_dim,
+      kernel_init=transformer.normal_init(cfg, 'embed', out_axis),
+      bias_init=transformer.zeros_init(out_axis),
       dtype=cfg.compute_dtype,
       param_dtype=cfg.storage_dtype,
       name='mlm_transform',
     )
-    self.transform_norm = transformer.layer_norm(cfg, 'mlm_norm')
+    self.transform_norm = transformer.layer_norm(cfg, 'mlm_norm', transformer.embed_axis(cfg))
     self.output_bias = self.param(
       'mlm_bias', transformer.zeros_init('vocab'), (cfg.vocab_size,), cfg.storage_dtype
     )
     if not cfg.tie_embeddings:
-      self.decoder = untied_output(cfg, 'mlm_decoder')
+      self.decoder = untied_output(cfg, 'mlm_decoder', transformer.embed_axis(cfg))
 
   def __call__(self, tokens, segment_ids, positions=None, token_types=None, deterministic=True):
     x = self.encoder(tokens, segment_ids, positions, token_types, deterministic)

@@ -1,7 +1,11 @@
-"""Size tables: preset name -> TransformerConfig fields.
+"""Size tables: preset name -> TransformerConfig fields, for every family on the stack.
 
 Families differ only in these fields. `python -m models.presets` prints every
-preset with its parameter count, computed with `jax.eval_shape` (no memory).
+preset with its parameter count, computed with `jax.eval_shape` (no memory, so
+GPT-3 175B costs nothing). Counts follow the released checkpoints: the
+`Backbone` (embeddings counted once even when tied to the output, learned
+positions included, BERT-family encoders with their pooler, ELECTRA and
+DistilBERT without pooler or head); pretraining heads are not counted.
 """
 
 import jax
@@ -9,6 +13,7 @@ import jax.numpy as jnp
 
 from models.transformer import TransformerConfig
 
+# Post-LN encoder with token types and an embedding LayerNorm (Devlin et al. 2019).
 _BERT = dict(
   vocab_size=30522,
   max_len=512,
@@ -19,7 +24,17 @@ _BERT = dict(
   final_norm=False,
   activation='gelu',
   layer_norm_eps=1e-12,
+  pooler=True,
 )
+# RoBERTa (Liu et al. 2019): BERT's stack, BPE vocab, positions offset by padding_idx + 1.
+_ROBERTA = dict(
+  _BERT, vocab_size=50265, max_len=514, position_offset=2, type_vocab_size=1, layer_norm_eps=1e-5
+)
+# ALBERT (Lan et al. 2020): factorized embeddings E=128 and one block shared by all layers.
+_ALBERT = dict(_BERT, vocab_size=30000, embed_dim=128, share_layers=True, activation='gelu_tanh')
+# ELECTRA (Clark et al. 2020): BERT's stack without pooler; discriminators and generators.
+_ELECTRA = dict(_BERT, pooler=False)
+# Pre-LN decoder with a final LayerNorm and tanh GELU (Radford et al. 2019).
 _GPT2 = dict(
   vocab_size=50257,
   max_len=1024,
@@ -32,15 +47,87 @@ _GPT2 = dict(
   layer_norm_eps=1e-5,
 )
 
+
+def _gpt3(layers: int, d_model: int, heads: int, head_dim: int) -> dict:
+  """A row of Brown et al. 2020, Table 2.1: GPT-2's stack, 2048 context, dense attention."""
+  return dict(
+    _GPT2,
+    num_layers=layers,
+    d_model=d_model,
+    num_heads=heads,
+    head_dim=head_dim,
+    mlp_dim=4 * d_model,
+    max_len=2048,
+    dropout_rate=0.0,
+    attention_dropout_rate=0.0,
+  )
+
+
+def _bert(layers: int, d_model: int, heads: int, **kw) -> dict:
+  return dict(_BERT, num_layers=layers, d_model=d_model, num_heads=heads, mlp_dim=4 * d_model, **kw)
+
+
 PRESETS: dict[str, dict] = {
   # Turc et al. 2019 "Well-Read Students Learn Better", BERT-Tiny: L=2, H=128.
-  'bert-tiny': dict(_BERT, num_layers=2, d_model=128, num_heads=2, mlp_dim=512),
-  # Devlin et al. 2019, BERT-base: L=12, H=768, A=12, 110M.
-  'bert-base': dict(_BERT, num_layers=12, d_model=768, num_heads=12, mlp_dim=3072),
+  'bert-tiny': _bert(2, 128, 2),
+  'bert-base': _bert(12, 768, 12),  # Devlin et al. 2019: 110M.
+  'bert-large': _bert(24, 1024, 16),  # 340M in the paper.
+  'roberta-base': dict(_bert(12, 768, 12), **_ROBERTA),  # Liu et al. 2019: 125M.
+  'roberta-large': dict(_bert(24, 1024, 16), **_ROBERTA),  # 355M.
+  'albert-base': dict(_bert(12, 768, 12), **_ALBERT),  # Lan et al. 2020, Table 1: 12M.
+  'albert-large': dict(_bert(24, 1024, 16), **_ALBERT),  # 18M.
+  'albert-xlarge': dict(_bert(24, 2048, 16), **_ALBERT),  # 60M.
+  # 235M in the paper's Table 1; the released v1/v2 checkpoints have 222.6M
+  # (12 layers, 64 heads, FFN 16384).
+  'albert-xxlarge': dict(_bert(12, 4096, 64), **_ALBERT),
+  'electra-small': dict(_bert(12, 256, 4), **dict(_ELECTRA, embed_dim=128)),  # 14M.
+  'electra-base': dict(_bert(12, 768, 12), **_ELECTRA),  # 110M.
+  'electra-large': dict(_bert(24, 1024, 16), **_ELECTRA),  # 335M.
+  # Generators: the paper's Table 7 widths (hidden, FFN and heads x 1/4, 1/3, 1/4 of
+  # the discriminator); embeddings are E = the discriminator's width, shared with it.
+  'electra-small-generator': dict(_bert(12, 64, 1), **dict(_ELECTRA, embed_dim=128)),
+  'electra-base-generator': dict(_bert(12, 256, 4), **dict(_ELECTRA, embed_dim=768)),
+  'electra-large-generator': dict(_bert(24, 256, 4), **dict(_ELECTRA, embed_dim=1024)),
+  # Sanh et al. 2019: 6 of BERT-base's layers, no token types, no pooler: 66M.
+  'distilbert': _bert(6, 768, 12, **dict(type_vocab_size=0, pooler=False)),
+  # Jiao et al. 2020, TinyBERT-4: 4 layers, 312 wide, FFN 1200 (14.5M).
+  'tinybert-4': dict(_bert(4, 312, 12), mlp_dim=1200),
+  # Joshi et al. 2020 and Sun et al. 2019: BERT-shaped (their objectives differ).
+  # SpanBERT's released models are cased (vocab 28996).
+  'spanbert-base': _bert(12, 768, 12, **dict(vocab_size=28996)),
+  'spanbert-large': _bert(24, 1024, 16, **dict(vocab_size=28996)),
+  # ERNIE 1.0 (Chinese): 18000 characters/words, 513 positions, ReLU.
+  'ernie-1.0': _bert(12, 768, 12, **dict(vocab_size=18000, max_len=513, activation='relu')),
+  # Radford et al. 2018, GPT-1: post-LN decoder, 512 positions, BPE 40478 (117M).
+  'gpt1': dict(
+    _GPT2,
+    num_layers=12,
+    d_model=768,
+    num_heads=12,
+    mlp_dim=3072,
+    vocab_size=40478,
+    max_len=512,
+    pre_norm=False,
+    final_norm=False,
+    activation='gelu',
+  ),
   # A GPT-2-shaped model small enough for tests and CPU runs.
   'gpt2-tiny': dict(_GPT2, num_layers=2, d_model=128, num_heads=2, mlp_dim=512, max_len=512),
-  # Radford et al. 2019, the 124M (paper: "117M") GPT-2.
+  # Radford et al. 2019; the paper rounds to 117M / 345M / 762M / 1542M.
   'gpt2-small': dict(_GPT2, num_layers=12, d_model=768, num_heads=12, mlp_dim=3072),
+  'gpt2-medium': dict(_GPT2, num_layers=24, d_model=1024, num_heads=16, mlp_dim=4096),
+  'gpt2-large': dict(_GPT2, num_layers=36, d_model=1280, num_heads=20, mlp_dim=5120),
+  'gpt2-xl': dict(_GPT2, num_layers=48, d_model=1600, num_heads=25, mlp_dim=6400),
+  # Brown et al. 2020, Table 2.1 (n_layers, d_model, n_heads, d_head).
+  'gpt3-small': _gpt3(12, 768, 12, 64),  # 125M
+  'gpt3-medium': _gpt3(24, 1024, 16, 64),  # 350M
+  'gpt3-large': _gpt3(24, 1536, 16, 96),  # 760M
+  # 1.3B in the table, whose n_heads x d_head = 3072 != d_model; counted as printed: 1.52B.
+  'gpt3-xl': _gpt3(24, 2048, 24, 128),
+  'gpt3-2.7b': _gpt3(32, 2560, 32, 80),  # 2.7B
+  'gpt3-6.7b': _gpt3(32, 4096, 32, 128),  # 6.7B
+  'gpt3-13b': _gpt3(40, 5140, 40, 128),  # 13B (d_model 5140 as printed; heads x d_head = 5120)
+  'gpt3-175b': _gpt3(96, 12288, 96, 128),  # 175B
 }
 
 
@@ -51,26 +138,23 @@ def get_config(name: str, **overrides) -> TransformerConfig:
   return TransformerConfig(**{**PRESETS[name], **overrides})
 
 
-def model_class(cfg: TransformerConfig):
+def count_params(cfg: TransformerConfig) -> int:
+  """Parameters of the `Backbone` (see the module docstring), via jax.eval_shape."""
   from models import heads
 
-  return heads.CausalLM if cfg.causal else heads.MaskedLM
-
-
-def count_params(cfg: TransformerConfig) -> int:
-  """Parameters of the preset's pretraining model (tied embeddings counted once)."""
-  model = model_class(cfg)(cfg)
   tokens = jnp.zeros((1, 8), jnp.int32)
+  model = heads.Backbone(cfg)
   shapes = jax.eval_shape(lambda: model.init(jax.random.key(0), tokens, tokens + 1))
   return sum(x.size for x in jax.tree.leaves(shapes))
 
 
 def main():
-  print(f'{"preset":<14} {"layers":>6} {"d_model":>7} {"heads":>5} {"params":>14}')
+  header = f'{"preset":<24} {"layers":>6} {"d_model":>7} {"heads":>5} {"params":>17}'
+  print(header)
   for name in PRESETS:
     cfg = get_config(name)
     n = count_params(cfg)
-    print(f'{name:<14} {cfg.num_layers:>6} {cfg.d_model:>7} {cfg.num_heads:>5} {n:>14,}')
+    print(f'{name:<24} {cfg.num_layers:>6} {cfg.d_model:>7} {cfg.num_heads:>5} {n:>17,}')
 
 
 if __name__ == '__main__':

@@ -35,14 +35,18 @@ class TransformerConfig:
   d_model: int
   num_heads: int
   mlp_dim: int
-  max_len: int = 512  # Learned absolute positions.
+  max_len: int = 512  # Rows of the learned position table (offset included).
+  position_offset: int = 0  # RoBERTa: positions start at padding_idx + 1 = 2.
+  embed_dim: int | None = None  # Factorized embeddings (ALBERT, ELECTRA): E, projected to d_model.
+  share_layers: bool = False  # ALBERT: one block's parameters used by every layer.
+  pooler: bool = False  # BERT-style pooler (tanh Dense on the first token) in the backbone.
   type_vocab_size: int = 2  # Token-type (segment A/B) embeddings; 0 disables them.
   head_dim: int | None = None  # Defaults to d_model // num_heads.
   causal: bool = False  # Decoder-only (GPT) when True.
   pre_norm: bool = False  # Pre-LN (GPT-2) when True, post-LN (BERT, GPT-1) when False.
   embed_norm: bool = True  # LayerNorm on the summed embeddings (BERT).
   final_norm: bool = False  # LayerNorm after the last block (GPT-2, pre-LN stacks).
-  activation: str = 'gelu'  # 'gelu' (exact erf, BERT) or 'gelu_tanh' (GPT-2).
+  activation: str = 'gelu'  # 'gelu' (exact erf, BERT), 'gelu_tanh' (GPT-2) or 'relu' (ERNIE).
   layer_norm_eps: float = 1e-12
   dropout_rate: float = 0.1
   attention_dropout_rate: float = 0.1
@@ -51,6 +55,16 @@ class TransformerConfig:
   dtype: str = 'float32'  # Compute dtype.
   param_dtype: str = 'float32'
   attention_impl: str | None = None  # None lets JAX choose (cudnn flash on GPU).
+
+  @property
+  def token_dim(self) -> int:
+    """Width of the token embeddings (and of the tied output): E or d_model."""
+    return self.embed_dim or self.d_model
+
+  @property
+  def max_positions(self) -> int:
+    """Longest sequence the position table serves."""
+    return self.max_len - self.position_offset
 
   @property
   def kv_dim(self) -> int:
@@ -80,15 +94,21 @@ def ones_init(*names: str) -> Callable:
   return nn.with_logical_partitioning(nn.initializers.ones_init(), names)
 
 
-def layer_norm(cfg: TransformerConfig, name: str) -> nn.LayerNorm:
+def layer_norm(cfg: TransformerConfig, name: str, axis: str = 'embed') -> nn.LayerNorm:
+  """LayerNorm whose scale and bias carry the logical `axis` ('factor' over E)."""
   return nn.LayerNorm(
     epsilon=cfg.layer_norm_eps,
     dtype=cfg.compute_dtype,
     param_dtype=cfg.storage_dtype,
-    scale_init=ones_init('embed'),
-    bias_init=zeros_init('embed'),
+    scale_init=ones_init(axis),
+    bias_init=zeros_init(axis),
     name=name,
   )
+
+
+def embed_axis(cfg: TransformerConfig) -> str:
+  """Logical name of the token-embedding width: 'factor' when it is a factorized E."""
+  return 'factor' if cfg.embed_dim else 'embed'
 
 
 def activation_fn(name: str) -> Callable:
@@ -96,7 +116,9 @@ def activation_fn(name: str) -> Callable:
     return functools.partial(nn.gelu, approximate=False)
   if name == 'gelu_tanh':
     return functools.partial(nn.gelu, approximate=True)
-  raise ValueError(f'Unknown activation {name!r}; expected gelu or gelu_tanh.')
+  if name == 'relu':
+    return nn.relu
+  raise ValueError(f'Unknown activation {name!r}; expected gelu, gelu_tanh or relu.')
 
 
 def attention_mask(q_segment_ids: jax.Array, kv_segment_ids: jax.Array, causal: bool) -> jax.Array:
@@ -114,7 +136,11 @@ def attention_mask(q_segment_ids: jax.Array, kv_segment_ids: jax.Array, causal: 
 
 
 class Embed(nn.Module):
-  """Token + learned position (+ token type) embeddings; `attend` ties the output."""
+  """Token + learned position (+ token type) embeddings; `attend` ties the output.
+
+  With factorized embeddings (ALBERT, ELECTRA-small) the tables are E wide,
+  normalized there, then projected to d_model.
+  """
 
   cfg: TransformerConfig
 
@@ -125,27 +151,38 @@ class Embed(nn.Module):
     if cfg.type_vocab_size:
       self.token_type = self._table(cfg.type_vocab_size, 'token_type', 'token_type')
     if cfg.embed_norm:
-      self.norm = layer_norm(cfg, 'norm')
+      self.norm = layer_norm(cfg, 'norm', embed_axis(cfg))
+    if cfg.embed_dim:
+      self.project = nn.Dense(
+        cfg.d_model,
+        kernel_init=normal_init(cfg, 'factor', 'embed'),
+        bias_init=zeros_init('embed'),
+        dtype=cfg.compute_dtype,
+        param_dtype=cfg.storage_dtype,
+        name='project',
+      )
     self.dropout = nn.Dropout(cfg.dropout_rate)
 
   def _table(self, rows: int, axis: str, name: str) -> nn.Embed:
     cfg = self.cfg
     return nn.Embed(
       rows,
-      cfg.d_model,
-      embedding_init=normal_init(cfg, axis, 'embed'),
+      cfg.token_dim,
+      embedding_init=normal_init(cfg, axis, embed_axis(cfg)),
       dtype=cfg.compute_dtype,
       param_dtype=cfg.storage_dtype,
       name=name,
     )
 
   def __call__(self, tokens, positions, token_types, deterministic: bool):
-    x = self.token(tokens) + self.position(positions)  # [batch, length, embed]
+    x = self.token(tokens) + self.position(positions + self.cfg.position_offset)
     if self.cfg.type_vocab_size:
       x += self.token_type(token_types)
     if self.cfg.embed_norm:
-      x = self.norm(x)
+      x = self.norm(x)  # [batch, length, token_dim]
     x = self.dropout(x, deterministic=deterministic)
+    if self.cfg.embed_dim:
+      x = self.project(x)  # [batch, length, embed]
     return nn.with_logical_constraint(x, ('batch', 'length', 'act_embed'))
 
   def attend(self, x: jax.Array) -> jax.Array:
@@ -269,8 +306,12 @@ class Encoder(nn.Module):
   cfg: TransformerConfig
 
   def setup(self):
-    self.embed = Embed(self.cfg, name='embed')
-    self.blocks = [Block(self.cfg, name=f'block_{i}') for i in range(self.cfg.num_layers)]
+    cfg = self.cfg
+    self.embed = Embed(cfg, name='embed')
+    if cfg.share_layers:  # ALBERT: the same parameters at every depth.
+      self.shared_block = Block(cfg, name='block')
+    else:
+      self.blocks = [Block(cfg, name=f'block_{i}') for i in range(cfg.num_layers)]
     if self.cfg.final_norm:
       self.final_norm = layer_norm(self.cfg, 'final_norm')
 
@@ -282,7 +323,8 @@ class Encoder(nn.Module):
       token_types = jnp.zeros_like(tokens)
     mask = attention_mask(segment_ids, segment_ids, self.cfg.causal)
     x = self.embed(tokens, positions, token_types, deterministic)
-    for block in self.blocks:
+    blocks = [self.shared_block] * self.cfg.num_layers if self.cfg.share_layers else self.blocks
+    for block in blocks:
       x = block(x, mask, deterministic)
     if self.cfg.final_norm:
       x = self.final_norm(x)

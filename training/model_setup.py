@@ -37,13 +37,16 @@ def model_config(config, vocab_size: int) -> TransformerConfig:
     param_dtype=config.model.param_dtype,
     attention_impl=config.model.attention_impl or None,
   )
+  for field in ('num_layers', 'd_model', 'num_heads', 'mlp_dim', 'embed_dim'):
+    if config.model[field] is not None:
+      overrides[field] = config.model[field]
   if config.model.dropout_rate is not None:
     overrides.update(dropout_rate=config.model.dropout_rate)
     overrides.update(attention_dropout_rate=config.model.dropout_rate)
   cfg = presets.get_config(config.model.preset, **overrides)
-  if config.seq_len > cfg.max_len:
+  if config.seq_len > cfg.max_positions:
     raise ValueError(
-      f'seq_len={config.seq_len} exceeds the {cfg.max_len} positions of preset '
+      f'seq_len={config.seq_len} exceeds the {cfg.max_positions} positions of preset '
       f'{config.model.preset!r}.'
     )
   return cfg

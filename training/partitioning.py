@@ -43,6 +43,7 @@ _REPLICATED_PARAM_RULES = (
   ('mlp', None),
   ('position', None),
   ('token_type', None),
+  ('factor', None),  # A factorized embedding width E (ALBERT): small, kept whole.
 )
 _FSDP_PARAM_RULES = (('embed', 'fsdp'),) + _REPLICATED_PARAM_RULES[1:]
 _FSDP_TP_PARAM_RULES = (
@@ -53,6 +54,7 @@ _FSDP_TP_PARAM_RULES = (
   ('mlp', 'tensor'),
   ('position', None),
   ('token_type', None),
+  ('factor', None),
 )
 
 RULES = {
