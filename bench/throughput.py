@@ -173,7 +173,7 @@ def run(config, *, steps: int, warmup: int, num_batches: int = 4) -> dict:
   batch_sharding = partitioning.batch_sharding(mesh)
   local_rows = config.batch_size // jax.process_count()
   batches = [
-    {k: jax.make_array_from_process_local_data(batch_sharding, v) for k, v in b.items()}
+    partitioning.global_batch(b, batch_sharding)
     for b in synthetic_batches(config, objective, vocab_size, num_batches, local_rows)
   ]
   predicted = float(np.mean([np.asarray(b['weights']).mean() for b in batches]))

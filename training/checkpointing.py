@@ -77,12 +77,6 @@ class Checkpointer:
     )
     return restored.state, restored.data, restored.meta
 
-  def restore_meta(self, step: int) -> dict:
-    return self._manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore())).meta
-
-  def wait(self):
-    self._manager.wait_until_finished()
-
   def close(self):
     self._manager.wait_until_finished()
     self._manager.close()

@@ -6,25 +6,22 @@ import os
 import jax
 
 from objectives import metrics as metrics_lib
+from training import partitioning
 from training import run as run_lib
 
 
-def to_global(host_batch: dict, sharding) -> dict:
-  """Assembles this process's rows of every array into global, sharded arrays."""
-  return {k: jax.make_array_from_process_local_data(sharding, v) for k, v in host_batch.items()}
-
-
-def evaluate(exp, params, eval_step, *, shards, batch_sharding, max_steps: int = 0) -> dict:
+def evaluate(run: run_lib.Run, params, eval_step) -> dict:
   """Averaged metrics (plus the objective's derived figures) over the eval split.
 
   Every process steps in lockstep: a process whose shards end early feeds
   all-padding rows, and the loop stops at the first global batch with no
-  real row (or after `max_steps` batches when it is positive).
+  real row (or after `config.eval_steps` batches when it is positive).
   """
-  loader = exp.loader('eval', shards, pad_after_end=True)
+  exp, batch_sharding, max_steps = run.exp, run.batch_sharding, run.config.eval_steps
+  loader = exp.loader('eval', run.shards, pad_after_end=True)
   total, batches = None, 0
   while not max_steps or batches < max_steps:
-    step_metrics = eval_step(params, to_global(next(loader), batch_sharding))
+    step_metrics = eval_step(params, partitioning.global_batch(next(loader), batch_sharding))
     if float(step_metrics['rows'][0]) == 0:
       break
     total = step_metrics if total is None else metrics_lib.add(total, step_metrics)
@@ -46,14 +43,7 @@ def evaluate_checkpoint(config, workdir: str) -> dict:
   state, _, meta = run.checkpointer.restore(step, abstract)
   run.checkpointer.close()
   run_lib.check_tokenizer(meta, run.exp, run.checkpointer.directory)
-  values = evaluate(
-    run.exp,
-    state.params,
-    run.eval_step(shardings.params),
-    shards=run.shards,
-    batch_sharding=run.batch_sharding,
-    max_steps=config.eval_steps,
-  )
+  values = evaluate(run, state.params, run.eval_step(shardings.params))
   result = {'step': step, 'objective': config.objective.module, **values}
   if jax.process_index() == 0:
     print(f'{"metric":<12} {"value":>12}')

@@ -117,6 +117,11 @@ def batch_sharding(mesh: Mesh, rank: int = 2) -> NamedSharding:
   return NamedSharding(mesh, PartitionSpec(BATCH_AXES, *([None] * (rank - 1))))
 
 
+def global_batch(host_batch: dict, sharding: NamedSharding) -> dict:
+  """Assembles this process's rows of every array into global arrays sharded by `sharding`."""
+  return {k: jax.make_array_from_process_local_data(sharding, v) for k, v in host_batch.items()}
+
+
 def logical_shardings(abstract_tree, mesh: Mesh, rules) -> object:
   """NamedShardings for a tree whose leaves may be nn.LogicallyPartitioned boxes."""
   specs = nn.get_partition_spec(abstract_tree)

@@ -9,7 +9,7 @@ from collections.abc import Callable
 import jax
 
 from objectives import metrics as metrics_lib
-from training import evaluation, flops, optimizers
+from training import evaluation, flops, optimizers, partitioning
 from training import logging as logging_lib
 from training import run as run_lib
 from training import state as state_lib
@@ -80,7 +80,7 @@ def train(config, workdir: str, after_step: Callable[[int], None] | None = None)
   step = int(state.step)
   last_log, last_time, acc, logged = step, time.time(), None, {}
   while step < cfg.total_steps:
-    batch = evaluation.to_global(next(loader), run.batch_sharding)
+    batch = partitioning.global_batch(next(loader), run.batch_sharding)
     state, step_metrics = train_step(state, batch)
     acc = step_metrics if acc is None else metrics_lib.add(acc, step_metrics)
     step += 1
@@ -97,14 +97,7 @@ def train(config, workdir: str, after_step: Callable[[int], None] | None = None)
       writer.progress(step, values, seconds)
       logged, last_log, last_time, acc = values, step, time.time(), None
     if cfg.eval_every_steps and (step % cfg.eval_every_steps == 0 or step == cfg.total_steps):
-      eval_values = evaluation.evaluate(
-        exp,
-        state.params,
-        eval_step,
-        shards=run.shards,
-        batch_sharding=run.batch_sharding,
-        max_steps=cfg.eval_steps,
-      )
+      eval_values = evaluation.evaluate(run, state.params, eval_step)
       writer.write(step, eval_values, prefix='eval/')
       writer.info(f'eval at step {step}: ' + _format(eval_values))
       last_time = time.time()  # Evaluation time is not training time.

@@ -7,7 +7,7 @@ from jax.sharding import PartitionSpec as P
 
 from configs import quickstart
 from data.loader import ShardSpec
-from training import evaluation, experiment, optimizers, partitioning
+from training import experiment, optimizers, partitioning
 from training import state as state_lib
 
 
@@ -37,7 +37,7 @@ def _train(config, devices, steps=3):
   loader = exp.loader('train', ShardSpec.create(config.batch_size, 1, 0, 1))
   losses = []
   for _ in range(steps):
-    state, metrics = step_fn(state, evaluation.to_global(next(loader), batch_sharding))
+    state, metrics = step_fn(state, partitioning.global_batch(next(loader), batch_sharding))
     losses.append(float(metrics['loss'][0] / metrics['loss'][1]))
   return losses, state
 
