@@ -27,11 +27,14 @@ def get_config() -> config_dict.ConfigDict:
   c.model.param_dtype = 'float32'  # Storage dtype of parameters.
   c.model.dropout_rate = config_dict.placeholder(float)  # None keeps the preset's value.
   c.model.num_layers = config_dict.placeholder(int)  # None keeps the preset's value.
+  c.model.num_decoder_layers = config_dict.placeholder(int)  # Encoder-decoders' decoder depth.
   c.model.d_model = config_dict.placeholder(int)  # None keeps the preset's value.
   c.model.num_heads = config_dict.placeholder(int)  # None keeps the preset's value.
   c.model.mlp_dim = config_dict.placeholder(int)  # None keeps the preset's value.
   c.model.embed_dim = config_dict.placeholder(int)  # Factorized embedding width E (ALBERT).
   c.model.attention_impl = ''  # '' lets JAX choose; 'xla' or 'cudnn' forces one.
+  c.model.scan_layers = False  # One nn.scan over the layers (faster compiles, same numerics).
+  c.model.remat = 'none'  # Recompute activations in the backward pass: none, full or dots.
 
   c.objective = config_dict.ConfigDict()
   c.objective.module = 'objectives.mlm'  # Module path of the objective (importlib).

@@ -95,7 +95,8 @@ def _render_masked(batch: dict, row: int, tokenizer, text: _PieceText) -> list[s
   return lines
 
 
-def _render_causal(batch: dict, row: int, text: _PieceText) -> list[str]:
+def _render_causal(batch: dict, row: int, tokenizer, text: _PieceText) -> list[str]:
+  del tokenizer  # The pieces are enough.
   weights = batch['weights'][row]
   segments = _segments(batch['segment_ids'][row])
   lines = [
@@ -109,6 +110,38 @@ def _render_causal(batch: dict, row: int, text: _PieceText) -> list[str]:
       f'predicted): ' + text.join(batch['inputs'][row][positions])
     )
   return lines
+
+
+def _render_seq2seq(batch: dict, row: int, tokenizer, text: _PieceText) -> list[str]:
+  """Each packed pair: the encoder's (corrupted) text, then the decoder's target."""
+  del tokenizer  # The pieces are enough.
+  segments = _segments(batch['segment_ids'][row])
+  targets = _segments(batch['decoder_segment_ids'][row])
+  weights = batch['weights'][row]
+  lines = [
+    f'{_plural(len(segments), "segment")}, '
+    f'{_plural(int((weights > 0).sum()), "predicted position")}, '
+    f'{int((batch["segment_ids"][row] == 0).sum())} encoder padding'
+  ]
+  for number, (source, target) in enumerate(zip(segments, targets, strict=True), 1):
+    lines.append(
+      f'  segment {number} encoder ({len(source)} tokens): '
+      + text.join(batch['inputs'][row][source])
+    )
+    lines.append(
+      f'  segment {number} decoder ({len(target)} tokens): '
+      + text.join(batch['targets'][row][target])
+    )
+  return lines
+
+
+# Each rendering and its legend, by the objective's SHOW.
+_RENDERERS = {'masked': _render_masked, 'causal': _render_causal, 'seq2seq': _render_seq2seq}
+_MARKS = {
+  'masked': 'predicted positions: [MASK→original], {random→original}, <kept>',
+  'causal': 'next-token prediction within each segment',
+  'seq2seq': 'encoder input (corrupted) and decoder target of each packed pair',
+}
 
 
 def _json_line(batch: dict, row: int, example: int, tokenizer) -> str:
@@ -142,11 +175,7 @@ def show(
   text = _PieceText(tokenizer)
   lines = []
   if not as_json:
-    marks = (
-      'predicted positions: [MASK→original], {random→original}, <kept>'
-      if not exp.model_cfg.causal
-      else 'next-token prediction within each segment'
-    )
+    marks = _MARKS[exp.objective.SHOW]
     lines.append(
       f'# {config.objective.module} on the {split} split, {config.seq_len} tokens per row, '
       f'tokenizer {tokenizer.path} ({tokenizer.vocab_size} pieces); {marks}'
@@ -159,11 +188,7 @@ def show(
       if as_json:
         lines.append(_json_line(batch, row, example, tokenizer))
       else:
-        body = (
-          _render_causal(batch, row, text)
-          if exp.model_cfg.causal
-          else _render_masked(batch, row, tokenizer, text)
-        )
+        body = _RENDERERS[exp.objective.SHOW](batch, row, tokenizer, text)
         lines.append(f'example {example} (batch {batch_index}, row {row}): {body[0]}')
         lines.extend(body[1:])
       example += 1

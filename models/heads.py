@@ -5,7 +5,9 @@ pooler where the family has one); its size is the parameter count the papers
 and `python -m models.presets` report. `MaskedLM` is BERT's head: a transform
 (Dense, activation, LayerNorm; to E for factorized embeddings), then the decoder
 tied to the input embedding plus an output bias. `CausalLM` is GPT's: the tied
-embedding (or an untied projection) applied to the final states.
+embedding (or an untied projection) applied to the final states. `Seq2SeqLM`
+is the encoder-decoder (T5, BART, MASS): one token table shared by both stacks
+and the output; its size is what `count_params` reports for those families.
 """
 
 import flax.linen as nn
@@ -18,10 +20,11 @@ from models.transformer import TransformerConfig
 
 def untied_output(cfg: TransformerConfig, name: str, in_axis: str = 'embed') -> nn.Dense:
   """A vocabulary projection of its own, for configs with tie_embeddings=False."""
+  fan_in = cfg.token_dim if in_axis == 'factor' else cfg.d_model
   return nn.Dense(
     cfg.vocab_size,
     use_bias=False,
-    kernel_init=transformer.normal_init(cfg, in_axis, 'vocab'),
+    kernel_init=transformer.normal_init(cfg, in_axis, 'vocab', fan_in=fan_in),
     dtype=cfg.compute_dtype,
     param_dtype=cfg.storage_dtype,
     name=name,
@@ -38,7 +41,7 @@ class Pooler(nn.Module):
     cfg = self.cfg
     dense = nn.Dense(
       cfg.d_model,
-      kernel_init=transformer.normal_init(cfg, 'embed', 'mlp'),
+      kernel_init=transformer.normal_init(cfg, 'embed', 'mlp', fan_in=cfg.d_model),
       bias_init=transformer.zeros_init('mlp'),
       dtype=cfg.compute_dtype,
       param_dtype=cfg.storage_dtype,
@@ -73,7 +76,7 @@ class MaskedLM(nn.Module):
     out_axis = 'factor' if cfg.embed_dim else 'mlp'  # [embed, token_dim]
     self.transform = nn.Dense(
       cfg.token_dim,
-      kernel_init=transformer.normal_init(cfg, 'embed', out_axis),
+      kernel_init=transformer.normal_init(cfg, 'embed', out_axis, fan_in=cfg.d_model),
       bias_init=transformer.zeros_init(out_axis),
       dtype=cfg.compute_dtype,
       param_dtype=cfg.storage_dtype,
@@ -114,3 +117,74 @@ class CausalLM(nn.Module):
     x = self.decoder(tokens, segment_ids, positions, token_types, deterministic)
     logits = self.decoder.attend(x) if self.cfg.tie_embeddings else self.lm_head(x)
     return nn.with_logical_constraint(logits, ('batch', 'length', 'act_vocab'))
+
+
+class Seq2SeqLM(nn.Module):
+  """Encoder-decoder over one shared token embedding; returns decoder logits
+  [batch, dec_length, vocab]."""
+
+  cfg: TransformerConfig
+
+  def setup(self):
+    cfg = self.cfg
+    if not cfg.num_decoder_layers:
+      raise ValueError('Seq2SeqLM needs num_decoder_layers > 0 (an encoder-decoder preset).')
+    self.shared = nn.Embed(
+      cfg.vocab_size,
+      cfg.d_model,
+      embedding_init=transformer.normal_init(cfg, 'vocab', 'embed', fan_in=1),
+      dtype=cfg.compute_dtype,
+      param_dtype=cfg.storage_dtype,
+      name='shared',
+    )
+    self.encoder = transformer.Encoder(cfg, shared_token=self.shared, name='encoder')
+    self.decoder = transformer.Encoder(
+      cfg, is_decoder=True, shared_token=self.shared, name='decoder'
+    )
+    if not cfg.tie_embeddings:
+      self.lm_head = untied_output(cfg, 'lm_head')
+
+  def init_inputs(self, seq_len: int) -> tuple:
+    """Example arguments of `init` (training/state.py): encoder and decoder rows."""
+    tokens = jnp.ones((1, seq_len), jnp.int32)
+    return (tokens,) * 6
+
+  def encode(self, tokens, segment_ids, positions=None, deterministic=True):
+    """Encoder states [batch, enc_length, embed]."""
+    return self.encoder(tokens, segment_ids, positions, deterministic=deterministic)
+
+  def decode(
+    self, encoded, encoder_segment_ids, tokens, segment_ids, positions=None, deterministic=True
+  ):
+    """Decoder logits [batch, dec_length, vocab] given the encoder states."""
+    cfg = self.cfg
+    x = self.decoder(
+      tokens,
+      segment_ids,
+      positions,
+      deterministic=deterministic,
+      encoded=encoded,
+      encoder_segment_ids=encoder_segment_ids,
+    )
+    if cfg.tie_embeddings:
+      if cfg.scale_tied_output:  # T5 v1.0 rescales before the tied output.
+        x = x * cfg.d_model**-0.5
+      logits = self.shared.attend(x)
+    else:
+      logits = self.lm_head(x)
+    return nn.with_logical_constraint(logits, ('batch', 'length', 'act_vocab'))
+
+  def __call__(
+    self,
+    inputs,
+    segment_ids,
+    positions,
+    decoder_inputs,
+    decoder_segment_ids,
+    decoder_positions,
+    deterministic=True,
+  ) -> jax.Array:
+    encoded = self.encode(inputs, segment_ids, positions, deterministic)
+    return self.decode(
+      encoded, segment_ids, decoder_inputs, decoder_segment_ids, decoder_positions, deterministic
+    )

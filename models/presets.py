@@ -5,8 +5,12 @@ preset with its parameter count, computed with `jax.eval_shape` (no memory, so
 GPT-3 175B costs nothing). Counts follow the released checkpoints: the
 `Backbone` (embeddings counted once even when tied to the output, learned
 positions included, BERT-family encoders with their pooler, ELECTRA and
-DistilBERT without pooler or head); pretraining heads are not counted.
+DistilBERT without pooler or head); pretraining heads are not counted. An
+encoder-decoder counts its whole `Seq2SeqLM`: one shared embedding, both stacks,
+and the output projection only when it is untied (T5 v1.1).
 """
+
+import importlib
 
 import jax
 import jax.numpy as jnp
@@ -46,6 +50,71 @@ _GPT2 = dict(
   activation='gelu_tanh',
   layer_norm_eps=1e-5,
 )
+
+
+# T5 (Raffel et al. 2020): pre-norm encoder-decoder, scale-only RMS norm, no biases,
+# relative position buckets shared by the layers of a stack, one shared embedding,
+# ReLU MLP; the tied output is rescaled by d_model**-0.5.
+_T5 = dict(
+  vocab_size=32128,
+  type_vocab_size=0,
+  position='relative',
+  pre_norm=True,
+  embed_norm=False,
+  final_norm=True,
+  norm='rms',
+  use_bias=False,
+  scale_attention=False,
+  activation='relu',
+  layer_norm_eps=1e-6,
+  attention_dropout_rate=0.1,
+  scale_tied_output=True,
+  fan_in_init=True,
+  pooler=False,
+)
+# T5 v1.1: gated-GELU MLP and an untied output (no rescaling).
+_T5_V1_1 = dict(
+  _T5, activation='gelu_tanh', gated_mlp=True, tie_embeddings=False, scale_tied_output=False
+)
+# BART (Lewis et al. 2020): post-LN encoder-decoder with learned positions offset by 2
+# and a LayerNorm on each stack's embeddings; the output is tied to the shared table.
+_BART = dict(
+  vocab_size=50265,
+  max_len=1026,
+  position_offset=2,
+  type_vocab_size=0,
+  pre_norm=False,
+  embed_norm=True,
+  final_norm=False,
+  activation='gelu',
+  layer_norm_eps=1e-5,
+  attention_dropout_rate=0.0,
+  pooler=False,
+)
+
+
+def _t5(layers: int, d_model: int, heads: int, mlp_dim: int, head_dim: int = 64, v1_1=False):
+  base = _T5_V1_1 if v1_1 else _T5
+  return dict(
+    base,
+    num_layers=layers,
+    num_decoder_layers=layers,
+    d_model=d_model,
+    num_heads=heads,
+    head_dim=head_dim,
+    mlp_dim=mlp_dim,
+  )
+
+
+def _bart(layers: int, d_model: int, heads: int) -> dict:
+  return dict(
+    _BART,
+    num_layers=layers,
+    num_decoder_layers=layers,
+    d_model=d_model,
+    num_heads=heads,
+    mlp_dim=4 * d_model,
+  )
 
 
 def _gpt3(layers: int, d_model: int, heads: int, head_dim: int) -> dict:
@@ -128,33 +197,89 @@ PRESETS: dict[str, dict] = {
   'gpt3-6.7b': _gpt3(32, 4096, 32, 128),  # 6.7B
   'gpt3-13b': _gpt3(40, 5140, 40, 128),  # 13B (d_model 5140 as printed; heads x d_head = 5120)
   'gpt3-175b': _gpt3(96, 12288, 96, 128),  # 175B
+  # Raffel et al. 2020, Table 14 (v1.0); the paper rounds to 60M, 220M, 770M, 2.8B, 11B.
+  't5-small': _t5(6, 512, 8, 2048),
+  't5-base': _t5(12, 768, 12, 3072),
+  't5-large': _t5(24, 1024, 16, 4096),
+  't5-3b': _t5(24, 1024, 32, 16384, head_dim=128),
+  't5-11b': _t5(24, 1024, 128, 65536, head_dim=128),
+  # T5 v1.1 (google/t5-v1_1-*): gated-GELU, untied output counted, no dropout in pretraining.
+  't5-v1_1-small': _t5(8, 512, 6, 1024, v1_1=True),
+  't5-v1_1-base': _t5(12, 768, 12, 2048, v1_1=True),
+  't5-v1_1-large': _t5(24, 1024, 16, 2816, v1_1=True),
+  't5-v1_1-xl': _t5(24, 2048, 32, 5120, v1_1=True),
+  't5-v1_1-xxl': _t5(24, 4096, 64, 10240, v1_1=True),
+  # Lewis et al. 2020: 6+6 and 12+12 layers (the paper says 140M and 400M).
+  'bart-base': _bart(6, 768, 12),
+  'bart-large': _bart(12, 1024, 16),
+  # Song et al. 2019, MASS: 6+6 layers, 1024 wide, FFN 4096, 8 heads, post-LN with learned
+  # positions as in XLM. The vocabulary is the tokenizer's (the released en-fr BPE has
+  # about 60k); the count is not a published figure.
+  'mass-base': dict(_bart(6, 1024, 8), max_len=512, position_offset=0, attention_dropout_rate=0.1),
 }
 
 
-def get_config(name: str, **overrides) -> TransformerConfig:
-  """The TransformerConfig of preset `name`, with `overrides` replacing fields."""
-  if name not in PRESETS:
-    raise ValueError(f'Unknown model preset {name!r}; known presets: {", ".join(PRESETS)}.')
-  return TransformerConfig(**{**PRESETS[name], **overrides})
+# Families outside the Transformer (ELMo, word2vec) live in their own model file,
+# which defines `CONFIG` (its frozen config dataclass) and `PRESETS` (name -> fields).
+# Such a config has vocab_size, dtype, param_dtype, num_layers and d_model fields,
+# and the methods count_params() and train_flops_per_token(seq_len).
+_OTHER_FAMILIES: tuple[str, ...] = ('models.elmo', 'models.word2vec')
 
 
-def count_params(cfg: TransformerConfig) -> int:
-  """Parameters of the `Backbone` (see the module docstring), via jax.eval_shape."""
+def _other_presets() -> dict[str, tuple[type, dict]]:
+  found = {}
+  for path in _OTHER_FAMILIES:
+    module = importlib.import_module(path)
+    found.update({name: (module.CONFIG, fields) for name, fields in module.PRESETS.items()})
+  return found
+
+
+def names() -> list[str]:
+  """Every preset name, Transformer families first."""
+  return [*PRESETS, *_other_presets()]
+
+
+def config_class(name: str) -> type:
+  """The config dataclass of preset `name` (TransformerConfig for the one stack)."""
+  if name in PRESETS:
+    return TransformerConfig
+  other = _other_presets()
+  if name not in other:
+    raise ValueError(f'Unknown model preset {name!r}; known presets: {", ".join(names())}.')
+  return other[name][0]
+
+
+def get_config(name: str, **overrides):
+  """The config of preset `name`, with `overrides` replacing fields."""
+  cls = config_class(name)
+  fields = PRESETS[name] if cls is TransformerConfig else _other_presets()[name][1]
+  return cls(**{**fields, **overrides})
+
+
+def count_params(cfg) -> int:
+  """Parameters of the model as released (see the module docstring), via jax.eval_shape."""
+  if not isinstance(cfg, TransformerConfig):
+    return cfg.count_params()
   from models import heads
 
   tokens = jnp.zeros((1, 8), jnp.int32)
-  model = heads.Backbone(cfg)
-  shapes = jax.eval_shape(lambda: model.init(jax.random.key(0), tokens, tokens + 1))
+  if cfg.num_decoder_layers:
+    model = heads.Seq2SeqLM(cfg)
+    args = (tokens, tokens + 1, tokens) * 2
+  else:
+    model, args = heads.Backbone(cfg), (tokens, tokens + 1)
+  shapes = jax.eval_shape(lambda: model.init(jax.random.key(0), *args))
   return sum(x.size for x in jax.tree.leaves(shapes))
 
 
 def main():
   header = f'{"preset":<24} {"layers":>6} {"d_model":>7} {"heads":>5} {"params":>17}'
   print(header)
-  for name in PRESETS:
+  for name in names():
     cfg = get_config(name)
     n = count_params(cfg)
-    print(f'{name:<24} {cfg.num_layers:>6} {cfg.d_model:>7} {cfg.num_heads:>5} {n:>17,}')
+    heads = getattr(cfg, 'num_heads', '-')
+    print(f'{name:<24} {cfg.num_layers:>6} {cfg.d_model:>7} {heads:>5} {n:>17,}')
 
 
 if __name__ == '__main__':

@@ -2,9 +2,16 @@
 
 Every family is a `TransformerConfig` plus, at most, a field and a branch here:
 BERT is post-LN with token types and an embedding LayerNorm, GPT-2 is pre-LN,
-causal, with a final LayerNorm. Encoder-decoder models (T5, BART) will add a
-`Decoder` with cross-attention next to `Encoder`; `Block` already takes the
-attention mask from outside so a cross-attention sub-layer slots in beside it.
+causal, with a final LayerNorm; T5 is pre-norm with a scale-only RMS norm, no
+biases and relative position buckets; BART is post-LN with learned positions.
+An encoder-decoder (`num_decoder_layers > 0`) is two `Encoder` stacks, the
+second with `is_decoder=True` (causal self-attention plus cross-attention), over
+one token embedding shared by both (models/heads.py `Seq2SeqLM`).
+
+Layers are a Python loop (params `block_0`, `block_1`, ...) or, with
+`scan_layers`, one `nn.scan` (params `blocks`, stacked on a leading `layers`
+axis) with the same numerics; `remat` recomputes each block's activations in the
+backward pass. models/convert/scan.py converts checkpoints between the layouts.
 
 Padding and packing are both expressed by `segment_ids` ([batch, length], 0 for
 padding, 1..k for the packed documents of a row): attention never crosses a
@@ -17,6 +24,7 @@ use `batch`, `length`, `act_embed`, `act_mlp`, `act_heads`, `act_kv`.
 
 import dataclasses
 import functools
+import math
 from collections.abc import Callable
 
 import flax.linen as nn
@@ -35,7 +43,11 @@ class TransformerConfig:
   d_model: int
   num_heads: int
   mlp_dim: int
+  num_decoder_layers: int = 0  # > 0: an encoder-decoder (T5, BART, MASS) with this deep a decoder.
   max_len: int = 512  # Rows of the learned position table (offset included).
+  position: str = 'learned'  # 'learned' table, or 'relative' buckets (T5) shared across layers.
+  relative_buckets: int = 32  # T5: buckets of the relative position bias.
+  relative_max_distance: int = 128  # T5: distances beyond this share the last bucket.
   position_offset: int = 0  # RoBERTa: positions start at padding_idx + 1 = 2.
   embed_dim: int | None = None  # Factorized embeddings (ALBERT, ELECTRA): E, projected to d_model.
   share_layers: bool = False  # ALBERT: one block's parameters used by every layer.
@@ -47,14 +59,22 @@ class TransformerConfig:
   embed_norm: bool = True  # LayerNorm on the summed embeddings (BERT).
   final_norm: bool = False  # LayerNorm after the last block (GPT-2, pre-LN stacks).
   activation: str = 'gelu'  # 'gelu' (exact erf, BERT), 'gelu_tanh' (GPT-2) or 'relu' (ERNIE).
+  gated_mlp: bool = False  # T5 v1.1: act(x W0) * (x W1), then Wo.
+  norm: str = 'layer'  # 'layer' (LayerNorm) or 'rms' (T5: scale-only, no mean, no bias).
+  use_bias: bool = True  # Biases in the dense layers (T5 has none).
+  scale_attention: bool = True  # Divide logits by sqrt(head_dim); T5 folds it into the init.
   layer_norm_eps: float = 1e-12
   dropout_rate: float = 0.1
   attention_dropout_rate: float = 0.1
   tie_embeddings: bool = True  # Output projection is the input embedding.
+  scale_tied_output: bool = False  # T5 v1.0: final states x d_model**-0.5 before the tied output.
   init_std: float = 0.02
+  fan_in_init: bool = False  # T5 (Mesh TF): kernels N(0, 1/fan_in), embeddings N(0, 1).
   dtype: str = 'float32'  # Compute dtype.
   param_dtype: str = 'float32'
   attention_impl: str | None = None  # None lets JAX choose (cudnn flash on GPU).
+  scan_layers: bool = False  # One nn.scan over the layers (fast compiles) instead of a loop.
+  remat: str = 'none'  # Recompute in the backward pass: 'none', 'full', or 'dots' (keep matmuls).
 
   @property
   def token_dim(self) -> int:
@@ -82,8 +102,10 @@ class TransformerConfig:
     return dataclasses.replace(self, **changes)
 
 
-def normal_init(cfg: TransformerConfig, *names: str) -> Callable:
-  return nn.with_logical_partitioning(nn.initializers.normal(cfg.init_std), names)
+def normal_init(cfg: TransformerConfig, *names: str, fan_in: int) -> Callable:
+  """N(0, init_std), or N(0, 1 / fan_in) with `fan_in_init` (an embedding table: fan_in=1)."""
+  std = fan_in**-0.5 if cfg.fan_in_init else cfg.init_std
+  return nn.with_logical_partitioning(nn.initializers.normal(std), names)
 
 
 def zeros_init(*names: str) -> Callable:
@@ -94,8 +116,18 @@ def ones_init(*names: str) -> Callable:
   return nn.with_logical_partitioning(nn.initializers.ones_init(), names)
 
 
-def layer_norm(cfg: TransformerConfig, name: str, axis: str = 'embed') -> nn.LayerNorm:
-  """LayerNorm whose scale and bias carry the logical `axis` ('factor' over E)."""
+def layer_norm(cfg: TransformerConfig, name: str, axis: str = 'embed') -> nn.Module:
+  """LayerNorm (or T5's RMS norm) whose params carry the logical `axis` ('factor' over E)."""
+  if cfg.norm == 'rms':
+    return nn.RMSNorm(
+      epsilon=cfg.layer_norm_eps,
+      dtype=cfg.compute_dtype,
+      param_dtype=cfg.storage_dtype,
+      scale_init=ones_init(axis),
+      name=name,
+    )
+  if cfg.norm != 'layer':
+    raise ValueError(f"Unknown norm {cfg.norm!r}; expected 'layer' or 'rms'.")
   return nn.LayerNorm(
     epsilon=cfg.layer_norm_eps,
     dtype=cfg.compute_dtype,
@@ -135,19 +167,71 @@ def attention_mask(q_segment_ids: jax.Array, kv_segment_ids: jax.Array, causal: 
   return mask[:, None]
 
 
+def relative_bucket(
+  relative_position: jax.Array, bidirectional: bool, num_buckets: int, max_distance: int
+) -> jax.Array:
+  """T5's bucket of each (key position - query position): exact up to num_buckets / 2
+  (per direction when bidirectional), then logarithmic up to `max_distance`."""
+  bucket = jnp.zeros_like(relative_position)
+  if bidirectional:
+    num_buckets //= 2
+    bucket += (relative_position > 0).astype(relative_position.dtype) * num_buckets
+    distance = jnp.abs(relative_position)
+  else:
+    distance = -jnp.minimum(relative_position, 0)  # Only the past is visible.
+  max_exact = num_buckets // 2
+  # The same float32 operations, in the same order, as the released T5 code.
+  scaled = jnp.log(jnp.maximum(distance, 1).astype(jnp.float32) / max_exact)
+  scaled = scaled / jnp.log(max_distance / max_exact) * (num_buckets - max_exact)
+  far = jnp.minimum(max_exact + scaled.astype(relative_position.dtype), num_buckets - 1)
+  return bucket + jnp.where(distance < max_exact, distance, far)
+
+
+class RelativePositionBias(nn.Module):
+  """T5's learned bias per (bucket, head), added to every layer's attention logits."""
+
+  cfg: TransformerConfig
+  bidirectional: bool
+
+  @nn.compact
+  def __call__(self, q_positions: jax.Array, kv_positions: jax.Array) -> jax.Array:
+    """Positions [batch, len] (restarting in each segment) -> bias [batch, heads, q, kv]."""
+    cfg = self.cfg
+    table = self.param(
+      'embedding',
+      normal_init(cfg, 'relative_buckets', 'heads', fan_in=cfg.d_model),
+      (cfg.relative_buckets, cfg.num_heads),
+      cfg.storage_dtype,
+    )
+    relative = kv_positions[:, None, :] - q_positions[:, :, None]  # [batch, q, kv]
+    buckets = relative_bucket(
+      relative, self.bidirectional, cfg.relative_buckets, cfg.relative_max_distance
+    )
+    bias = jnp.asarray(table, cfg.compute_dtype)[buckets]  # [batch, q, kv, heads]
+    return bias.transpose(0, 3, 1, 2)
+
+
 class Embed(nn.Module):
   """Token + learned position (+ token type) embeddings; `attend` ties the output.
 
   With factorized embeddings (ALBERT, ELECTRA-small) the tables are E wide,
-  normalized there, then projected to d_model.
+  normalized there, then projected to d_model. An encoder-decoder passes its
+  one `shared_token` table to both stacks' embeddings.
   """
 
   cfg: TransformerConfig
+  shared_token: nn.Module | None = None
 
   def setup(self):
     cfg = self.cfg
-    self.token = self._table(cfg.vocab_size, 'vocab', 'token')
-    self.position = self._table(cfg.max_len, 'position', 'position')
+    if self.shared_token is not None:
+      self.token = self.shared_token
+    else:
+      self.token = self._table(cfg.vocab_size, 'vocab', 'token')
+    if cfg.position == 'learned':
+      self.position = self._table(cfg.max_len, 'position', 'position')
+    elif cfg.position != 'relative':
+      raise ValueError(f"Unknown position {cfg.position!r}; expected 'learned' or 'relative'.")
     if cfg.type_vocab_size:
       self.token_type = self._table(cfg.type_vocab_size, 'token_type', 'token_type')
     if cfg.embed_norm:
@@ -155,7 +239,7 @@ class Embed(nn.Module):
     if cfg.embed_dim:
       self.project = nn.Dense(
         cfg.d_model,
-        kernel_init=normal_init(cfg, 'factor', 'embed'),
+        kernel_init=normal_init(cfg, 'factor', 'embed', fan_in=cfg.token_dim),
         bias_init=zeros_init('embed'),
         dtype=cfg.compute_dtype,
         param_dtype=cfg.storage_dtype,
@@ -168,14 +252,16 @@ class Embed(nn.Module):
     return nn.Embed(
       rows,
       cfg.token_dim,
-      embedding_init=normal_init(cfg, axis, embed_axis(cfg)),
+      embedding_init=normal_init(cfg, axis, embed_axis(cfg), fan_in=1),
       dtype=cfg.compute_dtype,
       param_dtype=cfg.storage_dtype,
       name=name,
     )
 
   def __call__(self, tokens, positions, token_types, deterministic: bool):
-    x = self.token(tokens) + self.position(positions + self.cfg.position_offset)
+    x = self.token(tokens)
+    if self.cfg.position == 'learned':
+      x += self.position(positions + self.cfg.position_offset)
     if self.cfg.type_vocab_size:
       x += self.token_type(token_types)
     if self.cfg.embed_norm:
@@ -201,72 +287,98 @@ class Projection(nn.Module):
   in_shape: tuple[int, ...]
   out_shape: tuple[int, ...]
   names: tuple[str, ...]  # Logical names of the kernel's axes, inputs first.
+  fan_in: int | None = None  # For fan_in_init; defaults to the input size.
 
   @nn.compact
   def __call__(self, x):
     cfg = self.cfg
     fan_in = len(self.in_shape)
     shape = self.in_shape + self.out_shape
-    kernel = self.param('kernel', normal_init(cfg, *self.names), shape, cfg.storage_dtype)
-    bias = self.param('bias', zeros_init(*self.names[fan_in:]), self.out_shape, cfg.storage_dtype)
+    init = normal_init(cfg, *self.names, fan_in=self.fan_in or math.prod(self.in_shape))
+    kernel = self.param('kernel', init, shape, cfg.storage_dtype)
     kernel = jnp.asarray(kernel, cfg.compute_dtype)
     contract = (tuple(range(x.ndim - fan_in, x.ndim)), tuple(range(fan_in)))
     y = jax.lax.dot_general(x.astype(cfg.compute_dtype), kernel, (contract, ((), ())))
+    if not cfg.use_bias:
+      return y
+    bias = self.param('bias', zeros_init(*self.names[fan_in:]), self.out_shape, cfg.storage_dtype)
     return y + jnp.asarray(bias, cfg.compute_dtype)
 
 
 class Attention(nn.Module):
-  """Multi-head attention through `jax.nn.dot_product_attention`."""
+  """Multi-head attention through `jax.nn.dot_product_attention`.
+
+  `bias` ([batch, heads, q_len, kv_len], T5's relative positions) is added to the
+  logits; `kv` is `x` for self-attention and the encoder output for cross-attention.
+  """
 
   cfg: TransformerConfig
 
   @nn.compact
-  def __call__(self, x, kv, mask, deterministic: bool):
+  def __call__(self, x, kv, mask, deterministic: bool, bias=None):
     cfg = self.cfg
     heads = (cfg.num_heads, cfg.kv_dim)
     dense = functools.partial(Projection, cfg, (cfg.d_model,), heads, ('embed', 'heads', 'kv'))
-    q = dense(name='query')(x)  # [batch, q_len, heads, kv]
+    # T5 leaves out the 1/sqrt(head_dim) of the logits and puts it in the query's init.
+    q_fan_in = cfg.d_model * (1 if cfg.scale_attention else cfg.kv_dim)
+    q = dense(name='query', fan_in=q_fan_in)(x)  # [batch, q_len, heads, kv]
     k = dense(name='key')(kv)  # [batch, kv_len, heads, kv]
     v = dense(name='value')(kv)
     axes = ('batch', 'length', 'act_heads', 'act_kv')
     q, k, v = (nn.with_logical_constraint(t, axes) for t in (q, k, v))
+    scale = 1 / math.sqrt(cfg.kv_dim) if cfg.scale_attention else 1.0
     if cfg.attention_dropout_rate > 0 and not deterministic:
       # jax.nn.dot_product_attention has no dropout: spell it out when training.
-      logits = jnp.einsum('bqhd,bkhd->bhqk', q, k) / jnp.sqrt(cfg.kv_dim).astype(q.dtype)
+      logits = jnp.einsum('bqhd,bkhd->bhqk', q, k) * jnp.asarray(scale, q.dtype)
+      if bias is not None:
+        logits += bias
       logits = jnp.where(mask, logits, jnp.finfo(logits.dtype).min)
       probs = jax.nn.softmax(logits.astype(jnp.float32), axis=-1).astype(q.dtype)
       probs = jnp.where(mask, probs, 0)  # Fully masked (padding) rows give zeros.
       probs = nn.Dropout(cfg.attention_dropout_rate)(probs, deterministic=False)
       out = jnp.einsum('bhqk,bkhd->bqhd', probs, v)
     else:
-      out = jax.nn.dot_product_attention(q, k, v, mask=mask, implementation=cfg.attention_impl)
+      out = jax.nn.dot_product_attention(
+        q,
+        k,
+        v,
+        bias,
+        mask=mask,
+        scale=None if cfg.scale_attention else 1.0,
+        implementation=cfg.attention_impl,
+      )
       out = jnp.where(mask.any(axis=-1).transpose(0, 2, 1)[..., None], out, 0)
     out = nn.with_logical_constraint(out, axes)  # [batch, q_len, heads, kv]
     return Projection(cfg, heads, (cfg.d_model,), ('heads', 'kv', 'embed'), name='out')(out)
 
 
 class Mlp(nn.Module):
-  """Position-wise feed-forward: Dense -> activation -> Dense."""
+  """Position-wise feed-forward: Dense -> activation -> Dense (gated: act(x W0) * x W1)."""
 
   cfg: TransformerConfig
 
   @nn.compact
   def __call__(self, x, deterministic: bool):
     cfg = self.cfg
-    h = nn.Dense(
-      cfg.mlp_dim,
-      kernel_init=normal_init(cfg, 'embed', 'mlp'),
+    dense = functools.partial(
+      nn.Dense,
+      use_bias=cfg.use_bias,
       bias_init=zeros_init('mlp'),
+      kernel_init=normal_init(cfg, 'embed', 'mlp', fan_in=cfg.d_model),
       dtype=cfg.compute_dtype,
       param_dtype=cfg.storage_dtype,
-      name='wi',
-    )(x)
-    h = activation_fn(cfg.activation)(h)
+    )
+    act = activation_fn(cfg.activation)
+    if cfg.gated_mlp:
+      h = act(dense(cfg.mlp_dim, name='wi_0')(x)) * dense(cfg.mlp_dim, name='wi_1')(x)
+    else:
+      h = act(dense(cfg.mlp_dim, name='wi')(x))
     h = nn.with_logical_constraint(h, ('batch', 'length', 'act_mlp'))  # [batch, length, mlp]
     h = nn.Dropout(cfg.dropout_rate)(h, deterministic=deterministic)
     return nn.Dense(
       cfg.d_model,
-      kernel_init=normal_init(cfg, 'mlp', 'embed'),
+      use_bias=cfg.use_bias,
+      kernel_init=normal_init(cfg, 'mlp', 'embed', fan_in=cfg.mlp_dim),
       bias_init=zeros_init('embed'),
       dtype=cfg.compute_dtype,
       param_dtype=cfg.storage_dtype,
@@ -275,18 +387,28 @@ class Mlp(nn.Module):
 
 
 class Block(nn.Module):
-  """Self-attention and MLP sub-layers, post-LN (BERT) or pre-LN (GPT-2)."""
+  """Self-attention, (cross-attention,) MLP sub-layers, post-LN (BERT) or pre-LN (GPT-2).
+
+  Args of __call__: x [batch, length, embed]; mask [batch, 1, length, length];
+  deterministic; bias (relative positions) or None; for a decoder block of an
+  encoder-decoder, `encoded` [batch, enc_length, embed] and `cross_mask`
+  [batch, 1, length, enc_length].
+  """
 
   cfg: TransformerConfig
+  cross_attention: bool = False
 
   @nn.compact
-  def __call__(self, x, mask, deterministic: bool):
+  def __call__(self, x, mask, deterministic: bool, bias=None, encoded=None, cross_mask=None):
     cfg = self.cfg
     drop = nn.Dropout(cfg.dropout_rate)
-    sublayers = (
-      ('attention', lambda h: Attention(cfg, name='attention')(h, h, mask, deterministic)),
-      ('mlp', lambda h: Mlp(cfg, name='mlp')(h, deterministic)),
-    )
+    sublayers = [
+      ('attention', lambda h: Attention(cfg, name='attention')(h, h, mask, deterministic, bias))
+    ]
+    if self.cross_attention:
+      cross = Attention(cfg, name='cross_attention')
+      sublayers.append(('cross_attention', lambda h: cross(h, encoded, cross_mask, deterministic)))
+    sublayers.append(('mlp', lambda h: Mlp(cfg, name='mlp')(h, deterministic)))
     for name, sublayer in sublayers:
       if cfg.pre_norm:
         x = x + drop(sublayer(layer_norm(cfg, f'{name}_norm')(x)), deterministic=deterministic)
@@ -296,36 +418,105 @@ class Block(nn.Module):
     return x
 
 
+class _ScanBlock(Block):
+  """A Block as an nn.scan body: returns (carry, no per-layer output)."""
+
+  def __call__(self, x, *args):
+    return super().__call__(x, *args), None
+
+
+_REMAT_POLICIES = {
+  'full': None,  # Save nothing: recompute the whole block.
+  'dots': jax.checkpoint_policies.dots_with_no_batch_dims_saveable,
+}
+
+
+def block_class(cfg: TransformerConfig, scan: bool = False) -> type[Block]:
+  """Block, or _ScanBlock for nn.scan, wrapped in nn.remat as `cfg.remat` asks."""
+  block = _ScanBlock if scan else Block
+  if cfg.remat == 'none':
+    return block
+  if cfg.remat not in _REMAT_POLICIES:
+    raise ValueError(f"Unknown remat {cfg.remat!r}; expected 'none', 'full' or 'dots'.")
+  # deterministic (argument 3, counting self) is a Python bool: static.
+  return nn.remat(block, static_argnums=(3,), policy=_REMAT_POLICIES[cfg.remat])
+
+
 class Encoder(nn.Module):
-  """Embeddings and a stack of blocks; causal for decoder-only models.
+  """Embeddings and a stack of blocks: an encoder, a decoder-only stack (causal), or
+  (`is_decoder`) the decoder of an encoder-decoder, with cross-attention.
 
   Returns the final hidden states [batch, length, embed]; heads (models/heads.py)
   turn them into logits, using `self.embed.attend` when the output is tied.
   """
 
   cfg: TransformerConfig
+  is_decoder: bool = False
+  shared_token: nn.Module | None = None
 
   def setup(self):
     cfg = self.cfg
-    self.embed = Embed(cfg, name='embed')
+    depth = cfg.num_decoder_layers if self.is_decoder else cfg.num_layers
+    self.embed = Embed(cfg, self.shared_token, name='embed')
+    if cfg.position == 'relative':
+      self.relative_bias = RelativePositionBias(cfg, not self.causal, name='relative_bias')
     if cfg.share_layers:  # ALBERT: the same parameters at every depth.
-      self.shared_block = Block(cfg, name='block')
+      if cfg.scan_layers:
+        raise ValueError('scan_layers with share_layers: a shared block has nothing to scan.')
+      self.shared_block = block_class(cfg)(cfg, self.is_decoder, name='block')
+    elif cfg.scan_layers:
+      self.scanned_blocks = nn.scan(
+        block_class(cfg, scan=True),
+        variable_axes={'params': 0},
+        split_rngs={'params': True, 'dropout': True},
+        in_axes=(nn.broadcast,) * 5,  # mask, deterministic, bias, encoded, cross_mask
+        length=depth,
+        metadata_params={nn.PARTITION_NAME: 'layers'},
+      )(cfg, self.is_decoder, name='blocks')
     else:
-      self.blocks = [Block(cfg, name=f'block_{i}') for i in range(cfg.num_layers)]
-    if self.cfg.final_norm:
-      self.final_norm = layer_norm(self.cfg, 'final_norm')
+      block = block_class(cfg)
+      self.blocks = [block(cfg, self.is_decoder, name=f'block_{i}') for i in range(depth)]
+    if cfg.final_norm:
+      self.final_norm = layer_norm(cfg, 'final_norm')
 
-  def __call__(self, tokens, segment_ids, positions=None, token_types=None, deterministic=True):
-    """Args: int arrays [batch, length]; positions restart at 0 in each segment."""
+  @property
+  def causal(self) -> bool:
+    return self.cfg.causal or self.is_decoder
+
+  def __call__(
+    self,
+    tokens,
+    segment_ids,
+    positions=None,
+    token_types=None,
+    deterministic=True,
+    *,
+    encoded=None,
+    encoder_segment_ids=None,
+  ):
+    """Args: int arrays [batch, length]; positions restart at 0 in each segment.
+
+    A decoder also takes `encoded` [batch, enc_length, embed] and its
+    `encoder_segment_ids` [batch, enc_length]: decoder segment k attends to
+    encoder segment k (packed pairs stay apart).
+    """
     if positions is None:
       positions = jnp.broadcast_to(jnp.arange(tokens.shape[1]), tokens.shape)
     if token_types is None:
       token_types = jnp.zeros_like(tokens)
-    mask = attention_mask(segment_ids, segment_ids, self.cfg.causal)
+    mask = attention_mask(segment_ids, segment_ids, self.causal)
+    cross_mask = None
+    if self.is_decoder:
+      cross_mask = attention_mask(segment_ids, encoder_segment_ids, causal=False)
+    bias = self.relative_bias(positions, positions) if self.cfg.position == 'relative' else None
     x = self.embed(tokens, positions, token_types, deterministic)
-    blocks = [self.shared_block] * self.cfg.num_layers if self.cfg.share_layers else self.blocks
-    for block in blocks:
-      x = block(x, mask, deterministic)
+    args = (mask, deterministic, bias, encoded, cross_mask)
+    if self.cfg.scan_layers:
+      x, _ = self.scanned_blocks(x, *args)
+    else:
+      blocks = [self.shared_block] * self.cfg.num_layers if self.cfg.share_layers else self.blocks
+      for block in blocks:
+        x = block(x, *args)
     if self.cfg.final_norm:
       x = self.final_norm(x)
     return x

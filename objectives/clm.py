@@ -13,6 +13,8 @@ from objectives import token_lm
 from objectives.token_lm import eval_summary, loss_fn  # noqa: F401  (objective API)
 
 FRAMING = ('bos_id', 'eos_id')
+# `python -m data.show` renders the segments as text with their predicted count.
+SHOW = 'causal'
 
 
 def build_model(model_cfg):

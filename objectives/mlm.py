@@ -18,6 +18,8 @@ from objectives.token_lm import eval_summary, loss_fn  # noqa: F401  (objective 
 
 # Each packed segment is framed as [CLS] tokens [SEP], as in BERT.
 FRAMING = ('cls_id', 'sep_id')
+# How `python -m data.show` renders a row: corrupted positions marked against the original.
+SHOW = 'masked'
 
 
 def build_model(model_cfg):
@@ -25,8 +27,12 @@ def build_model(model_cfg):
   return heads.MaskedLM(model_cfg)
 
 
-def make_preprocess(objective_cfg, tokenizer, seed: int):
-  """Returns `preprocess(batch) -> batch` turning packed rows into MLM inputs."""
+def make_masker(objective_cfg, tokenizer, seed: int):
+  """Returns `mask(batch) -> (inputs, selected)`: BERT's corruption of packed rows.
+
+  `selected` [batch, length] marks the chosen positions; `inputs` has them
+  replaced by [MASK], a random ordinary token, or left as they were.
+  """
   rates = (objective_cfg.mask_rate, objective_cfg.mask_token_rate, objective_cfg.random_token_rate)
   mask_rate, mask_token_rate, random_token_rate = rates
   if not 0.0 < mask_rate < 1.0:
@@ -40,7 +46,7 @@ def make_preprocess(objective_cfg, tokenizer, seed: int):
   # Random replacements come from the ordinary vocabulary only.
   replacement_ids = np.setdiff1d(np.arange(tokenizer.vocab_size), special_ids).astype(np.int32)
 
-  def preprocess(batch: dict) -> dict:
+  def mask(batch: dict) -> tuple[np.ndarray, np.ndarray]:
     tokens, segment_ids = batch['tokens'], batch['segment_ids']  # [batch, length]
     length = tokens.shape[1]
     draw = lambda stream: host_random.uniform(  # noqa: E731
@@ -56,6 +62,17 @@ def make_preprocess(objective_cfg, tokenizer, seed: int):
       np.minimum((draw(2) * len(replacement_ids)).astype(np.int64), len(replacement_ids) - 1)
     ]
     inputs = np.where(to_mask, tokenizer.mask_id, np.where(to_random, random_ids, tokens))
-    return token_lm.model_batch(batch, inputs=inputs, targets=tokens, weights=selected)
+    return inputs, selected
+
+  return mask
+
+
+def make_preprocess(objective_cfg, tokenizer, seed: int):
+  """Returns `preprocess(batch) -> batch` turning packed rows into MLM inputs."""
+  mask = make_masker(objective_cfg, tokenizer, seed)
+
+  def preprocess(batch: dict) -> dict:
+    inputs, selected = mask(batch)
+    return token_lm.model_batch(batch, inputs=inputs, targets=batch['tokens'], weights=selected)
 
   return preprocess

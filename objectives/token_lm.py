@@ -31,13 +31,18 @@ def model_batch(rows: dict, *, inputs, targets, weights) -> dict:
   }
 
 
-def loss_fn(params, batch, rng, *, model):
-  """Mean cross-entropy over the weighted positions; `rng=None` means evaluation."""
+# The batch arrays a decoder-only or encoder-only model takes, in order.
+MODEL_INPUTS = ('inputs', 'segment_ids', 'positions')
+
+
+def loss_fn(params, batch, rng, *, model, model_inputs=MODEL_INPUTS):
+  """Mean cross-entropy over the weighted positions; `rng=None` means evaluation.
+
+  `model_inputs` names the batch arrays passed to the model, in order.
+  """
   logits = model.apply(
     {'params': params},
-    batch['inputs'],
-    batch['segment_ids'],
-    batch['positions'],
+    *(batch[name] for name in model_inputs),
     deterministic=rng is None,
     rngs=None if rng is None else {'dropout': rng},
   )

@@ -5,6 +5,9 @@ lookup, the output projection onto the vocabulary included) + attention:
 12 x layers x seq_len x (heads x head_dim). Causal attention is NOT halved:
 our attention computes the full score matrix and masks it, so the full count
 is the work done. Embedding lookups, norms and softmaxes are not counted.
+An encoder-decoder is counted per encoder token with a decoder row as long as
+the encoder's (as in BART denoising): the decoder adds cross-attention
+projections and scores.
 """
 
 import time
@@ -18,14 +21,22 @@ from models.transformer import TransformerConfig
 def matmul_params(cfg: TransformerConfig, mlm_head: bool) -> int:
   """Parameters that take part in a matmul for every token."""
   attn = cfg.num_heads * cfg.kv_dim
-  per_layer = 4 * cfg.d_model * attn + 2 * cfg.d_model * cfg.mlp_dim
+  mlp = (3 if cfg.gated_mlp else 2) * cfg.d_model * cfg.mlp_dim
+  encoder = cfg.num_layers * (4 * cfg.d_model * attn + mlp)
+  decoder = cfg.num_decoder_layers * (8 * cfg.d_model * attn + mlp)
   head = cfg.d_model * cfg.vocab_size + (cfg.d_model * cfg.d_model if mlm_head else 0)
-  return cfg.num_layers * per_layer + head
+  return encoder + decoder + head
 
 
-def train_flops_per_token(cfg: TransformerConfig, seq_len: int, mlm_head: bool) -> float:
-  """Forward + backward FLOPs per token."""
-  attention = 12 * cfg.num_layers * seq_len * cfg.num_heads * cfg.kv_dim
+def train_flops_per_token(cfg, seq_len: int, mlm_head: bool) -> float:
+  """Forward + backward FLOPs per token.
+
+  Families outside the Transformer (ELMo, word2vec) count their own FLOPs.
+  """
+  if not isinstance(cfg, TransformerConfig):
+    return cfg.train_flops_per_token(seq_len)
+  score_layers = cfg.num_layers + 2 * cfg.num_decoder_layers  # Decoder: self and cross.
+  attention = 12 * score_layers * seq_len * cfg.num_heads * cfg.kv_dim
   return 6 * matmul_params(cfg, mlm_head) + attention
 
 

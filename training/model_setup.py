@@ -5,13 +5,14 @@ tokenizers) so that benchmarks and model-only tools import no TensorFlow, TFDS,
 Grain or ml_collections.
 """
 
+import dataclasses
 import importlib
 from types import ModuleType
 
 from models import presets
-from models.transformer import TransformerConfig
 
-_OBJECTIVE_API = ('FRAMING', 'build_model', 'make_preprocess', 'loss_fn', 'eval_summary')
+# What every objective module defines (objectives/mlm.py documents each name).
+_OBJECTIVE_API = ('FRAMING', 'SHOW', 'build_model', 'make_preprocess', 'loss_fn', 'eval_summary')
 
 
 def load_objective(module_path: str) -> ModuleType:
@@ -29,24 +30,35 @@ def load_objective(module_path: str) -> ModuleType:
   return module
 
 
-def model_config(config, vocab_size: int) -> TransformerConfig:
-  """The preset named by `config.model.preset`, sized for the tokenizer and run."""
-  overrides = dict(
-    vocab_size=vocab_size,
-    dtype=config.model.dtype,
-    param_dtype=config.model.param_dtype,
-    attention_impl=config.model.attention_impl or None,
-  )
-  for field in ('num_layers', 'd_model', 'num_heads', 'mlp_dim', 'embed_dim'):
+def model_config(config, vocab_size: int):
+  """The preset named by `config.model.preset`, sized for the tokenizer and run.
+
+  Returns the preset's config dataclass (a TransformerConfig, or the config of a
+  family outside the Transformer such as ELMo), with the run's overrides.
+  """
+  cls = presets.config_class(config.model.preset)
+  fields = {f.name for f in dataclasses.fields(cls)}
+  overrides = dict(vocab_size=vocab_size, dtype=config.model.dtype)
+  overrides.update(param_dtype=config.model.param_dtype)
+  if 'attention_impl' in fields:
+    overrides.update(attention_impl=config.model.attention_impl or None)
+    overrides.update(scan_layers=config.model.scan_layers, remat=config.model.remat)
+  sizes = ('num_layers', 'num_decoder_layers', 'd_model', 'num_heads', 'mlp_dim', 'embed_dim')
+  for field in (*sizes, 'dropout_rate'):
     if config.model[field] is not None:
+      if field not in fields:
+        raise ValueError(
+          f'config.model.{field}={config.model[field]} does not apply to preset '
+          f'{config.model.preset!r} ({cls.__name__} has no field {field!r}).'
+        )
       overrides[field] = config.model[field]
-  if config.model.dropout_rate is not None:
-    overrides.update(dropout_rate=config.model.dropout_rate)
+  if config.model.dropout_rate is not None and 'attention_dropout_rate' in fields:
     overrides.update(attention_dropout_rate=config.model.dropout_rate)
   cfg = presets.get_config(config.model.preset, **overrides)
-  if config.seq_len > cfg.max_positions:
+  max_positions = getattr(cfg, 'max_positions', None)
+  if max_positions is not None and config.seq_len > max_positions:
     raise ValueError(
-      f'seq_len={config.seq_len} exceeds the {cfg.max_positions} positions of preset '
+      f'seq_len={config.seq_len} exceeds the {max_positions} positions of preset '
       f'{config.model.preset!r}.'
     )
   return cfg

@@ -44,6 +44,8 @@ _REPLICATED_PARAM_RULES = (
   ('position', None),
   ('token_type', None),
   ('factor', None),  # A factorized embedding width E (ALBERT): small, kept whole.
+  ('relative_buckets', None),  # T5's relative position bias table: tiny.
+  ('layers', None),  # The stacked axis of scanned layers: every device holds every layer.
 )
 _FSDP_PARAM_RULES = (('embed', 'fsdp'),) + _REPLICATED_PARAM_RULES[1:]
 _FSDP_TP_PARAM_RULES = (
@@ -55,6 +57,8 @@ _FSDP_TP_PARAM_RULES = (
   ('position', None),
   ('token_type', None),
   ('factor', None),
+  ('relative_buckets', None),
+  ('layers', None),
 )
 
 RULES = {

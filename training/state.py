@@ -18,12 +18,20 @@ class TrainState:
   opt_state: optax.OptState
 
 
+def init_inputs(model, seq_len: int) -> tuple:
+  """Example arguments of `model.init`: the model's own `init_inputs(seq_len)` when it
+  defines one (encoder-decoders, ELMo), else (inputs, segment_ids, positions)."""
+  if hasattr(model, 'init_inputs'):
+    return model.init_inputs(seq_len)
+  tokens = jnp.ones((1, seq_len), jnp.int32)
+  return tokens, tokens, tokens
+
+
 def _boxed_init(model, tx, seq_len: int):
   """rng -> TrainState whose leaves are boxed in nn.LogicallyPartitioned (names kept)."""
 
   def init(rng):
-    tokens = jnp.ones((1, seq_len), jnp.int32)
-    params = model.init(rng, tokens, tokens, tokens)['params']  # inputs, segment_ids, positions
+    params = model.init(rng, *init_inputs(model, seq_len))['params']
     return TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params))
 
   return init

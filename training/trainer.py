@@ -8,6 +8,7 @@ from collections.abc import Callable
 
 import jax
 
+from models import heads
 from objectives import metrics as metrics_lib
 from training import evaluation, flops, optimizers, partitioning
 from training import logging as logging_lib
@@ -66,7 +67,7 @@ def train(config, workdir: str, after_step: Callable[[int], None] | None = None)
   schedule = optimizers.learning_rate_schedule(cfg.optimizer, cfg.total_steps)
   tokens_per_step = cfg.batch_size * cfg.seq_len
   flops_per_token = flops.train_flops_per_token(
-    exp.model_cfg, cfg.seq_len, mlm_head=not exp.model_cfg.causal
+    exp.model_cfg, cfg.seq_len, mlm_head=isinstance(run.model, heads.MaskedLM)
   )
   peak, peak_source = cfg.peak_flops_per_device, 'configured peak_flops_per_device'
   if not peak:

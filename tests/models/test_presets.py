@@ -30,6 +30,14 @@ EXACT = {
   'gpt2-medium': 354_823_168,  # 345M.
   'gpt2-large': 774_030_080,  # 762M.
   'gpt2-xl': 1_557_611_200,  # 1542M.
+  't5-small': 60_506_624,  # The paper rounds to 60M.
+  't5-base': 222_903_552,  # 220M.
+  't5-large': 737_668_096,  # 770M.
+  't5-3b': 2_851_598_336,  # 2.8B (3B in the name).
+  't5-11b': 11_307_321_344,  # 11B.
+  't5-v1_1-small': 76_961_152,  # google/t5-v1_1-small, its untied output included.
+  'bart-base': 139_420_416,  # The paper says 140M.
+  'bart-large': 406_291_456,  # 400M.
 }
 
 

@@ -21,6 +21,10 @@ FAMILIES = {
   'gpt1': 'objectives.clm',  # Post-LN decoder.
   'gpt2-small': 'objectives.clm',
   'gpt3-small': 'objectives.clm',  # Separate head_dim field.
+  't5-small': 'objectives.denoising',  # RMS norm, relative buckets, no biases, tied + rescaled.
+  't5-v1_1-small': 'objectives.denoising',  # Gated GELU, untied output.
+  'bart-base': 'objectives.denoising',  # Post-LN encoder-decoder, learned positions offset 2.
+  'mass-base': 'objectives.denoising',
 }
 
 
@@ -31,6 +35,8 @@ def test_family_trains_at_tiny_width(tmp_path, spm_path, preset):
   config.model.preset = preset
   config.objective.module = FAMILIES[preset]
   config.model.num_layers, config.model.d_model = 2, 64
+  if presets.get_config(preset).num_decoder_layers:
+    config.model.num_decoder_layers = 2
   config.model.num_heads, config.model.mlp_dim = 2, 128
   if presets.get_config(preset).embed_dim:
     config.model.embed_dim = 32
