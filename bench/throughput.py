@@ -52,6 +52,16 @@ class SyntheticTokenizer:
     self.vocab_size = vocab_size
     self.special_ids = np.arange(7, dtype=np.int32)
 
+  def id_to_piece(self, token_id: int) -> str:
+    """A word-like piece per id (ELMo builds its character table from these)."""
+    return f'<special{token_id}>' if token_id < 7 else f'▁w{token_id}'
+
+  def unigram_frequencies(self) -> np.ndarray:
+    """Zipf frequencies over the ordinary ids (word2vec's noise distribution)."""
+    frequencies = np.zeros(self.vocab_size)
+    frequencies[7:] = 1.0 / np.arange(1, self.vocab_size - 6)
+    return frequencies / frequencies.sum()
+
 
 def synthetic_rows(
   rng: np.random.Generator,

@@ -13,7 +13,9 @@ Plain output, per row: a header with its segment count and predicted
 positions, then one line per segment. For a masked objective a predicted
 position reads `[MASK→original]` if it was replaced by [MASK],
 `{random→original}` if replaced by a random token and `<original>` if kept;
-for a causal one the segments are shown as text with their predicted count.
+for a causal one the segments are shown as text with their predicted count;
+for an encoder-decoder (denoising) each packed pair as its encoder input and its
+decoder target. The objective module's `SHOW` picks the rendering.
 `--json`: one object per row holding every array of the batch under its own
 name, plus `tokens` and `targets_pieces` (the pieces of `inputs` and `targets`).
 """
@@ -135,12 +137,35 @@ def _render_seq2seq(batch: dict, row: int, tokenizer, text: _PieceText) -> list[
   return lines
 
 
+def _render_pairs(batch: dict, row: int, tokenizer, text: _PieceText, shown: int = 6) -> list[str]:
+  """word2vec: the kept words of each segment, then a few centers with their context
+  words and the noise words drawn for the first context slot."""
+  del tokenizer  # The pieces are enough.
+  lines = _render_causal(batch, row, None, text)
+  centers = np.flatnonzero(batch['weights'][row] > 0)[:shown]
+  for p in centers:
+    context = batch['contexts'][row, p][batch['context_weights'][row, p] > 0]
+    noise = batch['negatives'][row, p, 0]
+    lines.append(
+      f'  center {text.join([batch["inputs"][row, p]])!r}: context '
+      f'[{", ".join(text.join([i]) for i in context)}] | noise '
+      f'[{", ".join(text.join([i]) for i in noise)}]'
+    )
+  return lines
+
+
 # Each rendering and its legend, by the objective's SHOW.
-_RENDERERS = {'masked': _render_masked, 'causal': _render_causal, 'seq2seq': _render_seq2seq}
+_RENDERERS = {
+  'masked': _render_masked,
+  'causal': _render_causal,
+  'seq2seq': _render_seq2seq,
+  'pairs': _render_pairs,
+}
 _MARKS = {
   'masked': 'predicted positions: [MASK→original], {random→original}, <kept>',
   'causal': 'next-token prediction within each segment',
   'seq2seq': 'encoder input (corrupted) and decoder target of each packed pair',
+  'pairs': 'kept words of each segment (centers with a context counted), then sample centers',
 }
 
 

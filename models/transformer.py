@@ -31,11 +31,11 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-_DTYPES = {'float32': jnp.float32, 'bfloat16': jnp.bfloat16, 'float16': jnp.float16}
+from models.model_config import ModelConfig
 
 
 @dataclasses.dataclass(frozen=True)
-class TransformerConfig:
+class TransformerConfig(ModelConfig):
   """Shape and behaviour of one Transformer stack; presets fill it in."""
 
   vocab_size: int
@@ -89,17 +89,6 @@ class TransformerConfig:
   @property
   def kv_dim(self) -> int:
     return self.head_dim or self.d_model // self.num_heads
-
-  @property
-  def compute_dtype(self):
-    return _DTYPES[self.dtype]
-
-  @property
-  def storage_dtype(self):
-    return _DTYPES[self.param_dtype]
-
-  def replace(self, **changes) -> 'TransformerConfig':
-    return dataclasses.replace(self, **changes)
 
 
 def normal_init(cfg: TransformerConfig, *names: str, fan_in: int) -> Callable:
@@ -172,6 +161,7 @@ def relative_bucket(
 ) -> jax.Array:
   """T5's bucket of each (key position - query position): exact up to num_buckets / 2
   (per direction when bidirectional), then logarithmic up to `max_distance`."""
+  relative_position = relative_position.astype(jnp.int32)
   bucket = jnp.zeros_like(relative_position)
   if bidirectional:
     num_buckets //= 2

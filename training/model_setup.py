@@ -43,6 +43,11 @@ def model_config(config, vocab_size: int):
   if 'attention_impl' in fields:
     overrides.update(attention_impl=config.model.attention_impl or None)
     overrides.update(scan_layers=config.model.scan_layers, remat=config.model.remat)
+  elif config.model.scan_layers or config.model.remat != 'none':
+    raise ValueError(
+      f'config.model.scan_layers / remat apply to Transformer presets, not {config.model.preset!r}'
+      f' ({cls.__name__}); leave them at false / none.'
+    )
   sizes = ('num_layers', 'num_decoder_layers', 'd_model', 'num_heads', 'mlp_dim', 'embed_dim')
   for field in (*sizes, 'dropout_rate'):
     if config.model[field] is not None:

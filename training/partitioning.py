@@ -46,6 +46,9 @@ _REPLICATED_PARAM_RULES = (
   ('factor', None),  # A factorized embedding width E (ALBERT): small, kept whole.
   ('relative_buckets', None),  # T5's relative position bias table: tiny.
   ('layers', None),  # The stacked axis of scanned layers: every device holds every layer.
+  ('char_vocab', None),  # ELMo's character table and CNN: small, kept whole.
+  ('char_embed', None),
+  ('conv_width', None),
 )
 _FSDP_PARAM_RULES = (('embed', 'fsdp'),) + _REPLICATED_PARAM_RULES[1:]
 _FSDP_TP_PARAM_RULES = (
@@ -59,6 +62,9 @@ _FSDP_TP_PARAM_RULES = (
   ('factor', None),
   ('relative_buckets', None),
   ('layers', None),
+  ('char_vocab', None),
+  ('char_embed', None),
+  ('conv_width', None),
 )
 
 RULES = {

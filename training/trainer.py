@@ -75,7 +75,7 @@ def train(config, workdir: str, after_step: Callable[[int], None] | None = None)
   writer.info(
     f'{exp.model_cfg.num_layers} layers x {exp.model_cfg.d_model} | mesh {dict(run.mesh.shape)}'
     f' | {jax.process_count()} process(es) | MFU against {peak / 1e9:.1f} GFLOP/s per device'
-    f' ({peak_source}) x {jax.device_count()} devices; {flops_per_token / 1e6:.1f} MFLOPs/token'
+    f' ({peak_source}) x {jax.device_count()} devices; {flops_per_token / 1e6:.3g} MFLOPs/token'
   )
 
   step = int(state.step)

@@ -116,6 +116,29 @@ def test_clm_rows(workdir, tokenizer):
   assert all(': <s>' in line and 'predicted' in line for line in body)
 
 
+def test_denoising_rows_show_encoder_input_and_decoder_target(workdir, tokenizer):
+  config = _config()
+  config.model.preset, config.objective.module = 'bart-base', 'objectives.denoising'
+  records = _records(show_lib.show(config, workdir, 4, as_json=True))
+  lines = show_lib.show(config, workdir, 4)
+  assert lines[0].startswith('# objectives.denoising on the train split')
+  headers = [HEADER.match(line) for line in lines if HEADER.match(line)]
+  assert len(headers) == len(records) == 4
+  for match, r in zip(headers, records, strict=True):
+    inputs, targets = np.array(r['inputs']), np.array(r['targets'])
+    segment_ids = np.array(r['segment_ids'])
+    assert int(match.group(5)) == int((segment_ids > 0).sum())  # The decoder writes them all.
+    changed = (inputs != targets) & (segment_ids > 0)
+    assert 0 < changed.sum() < 0.3 * (segment_ids > 0).sum()  # ~15% selected, most changed.
+    assert r['decoder_inputs'][0] == tokenizer.eos_id
+  body = [line for line in lines if line.startswith('  segment ')]
+  encoder = [line for line in body if ' encoder (' in line]
+  decoder = [line for line in body if ' decoder (' in line]
+  assert len(encoder) == len(decoder) == sum(int(m.group(4)) for m in headers)
+  assert any('<mask>' in line or '[MASK]' in line for line in encoder), encoder[:2]
+  assert all(': <s>' in line for line in decoder)
+
+
 def test_eval_split_differs_from_train(workdir, tokenizer):
   train = _records(show_lib.show(_config(), workdir, 2, as_json=True))
   held_out = _records(show_lib.show(_config(), workdir, 2, as_json=True, split='eval'))

@@ -14,7 +14,7 @@ def _packed_batch():
   tokens = np.array(
     [
       [B, 10, 11, E, B, 20, E, 0, 0],  # Two documents, then padding.
-      [B, 30, 31, 32, 33, E, B, 40, E],  # Full row: the last token has no next one.
+      [B, 30, 31, 32, 33, E, B, 35, E],  # Full row: the last token has no next one.
     ],
     np.int32,
   )
@@ -41,7 +41,7 @@ def test_clm_targets_and_weights():
   )
   counted = out['weights'] > 0
   expected_targets = np.array(
-    [[10, 11, E, B, 20, E, 0, 0, 0], [30, 31, 32, 33, E, B, 40, E, 0]], np.int32
+    [[10, 11, E, B, 20, E, 0, 0, 0], [30, 31, 32, 33, E, B, 35, E, 0]], np.int32
   )
   np.testing.assert_array_equal(out['targets'][counted], expected_targets[counted])
   # No counted prediction crosses a segment boundary or predicts a BOS.
