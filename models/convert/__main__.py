@@ -3,6 +3,7 @@
     python -m models.convert --from hf --family bert SRC OUT [--verify] [--tolerance 1e-4]
     python -m models.convert --from tf-bert SRC OUT
     python -m models.convert --to hf SRC OUT
+    python -m models.convert --to hf --family bert WORKDIR OUT   # a train.py run
 
 Exit status 0 on success; 1 when --verify finds a difference above --tolerance;
 2 on a bad argument, file or config (the message names it).
@@ -22,7 +23,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
   direction.add_argument('--from', dest='source', choices=('hf', 'tf-bert'), help='Import.')
   direction.add_argument('--to', dest='target', choices=('hf',), help='Export ours.')
   parser.add_argument(
-    '--family', choices=tuple(convert.FAMILIES), help="--from hf; default: config's model_type."
+    '--family',
+    choices=tuple(convert.FAMILIES),
+    help="--from hf: default config's model_type; --to hf from a train.py run: required.",
   )
   parser.add_argument('--verify', action='store_true', help='--from hf: compare with transformers.')
   parser.add_argument(
@@ -33,8 +36,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
   args = parser.parse_args(argv)
   if args.verify and args.source != 'hf':
     parser.error('--verify needs --from hf (it runs the source through transformers).')
-  if args.family and args.source != 'hf':
-    parser.error('--family applies to --from hf (tf-bert is BERT; export reads model.json).')
+  if args.family and args.source == 'tf-bert':
+    parser.error('--family does not apply to --from tf-bert (it is BERT).')
   return args
 
 
@@ -52,7 +55,7 @@ def main(argv: list[str] | None = None) -> int:
 
   try:
     if args.target == 'hf':
-      c = hf.export_hf(args.src, args.out)
+      c = hf.export_hf(args.src, args.out, args.family)
       print(f'Wrote {args.out} (config.json, model.safetensors) from {_summary(c)}')
       return 0
     if args.source == 'tf-bert':
