@@ -178,7 +178,7 @@ PRESETS: dict[str, dict] = {
     max_len=512,
     pre_norm=False,
     final_norm=False,
-    activation='gelu',
+    activation='gelu_tanh',  # The original code's tanh approximation.
   ),
   # A GPT-2-shaped model small enough for tests and CPU runs.
   'gpt2-tiny': dict(_GPT2, num_layers=2, d_model=128, num_heads=2, mlp_dim=512, max_len=512),

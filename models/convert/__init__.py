@@ -49,6 +49,7 @@ FAMILIES = {
   'electra': 'models.convert.bert',
   'distilbert': 'models.convert.bert',
   'gpt2': 'models.convert.gpt2',
+  'openai-gpt': 'models.convert.gpt2',  # GPT-1.
   't5': 'models.convert.t5',
   'bart': 'models.convert.bart',
 }

@@ -1,4 +1,8 @@
-"""GPT-2: Hugging Face names <-> our causal pre-LN stack (`heads.CausalLM`, 'decoder').
+"""GPT-2 and GPT-1: Hugging Face names <-> our causal stack (`heads.CausalLM`, 'decoder').
+
+GPT-1 (`openai-gpt`) has GPT-2's layer names and layouts but is post-LN, with no
+final LayerNorm and its own embedding names; its `afn` names the activation
+differently ('gelu' is the tanh approximation there, as in the original code).
 
 GPT-2 stores its projections as `Conv1D` weights, already [in, out] like our
 kernels; query, key and value are one fused `c_attn` tensor [embed, 3 * embed].
@@ -100,12 +104,10 @@ def config_to_hf(cfg: TransformerConfig) -> dict:
   )
 
 
-def rules(cfg: TransformerConfig) -> list:
-  out = [
-    Rule('transformer.wte.weight', ('decoder/embed/token/embedding',)),
-    Rule('transformer.wpe.weight', ('decoder/embed/position/embedding',)),
-    *norm('transformer.ln_f', 'decoder/final_norm'),
-  ]
+def _blocks(cfg: TransformerConfig) -> list:
+  """The layers, named alike in GPT-1 and GPT-2: ln_1 is the attention's norm (before it
+  in GPT-2, after it in GPT-1), ln_2 the MLP's."""
+  out = []
   for i in range(cfg.num_layers):
     src, ours = f'transformer.h.{i}', f'decoder/block_{i}'
     qkv = tuple(f'{ours}/attention/{n}' for n in ('query', 'key', 'value'))
@@ -118,11 +120,74 @@ def rules(cfg: TransformerConfig) -> list:
       *dense(f'{src}.mlp.c_fc', f'{ours}/mlp/wi', COPY),
       *dense(f'{src}.mlp.c_proj', f'{ours}/mlp/wo', COPY),
     ]
-  if cfg.tie_embeddings:
-    out.append(Tied('lm_head.weight', 'transformer.wte.weight'))
-  else:
-    out.append(Rule('lm_head.weight', ('lm_head/kernel',), LINEAR))
   return out
+
+
+def _output(cfg: TransformerConfig, token_table: str) -> Rule | Tied:
+  if cfg.tie_embeddings:
+    return Tied('lm_head.weight', token_table)
+  return Rule('lm_head.weight', ('lm_head/kernel',), LINEAR)
+
+
+def rules(cfg: TransformerConfig) -> list:
+  return [
+    Rule('transformer.wte.weight', ('decoder/embed/token/embedding',)),
+    Rule('transformer.wpe.weight', ('decoder/embed/position/embedding',)),
+    *norm('transformer.ln_f', 'decoder/final_norm'),
+    *_blocks(cfg),
+    _output(cfg, 'transformer.wte.weight'),
+  ]
+
+
+_GPT1_DEFAULTS = dict(
+  vocab_size=40478,
+  n_positions=512,
+  n_embd=768,
+  n_layer=12,
+  n_head=12,
+  afn='gelu',
+  resid_pdrop=0.1,
+  embd_pdrop=0.1,
+  attn_pdrop=0.1,
+  layer_norm_epsilon=1e-5,
+  initializer_range=0.02,
+  tie_word_embeddings=True,
+)
+
+
+# openai-gpt's `afn` -> the HF activation name it stands for (modeling_openai's ACT_FNS).
+_GPT1_AFN = {'gelu': 'gelu_new', 'relu': 'relu'}
+
+
+def gpt1_config_from_hf(hf: dict) -> TransformerConfig:
+  c = {**_GPT1_DEFAULTS, **hf}
+  mapping.expect(c, 'afn', tuple(_GPT1_AFN))
+  gpt2_like = {**c, 'activation_function': _GPT1_AFN[c['afn']], 'n_inner': None}
+  return config_from_hf(gpt2_like).replace(pre_norm=False, final_norm=False)
+
+
+def gpt1_config_to_hf(cfg: TransformerConfig) -> dict:
+  if cfg.pre_norm or cfg.final_norm:
+    raise ValueError('GPT-1 is post-LN without a final norm: pre_norm and final_norm must be off.')
+  if cfg.mlp_dim != 4 * cfg.d_model:
+    raise ValueError(f'mlp_dim={cfg.mlp_dim}: openai-gpt fixes it at 4 x d_model.')
+  hf = config_to_hf(cfg.replace(pre_norm=True, final_norm=True))
+  afn = {name: afn for afn, name in _GPT1_AFN.items()}.get(hf.pop('activation_function'))
+  if afn is None:
+    raise ValueError(f'activation={cfg.activation!r} has no openai-gpt name (gelu_tanh, relu).')
+  hf.update(model_type='openai-gpt', afn=afn)
+  for key in ('n_inner', 'scale_attn_weights', 'scale_attn_by_inverse_layer_idx'):
+    hf.pop(key)
+  return hf
+
+
+def gpt1_rules(cfg: TransformerConfig) -> list:
+  return [
+    Rule('transformer.tokens_embed.weight', ('decoder/embed/token/embedding',)),
+    Rule('transformer.positions_embed.weight', ('decoder/embed/position/embedding',)),
+    *_blocks(cfg),
+    _output(cfg, 'transformer.tokens_embed.weight'),
+  ]
 
 
 FAMILIES = {
@@ -136,5 +201,15 @@ FAMILIES = {
     heads={'causal_lm': Head(heads.CausalLM, 'AutoModelForCausalLM', 'GPT2LMHeadModel')},
     # The causal-mask buffers older transformers versions saved with the weights.
     ignored=(r'transformer\.h\.\d+\.attn\.(bias|masked_bias)',),
-  )
+  ),
+  'openai-gpt': Family(
+    name='openai-gpt',
+    prefix='transformer',
+    stack='decoder',
+    config_from_hf=gpt1_config_from_hf,
+    config_to_hf=gpt1_config_to_hf,
+    rules=gpt1_rules,
+    heads={'causal_lm': Head(heads.CausalLM, 'AutoModelForCausalLM', 'OpenAIGPTLMHeadModel')},
+    ignored=(r'transformer\.position_ids', r'transformer\.h\.\d+\.attn\.bias'),
+  ),
 }

@@ -103,6 +103,13 @@ def _bart():
   return transformers.BartForConditionalGeneration(config)
 
 
+def _gpt1():
+  config = transformers.OpenAIGPTConfig(
+    vocab_size=101, n_positions=48, n_embd=32, n_layer=2, n_head=4, initializer_range=0.3
+  )
+  return transformers.OpenAIGPTLMHeadModel(config)
+
+
 # case -> (builder, family, HF classes to reload the export with, unconverted prefix or None).
 CASES = {
   'bert': (_bert, 'bert', ('AutoModel', 'AutoModelForMaskedLM'), 'cls.seq_relationship.'),
@@ -124,6 +131,7 @@ CASES = {
     ('AutoModelForCausalLM',),
     None,
   ),
+  'gpt1': (_gpt1, 'openai-gpt', ('AutoModelForCausalLM',), None),  # Post-LN.
   't5': (_t5, 't5', ('AutoModelForSeq2SeqLM',), None),  # v1.0: ReLU, tied and rescaled.
   't5-v1_1': (
     lambda: _t5(feed_forward_proj='gated-gelu', tie_word_embeddings=False),
@@ -181,6 +189,7 @@ def test_parity_round_trip(case, tmp_path):
     assert c.unconverted == []
   dropout = {
     'gpt2': 'resid_pdrop',
+    'openai-gpt': 'resid_pdrop',
     'distilbert': 'dropout',
     't5': 'dropout_rate',
     'bart': 'dropout',
