@@ -126,7 +126,7 @@ def synthetic_batches(config, objective, vocab_size: int, num: int, rows: int) -
     rows_i = synthetic_rows(
       rng,
       rows,
-      config.seq_len,
+      model_setup.packed_length(objective, config),
       vocab_size=vocab_size,
       prefix_id=prefix_id,
       suffix_id=suffix_id,

@@ -10,7 +10,7 @@ from types import ModuleType
 from data import loader as loader_lib
 from data import sources, tokenizers
 from models.transformer import TransformerConfig
-from training.model_setup import load_objective, model_config
+from training.model_setup import load_objective, model_config, packed_length
 
 
 @dataclasses.dataclass
@@ -33,7 +33,7 @@ class Experiment:
       sources.load_documents(self.config.data, split),
       self.tokenizer,
       shards=shards,
-      seq_len=self.config.seq_len,
+      seq_len=packed_length(self.objective, self.config),
       framing=self.objective.FRAMING,
       preprocess=self.objective.make_preprocess(
         self.config.objective, self.tokenizer, self.config.seed

@@ -11,7 +11,8 @@ from types import ModuleType
 
 from models import presets
 
-# What every objective module defines (objectives/mlm.py documents each name).
+# What every objective module defines (objectives/mlm.py is an example); it may
+# also define `packed_length(objective_cfg, seq_len)` (see `packed_length` below).
 _OBJECTIVE_API = ('FRAMING', 'SHOW', 'build_model', 'make_preprocess', 'loss_fn', 'eval_summary')
 
 
@@ -28,6 +29,15 @@ def load_objective(module_path: str) -> ModuleType:
   if missing:
     raise ValueError(f'Objective module {module_path!r} lacks {", ".join(missing)}.')
   return module
+
+
+def packed_length(objective: ModuleType, config) -> int:
+  """Tokens per packed row before the objective's preprocessing: `seq_len`, unless the
+  objective changes lengths (T5 span corruption packs longer rows so that its
+  corrupted inputs fill `seq_len` exactly) and says so with `packed_length`."""
+  if hasattr(objective, 'packed_length'):
+    return objective.packed_length(config.objective, config.seq_len)
+  return config.seq_len
 
 
 def model_config(config, vocab_size: int):
