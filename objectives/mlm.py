@@ -27,11 +27,14 @@ def build_model(model_cfg):
   return heads.MaskedLM(model_cfg)
 
 
-def make_masker(objective_cfg, tokenizer, seed: int):
+def make_masker(objective_cfg, tokenizer, seed: int, unit_starts=None):
   """Returns `mask(batch) -> (inputs, selected)`: BERT's corruption of packed rows.
 
   `selected` [batch, length] marks the chosen positions; `inputs` has them
   replaced by [MASK], a random ordinary token, or left as they were.
+  `unit_starts(batch)` ([batch, length] ints), when given, maps each position to
+  the first position of its unit (whole-word masking, objectives/wwm.py): the
+  selection and the [MASK] / random / kept choice are drawn there, once per unit.
   """
   rates = (objective_cfg.mask_rate, objective_cfg.mask_token_rate, objective_cfg.random_token_rate)
   mask_rate, mask_token_rate, random_token_rate = rates
@@ -52,9 +55,14 @@ def make_masker(objective_cfg, tokenizer, seed: int):
     draw = lambda stream: host_random.uniform(  # noqa: E731
       seed, batch['epoch'], batch['example_id'], length, stream
     )
+    if unit_starts is None:
+      per_unit = draw
+    else:
+      first, rows = unit_starts(batch), np.arange(tokens.shape[0])[:, None]
+      per_unit = lambda stream: draw(stream)[rows, first]  # noqa: E731
     candidates = (segment_ids > 0) & ~np.isin(tokens, special_ids)
-    selected = candidates & (draw(0) < mask_rate)
-    action = draw(1)
+    selected = candidates & (per_unit(0) < mask_rate)
+    action = per_unit(1)
     to_mask = selected & (action < mask_token_rate)
     to_random = selected & (action >= mask_token_rate)
     to_random &= action < mask_token_rate + random_token_rate

@@ -24,7 +24,7 @@ FAMILIES = {
   't5-small': 'objectives.denoising',  # RMS norm, relative buckets, no biases, tied + rescaled.
   't5-v1_1-small': 'objectives.denoising',  # Gated GELU, untied output.
   'bart-base': 'objectives.denoising',  # Post-LN encoder-decoder, learned positions offset 2.
-  'mass-base': 'objectives.denoising',
+  'mass-base': 'objectives.mass',  # One fragment of ~50% per segment.
 }
 
 

@@ -1,0 +1,165 @@
+"""Whole-word units of packed token rows, from the tokenizer's pieces (no text needed).
+
+A [vocab] boolean table "this piece starts a word" is computed once from the
+pieces: WordPiece pieces that do not start with '##', SentencePiece pieces that
+start with '▁'. Special tokens ([CLS], [SEP], [UNK], ...) and padding are units
+of their own and never candidates, and a word never crosses a segment or a
+special token. Word ids per row are then a cumulative sum of the start flags.
+
+Chinese (Chinese-BERT-wwm): the tokenizer splits ideographs into one token per
+character, so every character would be a word. `chinese_word_starts` turns a
+segmentation of the characters (jieba, or the lengths of the words of a
+user-supplied segmentation) into per-token start flags; the objective uses them
+either from the batch (`batch['word_starts']`, when the loader supplies a
+pre-segmented corpus) or by running jieba on each packed segment's characters.
+"""
+
+from collections.abc import Callable, Sequence
+
+import numpy as np
+
+SCHEMES = ('wordpiece', 'sentencepiece')
+
+
+def _pieces(tokenizer) -> list[str]:
+  return [tokenizer.id_to_piece(i) for i in range(tokenizer.vocab_size)]
+
+
+def word_start_table(tokenizer, scheme: str | None = None) -> np.ndarray:
+  """[vocab] bool: whether a token of this id begins a new word.
+
+  Args:
+    tokenizer: anything with `vocab_size`, `id_to_piece` and `special_ids`.
+    scheme: 'wordpiece' ('##' marks a continuation) or 'sentencepiece' ('▁'
+      marks a start); None infers it: SentencePiece if any piece starts with '▁'.
+
+  Returns:
+    The table; special ids are True (each is a unit of its own).
+  """
+  pieces = _pieces(tokenizer)
+  if scheme is None:
+    scheme = 'sentencepiece' if any(p.startswith('▁') for p in pieces) else 'wordpiece'
+  if scheme not in SCHEMES:
+    raise ValueError(f'word scheme {scheme!r} must be one of {SCHEMES}.')
+  if scheme == 'wordpiece':
+    table = np.array([not p.startswith('##') for p in pieces], bool)
+  else:
+    table = np.array([p.startswith('▁') for p in pieces], bool)
+  table[np.asarray(tokenizer.special_ids)] = True
+  return table
+
+
+def token_word_starts(
+  tokens: np.ndarray, segment_ids: np.ndarray, starts_table: np.ndarray, special_ids: np.ndarray
+) -> np.ndarray:
+  """[batch, length] bool: the token begins a unit (a word, a special token or padding).
+
+  A token also begins a word after a special token or a segment change, so a
+  word never spans two documents or a row start.
+  """
+  special = np.isin(tokens, special_ids)  # [batch, length]
+  starts = starts_table[tokens] | special
+  boundary = np.ones_like(starts)
+  boundary[:, 1:] = (segment_ids[:, 1:] != segment_ids[:, :-1]) | special[:, :-1]
+  return starts | boundary
+
+
+def word_ids(starts: np.ndarray) -> np.ndarray:
+  """[batch, length] int: index of each token's unit within its row (0, 1, ...)."""
+  return np.cumsum(starts, axis=1) - 1
+
+
+def word_start_positions(starts: np.ndarray) -> np.ndarray:
+  """[batch, length] int: position of the first token of each token's unit."""
+  positions = np.where(starts, np.arange(starts.shape[1])[None], 0)
+  return np.maximum.accumulate(positions, axis=1)
+
+
+def jieba_segmenter() -> Callable[[str], list[str]]:
+  """jieba's default (accurate-mode) segmenter, loaded once; quiet."""
+  import logging
+
+  import jieba
+
+  jieba.setLogLevel(logging.WARNING)
+  return lambda text: list(jieba.cut(text, HMM=True))
+
+
+def chinese_word_starts(
+  chars: Sequence[str], segmenter: Callable[[str], list[str]] | Sequence[int]
+) -> np.ndarray:
+  """Per-token word-start flags from a word segmentation of the tokens' characters.
+
+  Args:
+    chars: the text of each token, in order (one CJK character per token for a
+      Chinese BERT vocabulary; longer pieces such as Latin words are allowed).
+    segmenter: a function text -> words (e.g. `jieba_segmenter()`), or the
+      lengths, in characters, of the words of a user-supplied segmentation of
+      `''.join(chars)`.
+
+  Returns:
+    [len(chars)] bool: a token starts a word when a word of the segmentation
+    starts at its first character. A word boundary inside a token is ignored.
+  """
+  text = ''.join(chars)
+  if callable(segmenter):
+    lengths = [len(w) for w in segmenter(text)]
+  else:
+    lengths = [int(n) for n in segmenter]
+  if sum(lengths) != len(text) or min(lengths, default=1) < 1:
+    raise ValueError(
+      f'The segmentation covers {sum(lengths)} characters in words of lengths >= 1; '
+      f'the tokens hold {len(text)}.'
+    )
+  word_offsets = np.cumsum([0] + lengths[:-1])
+  token_offsets = np.cumsum([0] + [len(c) for c in chars[:-1]])[: len(chars)]
+  return np.isin(token_offsets, word_offsets)
+
+
+def chinese_starts_for_batch(
+  tokens: np.ndarray,
+  segment_ids: np.ndarray,
+  starts: np.ndarray,
+  tokenizer,
+  segmenter: Callable[[str], list[str]],
+) -> np.ndarray:
+  """Refines `starts` [batch, length] with a segmenter over each packed segment's characters.
+
+  Only single-character CJK tokens are refined: a character that does not begin a
+  word of the segmentation becomes a continuation, as Chinese-BERT-wwm's
+  reference files do. The segmenter runs once per packed segment (jieba is a
+  Python library; a pre-segmented corpus avoids this with `batch['word_starts']`).
+  """
+  pieces = _cjk_pieces(tokenizer)
+  out = starts.copy()
+  for row in range(tokens.shape[0]):
+    for s in np.unique(segment_ids[row][segment_ids[row] > 0]):
+      positions = np.flatnonzero(segment_ids[row] == s)
+      ids = tokens[row, positions]
+      chars = [pieces.get(int(i), '\x00') for i in ids]  # '\x00': a non-CJK token.
+      flags = chinese_word_starts(chars, segmenter)
+      is_cjk = np.array([int(i) in pieces for i in ids], bool)
+      out[row, positions[is_cjk]] &= flags[is_cjk]
+      # A CJK character after a non-CJK token always starts a word.
+      after_other = np.r_[True, ~is_cjk[:-1]] & is_cjk
+      out[row, positions[after_other]] = True
+  return out
+
+
+def _cjk_pieces(tokenizer) -> dict[int, str]:
+  """{id: character} of the single-CJK-character pieces of the vocabulary."""
+  cache = getattr(tokenizer, '_wwm_cjk_pieces', None)
+  if cache is None:
+    cache = {}
+    for i, piece in enumerate(_pieces(tokenizer)):
+      if len(piece) == 1 and _is_cjk(ord(piece)):
+        cache[i] = piece
+    try:
+      tokenizer._wwm_cjk_pieces = cache
+    except AttributeError:
+      pass
+  return cache
+
+
+def _is_cjk(cp: int) -> bool:
+  return 0x4E00 <= cp <= 0x9FFF or 0x3400 <= cp <= 0x4DBF or 0xF900 <= cp <= 0xFAFF

@@ -1,0 +1,62 @@
+"""Whole-word masking (Google's BERT wwm release; Chinese-BERT-wwm with a segmenter).
+
+As objectives/mlm.py, but the unit of selection is the word (objectives/word_units.py):
+each candidate word is selected with probability `mask_rate`, so every token is
+covered with probability `mask_rate`; the [MASK] / random / kept choice
+(80/10/10) is drawn once per word, so a word is either wholly masked, wholly
+randomized or wholly kept. Draws are taken at the word's first position, from
+host_random, so they depend only on (seed, epoch, example id).
+
+The loss is MLM's (objectives/token_lm.py).
+"""
+
+import numpy as np
+
+from objectives import mlm, token_lm, word_units
+from objectives.token_lm import eval_summary, loss_fn  # noqa: F401  (objective API)
+
+FRAMING = mlm.FRAMING
+SHOW = 'masked'
+build_model = mlm.build_model
+
+
+def make_masker(objective_cfg, tokenizer, seed: int):
+  """Returns `mask(batch) -> (inputs, selected)` with whole words as units.
+
+  `batch['word_starts']` [batch, length] bool, when the loader supplies it (a
+  pre-segmented corpus), replaces the starts derived from the pieces.
+  `objective_cfg.word_segmenter == 'jieba'` segments Chinese characters with jieba.
+  """
+  segmenter_name = objective_cfg.get('word_segmenter', '')
+  if segmenter_name not in ('', 'jieba'):
+    raise ValueError(f"objective.word_segmenter={segmenter_name!r} must be '' or 'jieba'.")
+  segmenter = word_units.jieba_segmenter() if segmenter_name == 'jieba' else None
+  special_ids = np.asarray(tokenizer.special_ids)
+  table = word_units.word_start_table(tokenizer)
+
+  def unit_starts(batch: dict) -> np.ndarray:
+    """The first position of each position's word [batch, length]."""
+    tokens, segment_ids = batch['tokens'], batch['segment_ids']  # [batch, length]
+    starts = word_units.token_word_starts(tokens, segment_ids, table, special_ids)
+    if 'word_starts' in batch:
+      # Supplied starts replace the pieces' starts; specials and boundaries still split.
+      starts = word_units.token_word_starts(tokens, segment_ids, np.zeros_like(table), special_ids)
+      starts |= np.asarray(batch['word_starts'], bool)
+    elif segmenter is not None:
+      starts = word_units.chinese_starts_for_batch(
+        tokens, segment_ids, starts, tokenizer, segmenter
+      )
+    return word_units.word_start_positions(starts)
+
+  return mlm.make_masker(objective_cfg, tokenizer, seed, unit_starts)
+
+
+def make_preprocess(objective_cfg, tokenizer, seed: int):
+  """Returns `preprocess(batch) -> batch` turning packed rows into whole-word MLM inputs."""
+  mask = make_masker(objective_cfg, tokenizer, seed)
+
+  def preprocess(batch: dict) -> dict:
+    inputs, selected = mask(batch)
+    return token_lm.model_batch(batch, inputs=inputs, targets=batch['tokens'], weights=selected)
+
+  return preprocess
