@@ -12,7 +12,6 @@ import numpy as np
 from models import heads
 from objectives import host_random, seq2seq
 from objectives.seq2seq import eval_summary, loss_fn  # noqa: F401  (objective API)
-from objectives.span_corruption import _compact, _positions
 
 FRAMING = ('bos_id', 'eos_id')
 SHOW = 'seq2seq'
@@ -50,9 +49,8 @@ def make_preprocess(objective_cfg, tokenizer, seed: int):
     tokens, segment_ids = batch['tokens'], batch['segment_ids']
     length = tokens.shape[1]
     prefix, suffix, eos = split(batch, seed)
-    encoder = _compact(prefix | eos, tokens, segment_ids, length)
-    decoder = _compact(suffix | eos, tokens, segment_ids, length)
-    decoder['positions'] = _positions(decoder['segment_ids'])
+    encoder = seq2seq.pack_emitted(prefix | eos, tokens, segment_ids, length)
+    decoder = seq2seq.pack_emitted(suffix | eos, tokens, segment_ids, length)
     return seq2seq.model_batch(
       encoder,
       decoder,

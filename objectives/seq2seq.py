@@ -37,6 +37,29 @@ def shift_right(targets: np.ndarray, segment_ids: np.ndarray, start_id: int) -> 
   return np.where(starts, start_id, inputs)
 
 
+def segment_positions(segment_ids: np.ndarray) -> np.ndarray:
+  """Positions [batch, length] restarting at 0 in every segment (0 on padding)."""
+  index = np.broadcast_to(np.arange(segment_ids.shape[1]), segment_ids.shape)
+  starts = np.ones(segment_ids.shape, bool)
+  starts[:, 1:] = segment_ids[:, 1:] != segment_ids[:, :-1]
+  start_index = np.maximum.accumulate(np.where(starts, index, 0), axis=1)
+  return np.where(segment_ids > 0, index - start_index, 0).astype(np.int32)
+
+
+def pack_emitted(emit, values, segment_ids, out_len: int) -> dict:
+  """Left-aligns the emitted entries of each row into [batch, out_len] rows."""
+  rows = emit.shape[0]
+  dest = np.cumsum(emit, axis=1) - 1
+  if dest.size and dest[:, -1].max() >= out_len:
+    raise AssertionError(f'Corrupted row of {dest[:, -1].max() + 1} > {out_len} tokens.')
+  r = np.broadcast_to(np.arange(rows)[:, None], emit.shape)
+  tokens = np.zeros((rows, out_len), np.int32)
+  segments = np.zeros((rows, out_len), np.int32)
+  tokens[r[emit], dest[emit]] = values[emit]
+  segments[r[emit], dest[emit]] = segment_ids[emit]
+  return {'tokens': tokens, 'segment_ids': segments, 'positions': segment_positions(segments)}
+
+
 def model_batch(encoder: dict, decoder: dict, *, inputs, targets, weights, start_id: int) -> dict:
   """The arrays the encoder-decoder and its loss see.
 

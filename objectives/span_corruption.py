@@ -218,7 +218,7 @@ def make_corruptor(objective_cfg, tokenizer, seed: int, seq_len: int):
     # Encoder: kept tokens, a sentinel for each span, EOS (no BOS).
     emit = (body & ~noise_mask) | span_start | last
     enc_tokens = np.where(span_start, sentinel_at, tokens)
-    encoder = _compact(emit, enc_tokens, segment_ids, seq_len)
+    encoder = seq2seq.pack_emitted(emit, enc_tokens, segment_ids, seq_len)
     # Decoder: sentinel then token at a span's first token, the token elsewhere in a span.
     count = noise_mask.astype(np.int64) + span_start + last  # [batch, raw_len]
     dest = np.cumsum(count, axis=1) - count
@@ -236,7 +236,7 @@ def make_corruptor(objective_cfg, tokenizer, seed: int, seq_len: int):
       'positions': encoder['positions'],
       'targets': targets,
       'decoder_segment_ids': dec_segments,
-      'decoder_positions': _positions(dec_segments),
+      'decoder_positions': seq2seq.segment_positions(dec_segments),
       'weights': (dec_segments > 0).astype(np.float32),
       'noise': noise_mask,
     }
@@ -249,29 +249,6 @@ def _within(starts: np.ndarray, seg_of: np.ndarray, first: np.ndarray) -> np.nda
   total = np.cumsum(starts)
   before = total[first] - starts[first]  # Count before each segment's first slot.
   return total - before[seg_of]
-
-
-def _positions(segment_ids: np.ndarray) -> np.ndarray:
-  """Positions [batch, length] restarting at 0 in every segment (0 on padding)."""
-  index = np.broadcast_to(np.arange(segment_ids.shape[1]), segment_ids.shape)
-  starts = np.ones(segment_ids.shape, bool)
-  starts[:, 1:] = segment_ids[:, 1:] != segment_ids[:, :-1]
-  start_index = np.maximum.accumulate(np.where(starts, index, 0), axis=1)
-  return np.where(segment_ids > 0, index - start_index, 0).astype(np.int32)
-
-
-def _compact(emit, values, segment_ids, out_len: int) -> dict:
-  """Left-aligns the emitted entries of each row into [batch, out_len] rows."""
-  rows = emit.shape[0]
-  dest = np.cumsum(emit, axis=1) - 1
-  if dest.size and dest[:, -1].max() >= out_len:
-    raise AssertionError(f'Corrupted row of {dest[:, -1].max() + 1} > {out_len} tokens.')
-  r = np.broadcast_to(np.arange(rows)[:, None], emit.shape)
-  tokens = np.zeros((rows, out_len), np.int32)
-  segments = np.zeros((rows, out_len), np.int32)
-  tokens[r[emit], dest[emit]] = values[emit]
-  segments[r[emit], dest[emit]] = segment_ids[emit]
-  return {'tokens': tokens, 'segment_ids': segments, 'positions': _positions(segments)}
 
 
 def make_preprocess(objective_cfg, tokenizer, seed: int, seq_len: int | None = None):
