@@ -164,7 +164,7 @@ def run(config, *, steps: int, warmup: int, num_batches: int = 4) -> dict:
   """Builds the config's training step, times it on synthetic batches, returns the record."""
   if steps < 1 or warmup < 0:
     raise ValueError(f'--steps={steps} must be >= 1 and --warmup={warmup} >= 0.')
-  objective = model_setup.load_objective(config.objective.module)
+  objective = model_setup.load_objective(config.objective.module, config.objective)
   vocab_size = presets.get_config(config.model.preset).vocab_size
   model_cfg = model_setup.model_config(config, vocab_size)
   model = objective.build_model(model_cfg)

@@ -51,8 +51,33 @@ class ShardSpec:
     return cls(num_shards, local, batch_size // num_shards)
 
 
-def _document_tokens(tokenizer, doc_index: int, text: str, docs_per_epoch: int) -> dict:
-  return {'tokens': tokenizer.encode(text), 'epoch': doc_index // docs_per_epoch}
+def _epoch_documents(documents, *, shard: int, num_shards: int, seed: int, train: bool):
+  """This shard's documents (random access) and its stream of {'text', 'epoch', 'doc'}:
+  shuffled afresh every epoch and repeated when training, one pass otherwise; `doc`
+  is the document's index in the whole corpus."""
+  docs = grain.MapDataset.source(documents)[shard::num_shards]
+  docs_per_epoch = len(docs)
+  # A shuffled, repeated dataset reads its parent at indices past the end (epoch * size
+  # + index); the document is the index modulo the size.
+  stream = docs.map_with_index(
+    lambda j, text: ((j % max(docs_per_epoch, 1)) * num_shards + shard, text)
+  )
+  if train:
+    if docs_per_epoch == 0:
+      raise ValueError(
+        f'Data shard {shard} of {num_shards} has no documents: the corpus has only '
+        f'{len(documents)}; lower data.num_shards.'
+      )
+    stream = stream.shuffle(seed=seed + shard).repeat(None)  # A new order every epoch.
+  stream = stream.map_with_index(
+    lambda i, item: {'text': item[1], 'epoch': i // max(docs_per_epoch, 1), 'doc': item[0]}
+  )
+  return docs, stream
+
+
+def _read(stream: grain.MapDataset) -> grain.IterDataset:
+  """Reads ahead in a background thread (tokenization included when mapped before)."""
+  return stream.to_iter_dataset(grain.ReadOptions(num_threads=1, prefetch_buffer_size=16))
 
 
 def _shard_rows(
@@ -65,22 +90,20 @@ def _shard_rows(
   framing: tuple[str, str],
   seed: int,
   train: bool,
+  make_rows: Callable | None,
 ) -> grain.IterDataset:
-  docs = grain.MapDataset.source(documents)[shard::num_shards]
-  docs_per_epoch = len(docs)
-  if train:
-    if docs_per_epoch == 0:
-      raise ValueError(
-        f'Data shard {shard} of {num_shards} has no documents: the corpus has only '
-        f'{len(documents)}; lower data.num_shards.'
-      )
-    docs = docs.shuffle(seed=seed + shard).repeat(None)  # A new order every epoch.
-  docs = docs.map_with_index(
-    lambda i, text: _document_tokens(tokenizer, i, text, max(docs_per_epoch, 1))
+  docs, stream = _epoch_documents(
+    documents, shard=shard, num_shards=num_shards, seed=seed, train=train
   )
+  if make_rows is not None:
+    return make_rows(
+      _read(stream), docs, tokenizer, seq_len=seq_len, seed=seed, shard=shard, num_shards=num_shards
+    )
+  tokens = stream.map(lambda doc: {'tokens': tokenizer.encode(doc['text']), 'epoch': doc['epoch']})
+  tokens = _read(tokens)
   prefix_id, suffix_id = (getattr(tokenizer, name) for name in framing)
   return PackedRows(
-    docs.to_iter_dataset(grain.ReadOptions(num_threads=1, prefetch_buffer_size=16)),
+    tokens,
     seq_len=seq_len,
     prefix_id=prefix_id,
     suffix_id=suffix_id,
@@ -104,6 +127,7 @@ class Loader:
     seed: int,
     train: bool,
     pad_after_end: bool = False,
+    make_rows: Callable | None = None,
   ):
     """Args:
     documents: random-access document strings (data/sources.py).
@@ -117,6 +141,10 @@ class Loader:
     pad_after_end: after one pass, yield all-padding batches instead of stopping,
       so that processes whose shards end at different steps stay in lockstep
       (the evaluation loop stops when a global batch holds no real row).
+    make_rows: the objective's own row builder, `make_rows(stream, docs, tokenizer,
+      *, seq_len, seed, shard, num_shards)` (data/sentence_pairs.py), instead of
+      packing; `stream` yields {'text', 'epoch', 'doc'}, `docs` is the shard's
+      random-access document list.
     """
     self._shards = shards
     self._seq_len = seq_len
@@ -133,8 +161,10 @@ class Loader:
         framing=framing,
         seed=seed,
         train=train,
+        make_rows=make_rows,
       )
       self._iters.append(iter(rows))
+    self._row_keys = None  # Keys and shapes of a real row, for the padding rows.
 
   def _rows(self, it) -> list[dict]:
     rows = []
@@ -147,7 +177,10 @@ class Loader:
 
   def _padding_row(self) -> dict:
     zeros = np.zeros(self._seq_len, np.int32)
-    return dict(tokens=zeros, segment_ids=zeros, positions=zeros, epoch=0, example_id=-1)
+    row = dict(tokens=zeros, segment_ids=zeros, positions=zeros)
+    if self._row_keys is not None:  # Whatever else the rows carry (token types, labels).
+      row = {key: np.zeros_like(value) for key, value in self._row_keys.items()}
+    return dict(row, epoch=np.int64(0), example_id=np.int64(-1))
 
   def __iter__(self):
     return self
@@ -156,6 +189,9 @@ class Loader:
     parts = [self._rows(it) for it in self._iters]
     if not any(parts) and not self._pad_after_end:
       raise StopIteration
+    real = next((row for part in parts for row in part), None)
+    if real is not None and self._row_keys is None:
+      self._row_keys = {k: v for k, v in real.items() if k not in ('epoch', 'example_id')}
     rows = []
     for part in parts:  # Evaluation pads exhausted shards with empty rows (weight 0).
       rows += part + [self._padding_row()] * (self._shards.rows_per_shard - len(part))

@@ -65,10 +65,88 @@ class Backbone(nn.Module):
     return x, self.pooler(x) if self.cfg.pooler else None
 
 
-class MaskedLM(nn.Module):
-  """BERT-style encoder with the MLM head; returns logits [batch, length, vocab]."""
+class SentencePairHead(nn.Module):
+  """BERT's NSP / ALBERT's SOP classifier: the pooler, then two logits [batch, 2]
+  (class 0: B follows A, the original order; class 1: not)."""
 
   cfg: TransformerConfig
+  TIED_OUTPUT = False  # Returns class logits, not states for the vocabulary.
+
+  @nn.compact
+  def __call__(self, x, batch, deterministic=True):
+    del batch, deterministic  # The first token ([CLS]) of each pair row says it all.
+    pooled = Pooler(self.cfg, name='pooler')(x)  # [batch, embed]
+    cfg = self.cfg
+    return nn.Dense(
+      2,
+      kernel_init=transformer.normal_init(cfg, 'embed', 'classes', fan_in=cfg.d_model),
+      bias_init=transformer.zeros_init('classes'),
+      dtype=cfg.compute_dtype,
+      param_dtype=cfg.storage_dtype,
+      name='classifier',
+    )(pooled)
+
+
+class SpanBoundaryHead(nn.Module):
+  """SpanBERT's span boundary objective: each masked token from the states of the two
+  tokens around its span and its offset in the span, through a 2-layer GeLU +
+  LayerNorm MLP (Joshi et al. 2020, eq. 1). Returns [batch, length, token_dim]
+  states that MaskedLM projects onto the tied vocabulary.
+
+  `batch` gives span_left / span_right (positions of the boundary tokens) and
+  span_offset (0-based index inside the span), all [batch, length] ints.
+  """
+
+  cfg: TransformerConfig
+  max_offset: int = 128  # Span offsets (in tokens) beyond this share the last embedding.
+  TIED_OUTPUT = True
+
+  @nn.compact
+  def __call__(self, x, batch, deterministic=True):
+    del deterministic
+    cfg = self.cfg
+    take = jax.vmap(lambda states, index: states[index])  # [batch, length, embed]
+    offsets = jnp.minimum(batch['span_offset'], self.max_offset - 1)
+    offset_embed = nn.Embed(
+      self.max_offset,
+      cfg.d_model,
+      embedding_init=transformer.normal_init(cfg, 'position', 'embed', fan_in=1),
+      dtype=cfg.compute_dtype,
+      param_dtype=cfg.storage_dtype,
+      name='offset_embed',
+    )(offsets)
+    h = jnp.concatenate(
+      [take(x, batch['span_left']), take(x, batch['span_right']), offset_embed], axis=-1
+    )  # [batch, length, 3 * embed]
+    act = transformer.activation_fn(cfg.activation)
+    widths = ((3 * cfg.d_model, cfg.d_model, 'mlp'), (cfg.d_model, cfg.token_dim, 'embed'))
+    for i, (fan_in, width, axis) in enumerate(widths):
+      h = nn.Dense(
+        width,
+        kernel_init=transformer.normal_init(cfg, 'mlp' if i == 0 else 'embed', axis, fan_in=fan_in),
+        bias_init=transformer.zeros_init(axis),
+        dtype=cfg.compute_dtype,
+        param_dtype=cfg.storage_dtype,
+        name=f'dense_{i}',
+      )(h)
+      h = transformer.layer_norm(cfg, f'norm_{i}', axis)(act(h))
+    return h
+
+
+# Auxiliary heads an objective can put on MaskedLM's final states (objectives/multitask.py).
+AUX_HEADS = {'sentence_pair': SentencePairHead, 'span_boundary': SpanBoundaryHead}
+
+
+class MaskedLM(nn.Module):
+  """BERT-style encoder with the MLM head; returns logits [batch, length, vocab].
+
+  With `aux_heads` (names in AUX_HEADS: BERT's NSP, SpanBERT's SBO, ...) it returns
+  (logits, {name: head output}), the heads reading the same final states; a head
+  with TIED_OUTPUT is projected onto the tied vocabulary with a bias of its own.
+  """
+
+  cfg: TransformerConfig
+  aux_heads: tuple[str, ...] = ()
 
   def setup(self):
     cfg = self.cfg
@@ -88,14 +166,46 @@ class MaskedLM(nn.Module):
     )
     if not cfg.tie_embeddings:
       self.decoder = untied_output(cfg, 'mlm_decoder', transformer.embed_axis(cfg))
+    unknown = set(self.aux_heads) - set(AUX_HEADS)
+    if unknown:
+      raise ValueError(f'Unknown auxiliary heads {sorted(unknown)}; known: {sorted(AUX_HEADS)}.')
+    self.aux = {name: AUX_HEADS[name](cfg) for name in self.aux_heads}
+    self.aux_bias = {
+      name: self.param(
+        f'{name}_bias', transformer.zeros_init('vocab'), (cfg.vocab_size,), cfg.storage_dtype
+      )
+      for name in self.aux_heads
+      if AUX_HEADS[name].TIED_OUTPUT
+    }
 
-  def __call__(self, tokens, segment_ids, positions=None, token_types=None, deterministic=True):
-    x = self.encoder(tokens, segment_ids, positions, token_types, deterministic)
-    h = transformer.activation_fn(self.cfg.activation)(self.transform(x))
-    h = self.transform_norm(h)
+  def vocab_logits(self, h, bias):
+    """Tied (or untied) output projection of [batch, length, token_dim] states, plus `bias`."""
     logits = self.encoder.attend(h) if self.cfg.tie_embeddings else self.decoder(h)
-    logits = logits + self.output_bias.astype(logits.dtype)
+    logits = logits + bias.astype(logits.dtype)
     return nn.with_logical_constraint(logits, ('batch', 'length', 'act_vocab'))
+
+  def __call__(
+    self,
+    tokens,
+    segment_ids,
+    positions=None,
+    token_types=None,
+    deterministic=True,
+    aux_inputs=None,
+    **encoder_kw,
+  ):
+    """`aux_inputs`: the batch arrays the auxiliary heads read; `encoder_kw` go to the
+    encoder (UniLM's attention kinds, objectives/unilm.py)."""
+    x = self.encoder(tokens, segment_ids, positions, token_types, deterministic, **encoder_kw)
+    h = transformer.activation_fn(self.cfg.activation)(self.transform(x))
+    logits = self.vocab_logits(self.transform_norm(h), self.output_bias)
+    if not self.aux_heads:
+      return logits
+    outputs = {}
+    for name, head in self.aux.items():
+      out = head(x, aux_inputs, deterministic)
+      outputs[name] = self.vocab_logits(out, self.aux_bias[name]) if name in self.aux_bias else out
+    return logits, outputs
 
 
 class CausalLM(nn.Module):

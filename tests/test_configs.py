@@ -24,7 +24,7 @@ def test_config_is_complete_and_locked(name):
   with pytest.raises(AttributeError, match='no_such_key'):
     config.no_such_key = 1
   assert config.model.preset in presets.names()
-  experiment.load_objective(config.objective.module)
+  experiment.load_objective(config.objective.module, config.objective)
   assert config.batch_size > 0 and config.seq_len > 0 and config.total_steps > 0
   max_positions = getattr(presets.get_config(config.model.preset), 'max_positions', None)
   assert max_positions is None or config.seq_len <= max_positions

@@ -5,7 +5,7 @@ the same model and the same batches for the same config.
 """
 
 import dataclasses
-from types import ModuleType
+import functools
 
 from data import loader as loader_lib
 from data import sources, tokenizers
@@ -19,7 +19,7 @@ class Experiment:
 
   config: object
   tokenizer: tokenizers.Tokenizer
-  objective: ModuleType
+  objective: object  # The objective module, or what its `configure` returned.
   model_cfg: TransformerConfig
 
   @property
@@ -29,6 +29,9 @@ class Experiment:
   def loader(self, split: str, shards: loader_lib.ShardSpec, **kwargs) -> loader_lib.Loader:
     """The loader of `split` ('train' or 'eval') for this process's shards."""
     train = split == 'train'
+    make_rows = getattr(self.objective, 'make_rows', None)  # Sentence pairs (NSP / SOP).
+    if make_rows is not None:
+      make_rows = functools.partial(make_rows, self.config.objective)
     return loader_lib.Loader(
       sources.load_documents(self.config.data, split),
       self.tokenizer,
@@ -40,13 +43,14 @@ class Experiment:
       ),
       seed=self.config.seed,
       train=train,
+      make_rows=make_rows,
       **kwargs,
     )
 
 
 def build(config, workdir: str, *, process_index: int = 0, barrier=None) -> Experiment:
   """Loads (or trains, once, into the workdir) the tokenizer and sizes the model."""
-  objective = load_objective(config.objective.module)
+  objective = load_objective(config.objective.module, config.objective)
   tokenizer = tokenizers.get_or_train_tokenizer(
     config, workdir, process_index=process_index, barrier=barrier
   )

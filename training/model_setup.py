@@ -7,17 +7,22 @@ Grain or ml_collections.
 
 import dataclasses
 import importlib
-from types import ModuleType
 
 from models import presets
 
-# What every objective module defines (objectives/mlm.py is an example); it may
-# also define `packed_length(objective_cfg, seq_len)` (see `packed_length` below).
+# What every objective defines (objectives/mlm.py is an example); it may also define
+# `packed_length(objective_cfg, seq_len)` (see `packed_length` below).
 _OBJECTIVE_API = ('FRAMING', 'SHOW', 'build_model', 'make_preprocess', 'loss_fn', 'eval_summary')
 
 
-def load_objective(module_path: str) -> ModuleType:
-  """Imports the objective module named in `config.objective.module`."""
+def load_objective(module_path: str, objective_cfg=None):
+  """The objective named in `config.objective.module`.
+
+  A module that needs its config to assemble itself (a combination of objectives,
+  objectives/multitask.py; ELECTRA's generator size) defines
+  `configure(objective_cfg)`, which returns the object providing the API; any
+  other module is the objective itself.
+  """
   try:
     module = importlib.import_module(module_path)
   except ModuleNotFoundError as e:
@@ -25,13 +30,16 @@ def load_objective(module_path: str) -> ModuleType:
       f'objective.module={module_path!r} cannot be imported ({e}); '
       "expected a module path such as 'objectives.mlm' or 'objectives.clm'."
     ) from e
-  missing = [name for name in _OBJECTIVE_API if not hasattr(module, name)]
+  objective = module
+  if hasattr(module, 'configure') and objective_cfg is not None:
+    objective = module.configure(objective_cfg)
+  missing = [name for name in _OBJECTIVE_API if not hasattr(objective, name)]
   if missing:
     raise ValueError(f'Objective module {module_path!r} lacks {", ".join(missing)}.')
-  return module
+  return objective
 
 
-def packed_length(objective: ModuleType, config) -> int:
+def packed_length(objective, config) -> int:
   """Tokens per packed row before the objective's preprocessing: `seq_len`, unless the
   objective changes lengths (T5 span corruption packs longer rows so that its
   corrupted inputs fill `seq_len` exactly) and says so with `packed_length`."""

@@ -49,6 +49,7 @@ _REPLICATED_PARAM_RULES = (
   ('char_vocab', None),  # ELMo's character table and CNN: small, kept whole.
   ('char_embed', None),
   ('conv_width', None),
+  ('classes', None),  # Classifier outputs (NSP/SOP, task heads): a handful of labels.
 )
 _FSDP_PARAM_RULES = (('embed', 'fsdp'),) + _REPLICATED_PARAM_RULES[1:]
 _FSDP_TP_PARAM_RULES = (
@@ -65,6 +66,7 @@ _FSDP_TP_PARAM_RULES = (
   ('char_vocab', None),
   ('char_embed', None),
   ('conv_width', None),
+  ('classes', None),
 )
 
 RULES = {
@@ -122,9 +124,10 @@ def check_batch(batch_size: int, mesh: Mesh):
     )
 
 
-def batch_sharding(mesh: Mesh, rank: int = 2) -> NamedSharding:
-  """Sharding of a [batch, ...] input array: batch over (data, fsdp)."""
-  return NamedSharding(mesh, PartitionSpec(BATCH_AXES, *([None] * (rank - 1))))
+def batch_sharding(mesh: Mesh) -> NamedSharding:
+  """Sharding of every [batch, ...] input array, whatever its rank: the leading batch
+  axis over (data, fsdp), the others replicated (per-row labels [batch] included)."""
+  return NamedSharding(mesh, PartitionSpec(BATCH_AXES))
 
 
 def global_batch(host_batch: dict, sharding: NamedSharding) -> dict:
