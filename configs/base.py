@@ -41,6 +41,7 @@ def get_config() -> config_dict.ConfigDict:
   c.objective.mask_rate = 0.15  # MLM: fraction of non-special tokens selected.
   c.objective.mask_token_rate = 0.8  # MLM: of the selected, fraction replaced by [MASK].
   c.objective.random_token_rate = 0.1  # MLM: of the selected, fraction replaced at random.
+  c.objective.dupe_factor = 0  # MLM: static masks cycled over this many copies (BERT); 0: dynamic.
 
   c.data = config_dict.ConfigDict()
   c.data.source = 'embedded'  # 'embedded' (pydoc topics, offline), 'tfds' or 'text'.

@@ -99,7 +99,9 @@ def _shard_rows(
     return make_rows(
       _read(stream), docs, tokenizer, seq_len=seq_len, seed=seed, shard=shard, num_shards=num_shards
     )
-  tokens = stream.map(lambda doc: {'tokens': tokenizer.encode(doc['text']), 'epoch': doc['epoch']})
+  tokens = stream.map(
+    lambda doc: {'tokens': tokenizer.encode(doc['text']), 'epoch': doc['epoch'], 'doc': doc['doc']}
+  )
   tokens = _read(tokens)
   prefix_id, suffix_id = (getattr(tokenizer, name) for name in framing)
   return PackedRows(

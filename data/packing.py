@@ -9,7 +9,9 @@ padding) and positions restart at 0 in every segment, so a packed document is
 seen exactly as it would be alone.
 
 Every row also carries `epoch` (of the document that starts it) and
-`example_id` (row counter * num_shards + shard), the keys of derived randomness.
+`example_id` (row counter * num_shards + shard), the keys of derived randomness,
+and, when the documents carry their corpus index `doc`, `token_keys`: each
+token's document and offset, so that a draw can follow the token, not the row.
 """
 
 import copy
@@ -65,6 +67,7 @@ class _PackIterator(grain.DatasetIterator):
     self._doc = None  # {'tokens', 'epoch'} being packed, or None.
     self._offset = 0
     self._rows = 0
+    self._keyed = False  # Whether the documents carry their corpus index ('doc').
 
   def _next_document(self) -> bool:
     """Moves to the next non-empty document; False at the end of the data."""
@@ -77,6 +80,7 @@ class _PackIterator(grain.DatasetIterator):
         return False
       if len(doc['tokens']):
         self._doc, self._offset = doc, 0
+        self._keyed = 'doc' in doc
         return True
 
   def __next__(self) -> dict:
@@ -84,6 +88,10 @@ class _PackIterator(grain.DatasetIterator):
     tokens = np.zeros(length, np.int32)  # [seq_len]
     segment_ids = np.zeros(length, np.int32)
     positions = np.zeros(length, np.int32)
+    # Each token's place in the corpus, when the documents say which they are
+    # (the loader's do): document index << 24 | offset in the document; 0 on framing
+    # and padding. Static masking (mlm.py, dupe_factor) draws per place, not per row.
+    token_keys = np.zeros(length, np.int64)
     fill, segment, epoch = 0, 0, None
     while length - fill >= _MIN_ROOM:
       if self._doc is None or self._offset >= len(self._doc['tokens']):
@@ -98,6 +106,9 @@ class _PackIterator(grain.DatasetIterator):
       tokens[fill : fill + len(piece)] = piece
       segment_ids[fill : fill + len(piece)] = segment
       positions[fill : fill + len(piece)] = np.arange(len(piece))
+      if self._keyed:
+        offsets = np.arange(self._offset, self._offset + take, dtype=np.int64)
+        token_keys[fill + 1 : fill + 1 + take] = (np.int64(self._doc['doc']) << 24) | offsets
       epoch = self._doc['epoch'] if epoch is None else epoch
       fill += len(piece)
       self._offset += take
@@ -105,13 +116,16 @@ class _PackIterator(grain.DatasetIterator):
       raise StopIteration
     example_id = self._rows * self._num_shards + self._shard_index
     self._rows += 1
-    return {
+    row = {
       'tokens': tokens,
       'segment_ids': segment_ids,
       'positions': positions,
       'epoch': np.int64(epoch),
       'example_id': np.int64(example_id),
     }
+    if self._keyed:
+      row['token_keys'] = token_keys
+    return row
 
   def get_state(self) -> dict:
     return {
@@ -125,5 +139,6 @@ class _PackIterator(grain.DatasetIterator):
     self._parent.set_state(copy.deepcopy(state['parent']))
     self._doc_state = copy.deepcopy(state['parent'])
     self._doc = next(self._parent) if state['has_doc'] else None
+    self._keyed = self._doc is not None and 'doc' in self._doc
     self._offset = state['offset']
     self._rows = state['rows']

@@ -40,3 +40,16 @@ def uniform(
     key = _mix(key ^ _mix(example_ids * _GOLDEN + np.uint64(1)))  # [batch]
     bits = _mix(key[:, None] + np.arange(length, dtype=np.uint64)[None, :] * _GOLDEN)
   return (bits >> np.uint64(11)).astype(np.float64) * (1.0 / (1 << 53))  # [batch, length]
+
+
+def uniform_keyed(seed: int, epoch: np.ndarray, keys: np.ndarray, stream: int) -> np.ndarray:
+  """Uniform floats in [0, 1), one per element of `keys` [batch, length] (int64 keys,
+  e.g. data/packing.py's token_keys: a token's document and offset), so that a
+  draw follows the token wherever the packing puts it."""
+  keys = np.asarray(keys, np.int64).astype(np.uint64)
+  epoch = np.asarray(epoch, np.int64).astype(np.uint64).reshape(-1, *([1] * (keys.ndim - 1)))
+  with np.errstate(over='ignore'):
+    key = _mix(np.uint64(seed) * _GOLDEN + np.uint64(stream))
+    key = _mix(key ^ _mix(epoch + _GOLDEN))  # [batch, 1]
+    bits = _mix(key ^ _mix(keys * _GOLDEN + np.uint64(2)))
+  return (bits >> np.uint64(11)).astype(np.float64) * (1.0 / (1 << 53))

@@ -5,7 +5,11 @@ probability `mask_rate` (15%); a selected token becomes [MASK] with probability
 `mask_token_rate` (80%), a random non-special token with `random_token_rate`
 (10%), and stays unchanged otherwise. The draws are a function of
 (seed, epoch, example id, position), so every epoch masks afresh and a restored
-run masks exactly as the uninterrupted one.
+run masks exactly as the uninterrupted one. With `dupe_factor` = k > 0 the masks
+are static as in the original BERT data generation, which wrote k masked copies
+of the corpus and cycled over them: a token's draws are a function of (seed,
+epoch mod k, its document, its offset), so epoch e and e + k mask the same
+tokens the same way however the rows are packed.
 
 Jitted side: cross-entropy over the selected positions only.
 """
@@ -45,6 +49,9 @@ def make_masker(objective_cfg, tokenizer, seed: int, unit_starts=None):
       f'objective.mask_token_rate={mask_token_rate} and random_token_rate={random_token_rate}'
       ' must be >= 0 and sum to at most 1.'
     )
+  dupe_factor = objective_cfg.get('dupe_factor', 0)
+  if dupe_factor < 0:
+    raise ValueError(f'objective.dupe_factor={dupe_factor} must be >= 0 (0: dynamic masking).')
   special_ids = np.asarray(tokenizer.special_ids)
   # Random replacements come from the ordinary vocabulary only.
   replacement_ids = np.setdiff1d(np.arange(tokenizer.vocab_size), special_ids).astype(np.int32)
@@ -55,6 +62,14 @@ def make_masker(objective_cfg, tokenizer, seed: int, unit_starts=None):
     draw = lambda stream: host_random.uniform(  # noqa: E731
       seed, batch['epoch'], batch['example_id'], length, stream
     )
+    if dupe_factor:  # Static: the draws follow the token through dupe_factor fixed copies.
+      if 'token_keys' not in batch:
+        raise ValueError(
+          'objective.dupe_factor needs rows that say where each token comes from '
+          "('token_keys', from the loader's packing); this objective's rows do not."
+        )
+      copy = np.asarray(batch['epoch']) % dupe_factor
+      draw = lambda stream: host_random.uniform_keyed(seed, copy, batch['token_keys'], stream)  # noqa: E731
     if unit_starts is None:
       per_unit = draw
     else:

@@ -186,3 +186,16 @@ def test_resume_across_epochs():
       for key in a:
         np.testing.assert_array_equal(a[key], b[key], err_msg=f'{key} after {3 * restore} batches')
     loader = restored  # Go on from the restored loader: it must not drift either.
+
+
+def test_token_keys_name_each_tokens_document_and_offset(tokenizer):
+  """Rows carry token_keys = doc << 24 | offset: the token at that place of that document."""
+  documents = sources.load_documents(base.get_config().data, 'train')
+  loader = _loader(tokenizer, preprocess=lambda rows: rows)
+  for rows in _take(loader, 6):
+    keys, tokens = rows['token_keys'], rows['tokens']
+    framed = np.isin(tokens, [tokenizer.cls_id, tokenizer.sep_id]) | (rows['segment_ids'] == 0)
+    assert np.all((keys == 0) == framed)
+    for b, i in zip(*np.nonzero(~framed), strict=True):
+      doc, offset = int(keys[b, i]) >> 24, int(keys[b, i]) & (2**24 - 1)
+      assert tokenizer.encode(documents[doc])[offset] == tokens[b, i]

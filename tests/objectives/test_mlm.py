@@ -286,3 +286,52 @@ def test_mlm_loss_gradients_and_weights():
   assert float(loss_and_grad(params, other)[0][0]) == float(loss)
   counted = {**batch, 'targets': np.where(ignored, batch['targets'], (batch['targets'] + 1) % 64)}
   assert abs(float(loss_and_grad(params, counted)[0][0]) - float(loss)) > 1e-4
+
+
+def _keyed_rows(shift: int, epoch: int, batch_size=64, length=256):
+  """One long 'document' of ordinary tokens, packed with its start shifted by `shift`."""
+  rng = np.random.default_rng(0)
+  ordinary = np.setdiff1d(np.arange(TOKENIZER.vocab_size), TOKENIZER.special_ids)
+  doc = rng.choice(ordinary, size=batch_size * length + shift)
+  offsets = np.arange(batch_size * length).reshape(batch_size, length) + shift
+  return {
+    'tokens': doc[offsets].astype(np.int32),
+    'segment_ids': np.ones((batch_size, length), np.int32),
+    'positions': np.broadcast_to(np.arange(length), (batch_size, length)).astype(np.int32),
+    'epoch': np.full(batch_size, epoch, np.int64),
+    'example_id': np.arange(batch_size, dtype=np.int64) + 1000 * shift,
+    'token_keys': (np.int64(7) << 24) | offsets.astype(np.int64),
+  }
+
+
+def test_static_masking_follows_the_token_through_dupe_factor_copies():
+  cfg = _objective()
+  with cfg.unlocked():
+    cfg.dupe_factor = 3
+  mask = mlm.make_masker(cfg, TOKENIZER, seed=0)
+
+  def by_place(rows):
+    """{document offset: (selected, input)} over the rows."""
+    inputs, selected = mask(rows)
+    places = (rows['token_keys'] & (2**24 - 1)).ravel()
+    pairs = zip(selected.ravel().tolist(), inputs.ravel().tolist(), strict=True)
+    return dict(zip(places.tolist(), pairs, strict=True))
+
+  epoch0 = by_place(_keyed_rows(shift=0, epoch=0))
+  # Epoch 3 is copy 0 again: packed differently (shifted by 5), every shared place masks alike.
+  epoch3 = by_place(_keyed_rows(shift=5, epoch=3))
+  shared = sorted(set(epoch0) & set(epoch3))
+  assert len(shared) > 16000 and all(epoch0[p] == epoch3[p] for p in shared)
+  selected = np.array([epoch0[p][0] for p in shared])
+  _within(selected.sum(), len(shared), 0.15)
+  # Epoch 1 is another copy: about 15% x 85% x 2 of the places change their selection.
+  epoch1 = by_place(_keyed_rows(shift=0, epoch=1))
+  changed = np.mean([epoch0[p][0] != epoch1[p][0] for p in shared])
+  assert abs(changed - 2 * 0.15 * 0.85) < 0.02
+  # Dynamic masking (dupe_factor 0) of the same shifted rows does not repeat epoch 0.
+  dynamic = mlm.make_masker(_objective(), TOKENIZER, seed=0)
+  _, sel0 = dynamic(_keyed_rows(shift=0, epoch=0))
+  _, sel3 = dynamic(_keyed_rows(shift=0, epoch=3))
+  assert not np.array_equal(sel0, sel3)
+  with pytest.raises(ValueError, match='token_keys'):
+    mask({k: v for k, v in _keyed_rows(0, 0).items() if k != 'token_keys'})
