@@ -133,8 +133,24 @@ class SpanBoundaryHead(nn.Module):
     return h
 
 
+class HiddenStates(nn.Module):
+  """No parameters: the final states [batch, length, embed] themselves, for losses
+  that pool them (objectives/contrastive.py)."""
+
+  cfg: TransformerConfig
+  TIED_OUTPUT = False
+
+  def __call__(self, x, batch, deterministic=True):
+    del batch, deterministic
+    return x
+
+
 # Auxiliary heads an objective can put on MaskedLM's final states (objectives/multitask.py).
-AUX_HEADS = {'sentence_pair': SentencePairHead, 'span_boundary': SpanBoundaryHead}
+AUX_HEADS = {
+  'sentence_pair': SentencePairHead,
+  'span_boundary': SpanBoundaryHead,
+  'hidden_states': HiddenStates,
+}
 
 
 class MaskedLM(nn.Module):

@@ -17,7 +17,8 @@ auxiliary and defines:
   make_aux_preprocess(objective_cfg, tokenizer, seed)
                            -> extra(rows, batch) -> {name: array}: arrays the head
                            and loss read, added to the trunk's batch;
-  aux_loss(output, batch)  -> (loss, metrics), logged as `<part>/loss`, ...;
+  aux_loss(output, batch, objective_cfg)
+                           -> (loss, metrics), logged as `<part>/loss`, ...;
   make_rows (optional)     rows of another shape for every part (NSP's sentence
                            pairs, objectives/sentence_order.py).
 
@@ -66,6 +67,7 @@ class Multitask:
   trunk: ModuleType
   aux: tuple[ModuleType, ...]
   weights: tuple[float, ...]  # The trunk's first.
+  objective_cfg: object = None  # The config's `objective` section, for the auxiliary losses.
 
   @property
   def FRAMING(self):  # noqa: N802  (the objective API's constant name)
@@ -123,7 +125,7 @@ class Multitask:
     loss, out = metrics.token_cross_entropy(logits, batch['targets'], batch['weights'])
     total = self.weights[0] * loss
     for module, weight in zip(self.aux, self.weights[1:], strict=True):
-      part_loss, part_metrics = module.aux_loss(outputs[module.AUX_HEAD], batch)
+      part_loss, part_metrics = module.aux_loss(outputs[module.AUX_HEAD], batch, self.objective_cfg)
       total += weight * part_loss
       out.update({f'{_part_name(module)}/{k}': v for k, v in part_metrics.items()})
     out['total_loss'] = (total, jnp.float32(1.0))  # The mean over steps of the optimized loss.
@@ -148,4 +150,4 @@ def configure(objective_cfg) -> Multitask:
       raise ValueError(
         f'{module.__name__} cannot be an auxiliary objective part: it lacks {", ".join(missing)}.'
       )
-  return Multitask(modules[0], tuple(modules[1:]), tuple(w for _, w in parts))
+  return Multitask(modules[0], tuple(modules[1:]), tuple(w for _, w in parts), objective_cfg)

@@ -54,8 +54,9 @@ def make_aux_preprocess(objective_cfg, tokenizer, seed: int):
   return extra
 
 
-def aux_loss(logits, batch):
+def aux_loss(logits, batch, objective_cfg):
   """Mean cross-entropy of the [batch, 2] pair logits over rows that hold a pair."""
+  del objective_cfg
   logits = logits.astype(jnp.float32)
   labels = batch['pair_labels']  # [batch]
   real = jnp.any(batch['segment_ids'] > 0, axis=-1).astype(jnp.float32)  # Eval pads rows.
