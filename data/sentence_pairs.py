@@ -32,15 +32,16 @@ import numpy as np
 from objectives import host_random
 
 KINDS = ('nsp', 'sop')
-# A sentence ends at a line break, or at . ! ? (and their CJK forms) followed by space.
-_SENTENCE_END = re.compile(r'(?<=[.!?])\s+|\s*\n\s*|(?<=[。！？])')
+# A sentence ends at . ! ? followed by space (a line break included), at their CJK
+# forms, or at a blank line; a single line break inside a sentence is wrapping.
+_SENTENCE_END = re.compile(r'(?<=[.!?])\s+|\s*\n\s*\n\s*|(?<=[。！？])')
 # Draws per instance: short?, target, split, swap/random?, document, start, truncation.
 _DRAWS = 7
 
 
 def split_sentences(text: str) -> list[str]:
   """The non-empty sentences of `text`."""
-  return [s for s in (p.strip() for p in _SENTENCE_END.split(text)) if s]
+  return [s for s in (' '.join(p.split()) for p in _SENTENCE_END.split(text)) if s]
 
 
 def truncate_pair(a: np.ndarray, b: np.ndarray, room: int, draw: float):

@@ -13,7 +13,9 @@ Plain output, per row: a header with its segment count and predicted
 positions, then one line per segment. For a masked objective a predicted
 position reads `[MASK→original]` if it was replaced by [MASK],
 `{random→original}` if replaced by a random token and `<original>` if kept;
-for a causal one the segments are shown as text with their predicted count;
+`‖k` marks where the token type changes to k inside a segment (sentence B of a
+pair, the second language of a translation pair) and NSP / SOP rows show their
+label; for a causal one the segments are shown as text with their predicted count;
 for an encoder-decoder (denoising) each packed pair as its encoder input and its
 decoder target. The objective module's `SHOW` picks the rendering.
 `--json`: one object per row holding every array of the batch under its own
@@ -80,9 +82,15 @@ def _render_masked(batch: dict, row: int, tokenizer, text: _PieceText) -> list[s
     f'({int(masked.sum())} [MASK], {int(replaced.sum())} random, {int(kept.sum())} kept), '
     f'{int((batch["segment_ids"][row] == 0).sum())} padding'
   ]
+  if 'pair_labels' in batch:  # NSP / SOP rows (data/sentence_pairs.py).
+    label = int(batch['pair_labels'][row])
+    lines[0] += f'; pair label {label} ({"B does not follow A" if label else "B follows A"})'
+  types = batch.get('token_types')
   for number, positions in enumerate(segments, 1):
     out = []
     for p in positions:
+      if types is not None and p > positions[0] and types[row][p] != types[row][p - 1]:
+        out.append(f' ‖{int(types[row][p])}')  # Where segment B (or another language) starts.
       space, original = text.marked(targets[p])
       if masked[p]:
         shown = f'[MASK→{original}]'

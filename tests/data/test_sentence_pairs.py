@@ -153,7 +153,7 @@ def test_state_restores_exactly_and_draws_are_deterministic():
 
 
 def test_split_sentences():
-  text = 'One two. Three?  Four!\nFive six\n\n 七。八'
+  text = 'One two. Three?  Four!\nFive\nsix\n\n 七。八'  # A lone line break is wrapping.
   assert sentence_pairs.split_sentences(text) == [
     'One two.',
     'Three?',
