@@ -15,7 +15,7 @@ position reads `[MASK→original]` if it was replaced by [MASK],
 `{random→original}` if replaced by a random token and `<original>` if kept;
 `‖k` marks where the token type changes to k inside a segment (sentence B of a
 pair, the second language of a translation pair) and NSP / SOP rows show their
-label; for a causal one the segments are shown as text with their predicted count;
+label, UniLM segments their attention kind; for a causal one the segments are shown as text with their predicted count;
 for an encoder-decoder (denoising) each packed pair as its encoder input and its
 decoder target. The objective module's `SHOW` picks the rendering.
 `--json`: one object per row holding every array of the batch under its own
@@ -31,6 +31,7 @@ from ml_collections import config_flags
 
 from data import loader as loader_lib
 from data import tokenizers
+from objectives import unilm
 from training import experiment
 
 
@@ -101,7 +102,10 @@ def _render_masked(batch: dict, row: int, tokenizer, text: _PieceText) -> list[s
       else:
         space, shown = text(inputs[p])
       out.append((' ' if space else '') + shown)
-    lines.append(f'  segment {number} ({len(positions)} tokens): ' + ''.join(out).strip())
+    kind = ''
+    if 'lm_kinds' in batch:  # UniLM: the attention mask this segment was trained under.
+      kind = ', ' + unilm.KINDS[int(batch['lm_kinds'][row][positions[0]])]
+    lines.append(f'  segment {number} ({len(positions)} tokens{kind}): ' + ''.join(out).strip())
   return lines
 
 

@@ -15,7 +15,9 @@ backward pass. models/convert/scan.py converts checkpoints between the layouts.
 
 Padding and packing are both expressed by `segment_ids` ([batch, length], 0 for
 padding, 1..k for the packed documents of a row): attention never crosses a
-segment, and in a causal stack it is also causal within the segment.
+segment, and in a causal stack it is also causal within the segment. An encoder
+may instead take per-position attention kinds (`attention_kinds_mask`), which mix
+UniLM's bidirectional, left-to-right, right-to-left and seq2seq masks in one batch.
 
 Every parameter carries logical axis names (see training/partitioning.py):
 `vocab`, `embed`, `mlp`, `heads`, `kv`, `position`, `token_type`; activations
@@ -154,6 +156,34 @@ def attention_mask(q_segment_ids: jax.Array, kv_segment_ids: jax.Array, causal: 
     q_len, kv_len = q_segment_ids.shape[1], kv_segment_ids.shape[1]
     mask &= jnp.tril(jnp.ones((q_len, kv_len), dtype=bool))[None]
   return mask[:, None]
+
+
+# Per-position attention kinds of an encoder that mixes attention masks in one batch
+# (UniLM, objectives/unilm.py). A BIDIRECTIONAL key is seen by every query of its
+# segment; any other key only from one side: by the queries at or after it when the
+# query reads LEFT_TO_RIGHT (BIDIRECTIONAL queries read so too), at or before it when
+# the query reads RIGHT_TO_LEFT. So a segment of one kind is fully bidirectional,
+# causal or anti-causal, and BIDIRECTIONAL source tokens followed by LEFT_TO_RIGHT
+# target tokens make UniLM's sequence-to-sequence mask.
+BIDIRECTIONAL, LEFT_TO_RIGHT, RIGHT_TO_LEFT = 0, 1, 2
+
+
+def attention_kinds_mask(segment_ids: jax.Array, kinds: jax.Array) -> jax.Array:
+  """Boolean self-attention mask [batch, 1, length, length] from per-position kinds.
+
+  Built on device from two [batch, length] arrays, so a mixed batch ships no
+  [length, length] masks. Segments and padding are kept apart as in `attention_mask`.
+
+  Args:
+    segment_ids: [batch, length] int, 0 for padding.
+    kinds: [batch, length] int, BIDIRECTIONAL, LEFT_TO_RIGHT or RIGHT_TO_LEFT.
+  """
+  index = jnp.arange(segment_ids.shape[1])
+  before = index[None, :] <= index[:, None]  # [q_len, kv_len]: key at or before the query.
+  backward = (kinds == RIGHT_TO_LEFT)[:, :, None]  # [batch, q_len, 1]
+  order = jnp.where(backward, before.T[None], before[None])  # [batch, q_len, kv_len]
+  order |= (kinds == BIDIRECTIONAL)[:, None, :]
+  return attention_mask(segment_ids, segment_ids, causal=False) & order[:, None]
 
 
 def relative_bucket(
@@ -483,18 +513,29 @@ class Encoder(nn.Module):
     *,
     encoded=None,
     encoder_segment_ids=None,
+    attention_kinds=None,
   ):
     """Args: int arrays [batch, length]; positions restart at 0 in each segment.
 
     A decoder also takes `encoded` [batch, enc_length, embed] and its
     `encoder_segment_ids` [batch, enc_length]: decoder segment k attends to
-    encoder segment k (packed pairs stay apart).
+    encoder segment k (packed pairs stay apart). A bidirectional encoder may take
+    `attention_kinds` [batch, length] (BIDIRECTIONAL, LEFT_TO_RIGHT, RIGHT_TO_LEFT
+    per position, see `attention_kinds_mask`) in place of its all-bidirectional mask.
     """
     if positions is None:
       positions = jnp.broadcast_to(jnp.arange(tokens.shape[1]), tokens.shape)
     if token_types is None:
       token_types = jnp.zeros_like(tokens)
-    mask = attention_mask(segment_ids, segment_ids, self.causal)
+    if attention_kinds is None:
+      mask = attention_mask(segment_ids, segment_ids, self.causal)
+    elif self.causal:
+      raise ValueError(
+        'attention_kinds apply to a bidirectional encoder; this stack is causal'
+        f' (causal={self.cfg.causal}, is_decoder={self.is_decoder}).'
+      )
+    else:
+      mask = attention_kinds_mask(segment_ids, attention_kinds)
     cross_mask = None
     if self.is_decoder:
       cross_mask = attention_mask(segment_ids, encoder_segment_ids, causal=False)

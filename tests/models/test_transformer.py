@@ -179,3 +179,110 @@ def test_dropout_paths(preset):
   reference = _apply(_head(quiet), params, *args, deterministic=True)
   np.testing.assert_allclose(explicit, reference, atol=TOL)
   np.testing.assert_allclose(reference, evaluation, atol=TOL)
+
+
+# Per-position attention kinds (UniLM, objectives/unilm.py)
+
+BI, L2R, R2L = transformer.BIDIRECTIONAL, transformer.LEFT_TO_RIGHT, transformer.RIGHT_TO_LEFT
+# One row of LENGTH: a bidirectional, a left-to-right, a right-to-left and a
+# seq2seq segment (2 source, 2 target tokens), then padding.
+KINDS_SEGMENTS = np.array([1] * 3 + [2] * 3 + [3] * 3 + [4] * 4 + [0] * 3)
+KINDS_ROW = np.array([BI] * 3 + [L2R] * 3 + [R2L] * 3 + [BI, BI, L2R, L2R] + [BI] * 3)
+
+
+def _expected_kinds_mask() -> np.ndarray:
+  """KINDS_ROW's mask [LENGTH, LENGTH] written out block by block."""
+  expected = np.zeros((LENGTH, LENGTH), bool)
+  expected[0:3, 0:3] = True  # Bidirectional: the whole segment.
+  expected[3:6, 3:6] = np.tril(np.ones((3, 3), bool))  # Left-to-right: j <= i.
+  expected[6:9, 6:9] = np.triu(np.ones((3, 3), bool))  # Right-to-left: j >= i.
+  expected[9:11, 9:11] = True  # Seq2seq source: the source only.
+  expected[11:13, 9:11] = True  # Target: the source ...
+  expected[11:13, 11:13] = np.tril(np.ones((2, 2), bool))  # ... and the target up to itself.
+  return expected
+
+
+def test_attention_kinds_mask_values():
+  segment_ids = jnp.asarray(np.stack([KINDS_SEGMENTS, np.minimum(KINDS_SEGMENTS, 1)]))
+  kinds = jnp.asarray(np.stack([KINDS_ROW, np.full(LENGTH, R2L)]))
+  mask = transformer.attention_kinds_mask(segment_ids, kinds)
+  assert mask.shape == (2, 1, LENGTH, LENGTH) and mask.dtype == jnp.bool_
+  np.testing.assert_array_equal(np.asarray(mask)[0, 0], _expected_kinds_mask())
+  # One right-to-left segment of 13 tokens; padding neither sees nor is seen.
+  expected = np.zeros((LENGTH, LENGTH), bool)
+  expected[:13, :13] = np.triu(np.ones((13, 13), bool))
+  np.testing.assert_array_equal(np.asarray(mask)[1, 0], expected)
+  # Uniform kinds give today's masks.
+  same = (segment_ids, segment_ids)
+  for kind, causal in ((BI, False), (L2R, True)):
+    uniform = transformer.attention_kinds_mask(segment_ids, jnp.full(segment_ids.shape, kind))
+    np.testing.assert_array_equal(uniform, transformer.attention_mask(*same, causal))
+
+
+def test_attention_kinds_dependence_through_the_encoder():
+  """Output i changes with input token j exactly where the mask lets i see j."""
+  cfg = _cfg('bert-tiny')
+  params = _variables('bert-tiny')['params']['encoder']
+  tokens = np.random.default_rng(2).integers(7, VOCAB, size=LENGTH)
+  perturbed = np.repeat(tokens[None], LENGTH + 1, 0)  # Row j + 1 changes token j.
+  perturbed[np.arange(1, LENGTH + 1), np.arange(LENGTH)] = (tokens - 7 + 1) % (VOCAB - 7) + 7
+  rows = lambda a: jnp.asarray(np.repeat(a[None], LENGTH + 1, 0), jnp.int32)  # noqa: E731
+  positions = np.concatenate([np.arange(n) for n in (3, 3, 3, 4, 3)])
+  out = transformer.Encoder(cfg).apply(
+    {'params': params},
+    jnp.asarray(perturbed, jnp.int32),
+    rows(KINDS_SEGMENTS),
+    rows(positions),
+    attention_kinds=rows(KINDS_ROW),
+  )  # [1 + LENGTH, LENGTH, embed]
+  changed = np.abs(np.asarray(out[1:] - out[:1])).max(axis=-1) > 1e-5  # [j, i]
+  real = KINDS_SEGMENTS > 0
+  expected = _expected_kinds_mask().T & real[:, None] & real[None, :]
+  np.testing.assert_array_equal(changed[:, real], expected[:, real])
+
+
+@pytest.mark.parametrize('preset', PRESETS)
+def test_no_attention_kinds_is_todays_stack(preset):
+  tokens = np.concatenate([DOC_A, DOC_B, np.zeros(4, int)])
+  segment_ids = np.array([1] * 5 + [2] * 7 + [0] * 4)
+  positions = np.concatenate([np.arange(5), np.arange(7), np.zeros(4, int)])
+  args = (tokens, segment_ids, positions)
+  (_, encoder, encoder_params), (_, head, params) = _models(preset)
+  plain = _apply(encoder, encoder_params, *args)
+  np.testing.assert_array_equal(_apply(encoder, encoder_params, *args, attention_kinds=None), plain)
+  if preset.startswith('gpt2'):  # A causal stack has no kinds to mix.
+    with pytest.raises(ValueError, match='attention_kinds apply to a bidirectional encoder'):
+      _apply(encoder, encoder_params, *args, attention_kinds=jnp.zeros((1, LENGTH), jnp.int32))
+    return
+  plain = _apply(head, params, *args)
+  np.testing.assert_array_equal(_apply(head, params, *args, attention_kinds=None), plain)
+  # All-bidirectional kinds are today's encoder; all-left-to-right, today's causal stack.
+  cfg = _cfg(preset)
+  kinds = lambda kind: jnp.full((1, LENGTH), kind, jnp.int32)  # noqa: E731
+  np.testing.assert_array_equal(_apply(_head(cfg), params, *args, attention_kinds=kinds(BI)), plain)
+  causal = _apply(heads.MaskedLM(cfg.replace(causal=True)), params, *args)
+  left_to_right = _apply(_head(cfg), params, *args, attention_kinds=kinds(L2R))
+  np.testing.assert_allclose(left_to_right, causal, atol=TOL)
+
+
+def test_attention_kinds_on_both_attention_paths():
+  """The explicit-softmax (attention dropout) path and jax.nn.dot_product_attention agree."""
+  cfg = _cfg('bert-tiny')
+  params = _variables('bert-tiny')['params']
+  tokens = np.random.default_rng(3).integers(7, VOCAB, size=LENGTH)
+  positions = np.concatenate([np.arange(n) for n in (3, 3, 3, 4, 3)])
+  args = (tokens, KINDS_SEGMENTS, positions)
+  kinds = jnp.asarray(KINDS_ROW, jnp.int32)[None]
+  quiet = cfg.replace(dropout_rate=0.0, attention_dropout_rate=1e-9)
+  explicit = _apply(
+    _head(quiet),
+    params,
+    *args,
+    deterministic=False,
+    rngs={'dropout': jax.random.key(1)},
+    attention_kinds=kinds,
+  )
+  reference = _apply(_head(quiet), params, *args, attention_kinds=kinds)
+  np.testing.assert_allclose(explicit, reference, atol=TOL)
+  assert np.isfinite(reference).all()
+  assert np.abs(reference - _apply(_head(quiet), params, *args)).max() > 1e-3  # Kinds matter.
