@@ -223,7 +223,7 @@ PRESETS: dict[str, dict] = {
 # which defines `CONFIG` (its frozen config dataclass) and `PRESETS` (name -> fields).
 # Such a config has vocab_size, dtype, param_dtype, num_layers and d_model fields,
 # and the methods count_params() and train_flops_per_token(seq_len).
-_OTHER_FAMILIES: tuple[str, ...] = ('models.elmo', 'models.word2vec')
+_OTHER_FAMILIES: tuple[str, ...] = ('models.elmo', 'models.word2vec', 'models.xlnet')
 
 
 def _other_presets() -> dict[str, tuple[type, dict]]:
