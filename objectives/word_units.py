@@ -146,6 +146,40 @@ def chinese_starts_for_batch(
   return out
 
 
+def segmenter(objective_cfg):
+  """jieba's segmenter when `objective.word_segmenter == 'jieba'` (Chinese words over
+  character pieces), None for '' (words from the pieces alone)."""
+  name = objective_cfg.get('word_segmenter', '')
+  if name not in ('', 'jieba'):
+    raise ValueError(f"objective.word_segmenter={name!r} must be '' or 'jieba'.")
+  return jieba_segmenter() if name == 'jieba' else None
+
+
+def make_word_starts(objective_cfg, tokenizer):
+  """Returns `starts(batch) -> [batch, length] bool`: the tokens that begin a word.
+
+  Words come from the pieces (WordPiece '##', SentencePiece '▁'); from
+  `batch['word_starts']` when the loader supplies them (a pre-segmented corpus);
+  Chinese words from jieba with `objective.word_segmenter='jieba'`. Special
+  tokens, padding and segment changes always start a unit.
+  """
+  chinese = segmenter(objective_cfg)
+  special_ids = np.asarray(tokenizer.special_ids)
+  table = word_start_table(tokenizer)
+
+  def starts(batch: dict) -> np.ndarray:
+    tokens, segment_ids = batch['tokens'], batch['segment_ids']  # [batch, length]
+    if 'word_starts' in batch:  # Supplied starts replace the pieces'.
+      flags = token_word_starts(tokens, segment_ids, np.zeros_like(table), special_ids)
+      return flags | np.asarray(batch['word_starts'], bool)
+    flags = token_word_starts(tokens, segment_ids, table, special_ids)
+    if chinese is not None:
+      flags = chinese_starts_for_batch(tokens, segment_ids, flags, tokenizer, chinese)
+    return flags
+
+  return starts
+
+
 def _cjk_pieces(tokenizer) -> dict[int, str]:
   """{id: character} of the single-CJK-character pieces of the vocabulary."""
   cache = getattr(tokenizer, '_wwm_cjk_pieces', None)

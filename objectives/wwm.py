@@ -27,26 +27,11 @@ def make_masker(objective_cfg, tokenizer, seed: int):
   pre-segmented corpus), replaces the starts derived from the pieces.
   `objective_cfg.word_segmenter == 'jieba'` segments Chinese characters with jieba.
   """
-  segmenter_name = objective_cfg.get('word_segmenter', '')
-  if segmenter_name not in ('', 'jieba'):
-    raise ValueError(f"objective.word_segmenter={segmenter_name!r} must be '' or 'jieba'.")
-  segmenter = word_units.jieba_segmenter() if segmenter_name == 'jieba' else None
-  special_ids = np.asarray(tokenizer.special_ids)
-  table = word_units.word_start_table(tokenizer)
+  starts = word_units.make_word_starts(objective_cfg, tokenizer)
 
   def unit_starts(batch: dict) -> np.ndarray:
     """The first position of each position's word [batch, length]."""
-    tokens, segment_ids = batch['tokens'], batch['segment_ids']  # [batch, length]
-    starts = word_units.token_word_starts(tokens, segment_ids, table, special_ids)
-    if 'word_starts' in batch:
-      # Supplied starts replace the pieces' starts; specials and boundaries still split.
-      starts = word_units.token_word_starts(tokens, segment_ids, np.zeros_like(table), special_ids)
-      starts |= np.asarray(batch['word_starts'], bool)
-    elif segmenter is not None:
-      starts = word_units.chinese_starts_for_batch(
-        tokens, segment_ids, starts, tokenizer, segmenter
-      )
-    return word_units.word_start_positions(starts)
+    return word_units.word_start_positions(starts(batch))
 
   return mlm.make_masker(objective_cfg, tokenizer, seed, unit_starts)
 
