@@ -34,7 +34,7 @@ import jax
 import numpy as np
 
 from bench import config_loader
-from models import heads, presets
+from models import presets
 from training import flops, model_setup, optimizers, partitioning
 from training import state as state_lib
 
@@ -213,9 +213,7 @@ def run(config, *, steps: int, warmup: int, num_batches: int = 4) -> dict:
 
   mean = sum(times) / len(times)
   tokens_per_s = config.batch_size * config.seq_len / mean
-  flops_per_token = flops.train_flops_per_token(
-    model_cfg, config.seq_len, mlm_head=isinstance(model, heads.MaskedLM)
-  )
+  flops_per_token = flops.model_flops_per_token(model, model_cfg, config.seq_len)
   peak, peak_source = config.peak_flops_per_device, 'configured peak_flops_per_device'
   if not peak:
     peak, peak_source = flops.measured_peak_flops(), 'measured float32 matmul peak'

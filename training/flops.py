@@ -15,6 +15,7 @@ import time
 import jax
 import jax.numpy as jnp
 
+from models import heads
 from models.transformer import TransformerConfig
 
 
@@ -38,6 +39,15 @@ def train_flops_per_token(cfg, seq_len: int, mlm_head: bool) -> float:
   score_layers = cfg.num_layers + 2 * cfg.num_decoder_layers  # Decoder: self and cross.
   attention = 12 * score_layers * seq_len * cfg.num_heads * cfg.kv_dim
   return 6 * matmul_params(cfg, mlm_head) + attention
+
+
+def model_flops_per_token(model, cfg, seq_len: int) -> float:
+  """Training FLOPs per token of `model`: its own `train_flops_per_token(seq_len)`
+  when it is more than one stack with a head (ELECTRA's generator and
+  discriminator), else the stack's count with an MLM transform for MaskedLM."""
+  if hasattr(model, 'train_flops_per_token'):
+    return model.train_flops_per_token(seq_len)
+  return train_flops_per_token(cfg, seq_len, mlm_head=isinstance(model, heads.MaskedLM))
 
 
 def measured_peak_flops(device=None, size: int = 1024, repeats: int = 5) -> float:

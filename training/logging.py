@@ -61,7 +61,7 @@ class MetricWriter:
     fields = [
       f'step {step}/{self._total} [{bar}]',
       f'loss {scalars["loss"]:.4f}',
-      f'acc {scalars.get("accuracy", 0.0):.3f}',
+      *([f'acc {scalars["accuracy"]:.3f}'] if 'accuracy' in scalars else []),
       f'lr {scalars["learning_rate"]:.2e}',
       f'{scalars["tokens_per_sec"]:,.0f} tok/s',
       f'mfu {100 * scalars["mfu"]:.2f}%',

@@ -8,7 +8,6 @@ from collections.abc import Callable
 
 import jax
 
-from models import heads
 from objectives import metrics as metrics_lib
 from training import evaluation, flops, optimizers, partitioning
 from training import logging as logging_lib
@@ -66,9 +65,7 @@ def train(config, workdir: str, after_step: Callable[[int], None] | None = None)
   eval_step = run.eval_step(shardings.params)
   schedule = optimizers.learning_rate_schedule(cfg.optimizer, cfg.total_steps)
   tokens_per_step = cfg.batch_size * cfg.seq_len
-  flops_per_token = flops.train_flops_per_token(
-    exp.model_cfg, cfg.seq_len, mlm_head=isinstance(run.model, heads.MaskedLM)
-  )
+  flops_per_token = flops.model_flops_per_token(run.model, exp.model_cfg, cfg.seq_len)
   peak, peak_source = cfg.peak_flops_per_device, 'configured peak_flops_per_device'
   if not peak:
     peak, peak_source = flops.measured_peak_flops(), 'measured float32 matmul peak'
