@@ -82,9 +82,10 @@ def main():
   parser.add_argument('--objectives', default=','.join(OBJECTIVES))
   parser.add_argument('--workdir', default='/tmp/pretrain_compare')
   parser.add_argument('--json', default='')
+  parser.add_argument('--tokenizer', default='', help='A SentencePiece model (default: train one).')
   args = parser.parse_args()
 
-  rows, tokenizer = [], ''
+  rows, tokenizer = [], args.tokenizer
   for name in args.objectives.split(','):
     config, extra = OBJECTIVES[name]
     workdir = os.path.join(args.workdir, name)
