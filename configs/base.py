@@ -44,13 +44,14 @@ def get_config() -> config_dict.ConfigDict:
   c.objective.dupe_factor = 0  # MLM: static masks cycled over this many copies (BERT); 0: dynamic.
 
   c.data = config_dict.ConfigDict()
-  c.data.source = 'embedded'  # 'embedded' (pydoc topics, offline), 'tfds' or 'text'.
+  c.data.source = 'embedded'  # 'embedded' (pydoc topics, offline), 'tfds', 'text' or 'jsonl'.
   c.data.tfds_name = ''  # TFDS dataset name, e.g. 'wikipedia/20230601.en' or 'c4/en'.
   c.data.tfds_split = 'train'  # TFDS split to train on.
   c.data.tfds_eval_split = 'validation'  # TFDS split to evaluate on.
   c.data.tfds_data_dir = ''  # TFDS data_dir ('' uses TFDS's default).
-  c.data.text_key = 'text'  # Feature holding the document text in TFDS examples.
-  c.data.text_files = ''  # Comma-separated globs of local text files to train on.
+  c.data.text_key = 'text'  # Field holding the document text in TFDS examples and JSONL lines.
+  c.data.text_files = ''  # Comma-separated globs of local text (or JSONL) files to train on.
+  c.data.span_fields = ''  # JSONL spans as row arrays, 'entity_starts:entities,...' (ERNIE).
   c.data.eval_text_files = ''  # Globs of held-out text files; '' holds out eval_fraction.
   c.data.eval_fraction = 0.05  # Held-out documents when no eval split or files are given.
   c.data.num_shards = 0  # Logical data shards; 0 means one per process.

@@ -10,7 +10,10 @@ Integration", section 3.2: MLM whose units are basic language units (words;
 characters for Chinese), phrases or named entities, each unit wholly masked.
 The paper runs the three levels as successive stages; 'mixed' (this config) draws
 each row's level with weights `ernie_level_weights` (basic, phrase, entity) so
-one run mixes them. Without supplied spans the units come from a heuristic
+one run mixes them. Annotated units come from a JSONL corpus
+(--config.data.source=jsonl --config.data.text_files=docs.jsonl
+--config.data.span_fields=entity_starts:entities,phrase_starts:phrases, each
+field a list of [start, end) character spans). Without them the units come from a heuristic
 chunker (objectives/ernie.py): entities are runs of capitalised words, phrases
 runs of content words between stopwords and punctuation; the paper used
 lexical-analysis, chunking and NER tools. The paper's other additions (dialogue

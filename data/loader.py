@@ -22,6 +22,7 @@ import grain
 import numpy as np
 
 from data.packing import PackedRows
+from objectives import word_units
 
 
 @dataclasses.dataclass(frozen=True)
@@ -80,6 +81,20 @@ def _read(stream: grain.MapDataset) -> grain.IterDataset:
   return stream.to_iter_dataset(grain.ReadOptions(num_threads=1, prefetch_buffer_size=16))
 
 
+def _tokenized(doc: dict, tokenizer) -> dict:
+  """{'tokens', 'epoch', 'doc'} of a document, and, for a JSONL document with annotated
+  spans (data/sources.SpannedText), 'token_arrays': per-token unit starts, one array
+  per span kind, which packing carries into the rows (ERNIE's entity_starts, ...)."""
+  text = doc['text']
+  spans = getattr(text, 'spans', None)
+  if not spans:
+    return {'tokens': tokenizer.encode(text), 'epoch': doc['epoch'], 'doc': doc['doc']}
+  ids, ends = tokenizer.encode_with_offsets(text)
+  table = word_units.word_start_table(tokenizer)
+  arrays = {key: word_units.span_unit_starts(ids, ends, s, table) for key, s in spans.items()}
+  return {'tokens': ids, 'epoch': doc['epoch'], 'doc': doc['doc'], 'token_arrays': arrays}
+
+
 def _shard_rows(
   documents: Sequence[str],
   tokenizer,
@@ -99,10 +114,7 @@ def _shard_rows(
     return make_rows(
       _read(stream), docs, tokenizer, seq_len=seq_len, seed=seed, shard=shard, num_shards=num_shards
     )
-  tokens = stream.map(
-    lambda doc: {'tokens': tokenizer.encode(doc['text']), 'epoch': doc['epoch'], 'doc': doc['doc']}
-  )
-  tokens = _read(tokens)
+  tokens = _read(stream.map(lambda doc: _tokenized(doc, tokenizer)))
   prefix_id, suffix_id = (getattr(tokenizer, name) for name in framing)
   return PackedRows(
     tokens,

@@ -12,6 +12,8 @@ Every row also carries `epoch` (of the document that starts it) and
 `example_id` (row counter * num_shards + shard), the keys of derived randomness,
 and, when the documents carry their corpus index `doc`, `token_keys`: each
 token's document and offset, so that a draw can follow the token, not the row.
+Per-token arrays a document carries (`token_arrays`: unit starts from annotated
+spans) are packed alongside its tokens, True on framing, False on padding.
 """
 
 import copy
@@ -92,6 +94,8 @@ class _PackIterator(grain.DatasetIterator):
     # (the loader's do): document index << 24 | offset in the document; 0 on framing
     # and padding. Static masking (mlm.py, dupe_factor) draws per place, not per row.
     token_keys = np.zeros(length, np.int64)
+    # Per-token flags from annotated spans (data/loader.py), framing tokens True.
+    arrays = {}
     fill, segment, epoch = 0, 0, None
     while length - fill >= _MIN_ROOM:
       if self._doc is None or self._offset >= len(self._doc['tokens']):
@@ -106,6 +110,9 @@ class _PackIterator(grain.DatasetIterator):
       tokens[fill : fill + len(piece)] = piece
       segment_ids[fill : fill + len(piece)] = segment
       positions[fill : fill + len(piece)] = np.arange(len(piece))
+      for name, values in self._doc.get('token_arrays', {}).items():
+        row_values = arrays.setdefault(name, np.ones(length, bool))  # [seq_len]
+        row_values[fill + 1 : fill + 1 + take] = values[self._offset : self._offset + take]
       if self._keyed:
         offsets = np.arange(self._offset, self._offset + take, dtype=np.int64)
         token_keys[fill + 1 : fill + 1 + take] = (np.int64(self._doc['doc']) << 24) | offsets
@@ -125,6 +132,8 @@ class _PackIterator(grain.DatasetIterator):
     }
     if self._keyed:
       row['token_keys'] = token_keys
+    for name, values in arrays.items():
+      row[name] = values & (segment_ids > 0)  # Padding is no unit.
     return row
 
   def get_state(self) -> dict:

@@ -67,6 +67,14 @@ class Tokenizer(abc.ABC):
   def encode(self, text: str) -> np.ndarray:
     """Returns the int32 ids of `text`, with no special tokens added."""
 
+  def encode_with_offsets(self, text: str) -> tuple[np.ndarray, np.ndarray]:
+    """(ids, ends): the ids of `text` and, for each, the character index just past its
+    last character (how annotated character spans find their tokens)."""
+    raise NotImplementedError(
+      f'{type(self).__name__} gives no character offsets; annotated spans '
+      '(data.span_fields) need a SentencePiece tokenizer.'
+    )
+
   @abc.abstractmethod
   def decode(self, ids: Sequence[int] | np.ndarray) -> str:
     """Returns the text of `ids`, skipping padding."""
@@ -102,6 +110,15 @@ class SentencePieceTokenizer(Tokenizer):
 
   def encode(self, text: str) -> np.ndarray:
     return np.asarray(self._sp.encode(text), np.int32)
+
+  def encode_with_offsets(self, text: str) -> tuple[np.ndarray, np.ndarray]:
+    pieces = self._sp.encode(text, return_type='proto').pieces
+    # SentencePiece reports UTF-8 byte offsets: a piece ending at byte b ends after the
+    # characters whose bytes all lie before b (0 for the empty leading '▁').
+    char_byte_ends = np.cumsum([len(c.encode('utf-8')) for c in text])  # [chars]
+    ids = np.asarray([p.id for p in pieces], np.int32)
+    ends = np.searchsorted(char_byte_ends, [p.end for p in pieces], side='right')
+    return ids, ends.astype(np.int32)
 
   def decode(self, ids: Sequence[int] | np.ndarray) -> str:
     return self._sp.decode([int(i) for i in ids if int(i) != self.pad_id])

@@ -20,8 +20,11 @@ Where units come from.
   * Supplied spans: `batch['phrase_starts']` / `batch['entity_starts']`
     ([batch, length] bool, True where a unit begins; every unit start, a one-word
     unit included, must be marked) are taken as they are; special tokens and
-    segment changes still split units. The paper's units come from lexical
-    analysis, chunking and NER tools run over the corpus beforehand.
+    segment changes still split units. The loader makes them from JSONL
+    annotations: `data.source='jsonl'`, `data.span_fields='entity_starts:entities,
+    phrase_starts:phrases'`, each field a list of [start, end) character spans
+    (data/sources.py, objectives/word_units.span_unit_starts). The paper's units
+    come from lexical analysis, chunking and NER tools run over the corpus beforehand.
   * Otherwise a deterministic heuristic chunker over the pieces, for English:
     - entity: a maximal run of capitalised words that are not stopwords ("Python
       Software Foundation"); an uncased vocabulary has no capitals, so its

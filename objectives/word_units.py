@@ -180,6 +180,34 @@ def make_word_starts(objective_cfg, tokenizer):
   return starts
 
 
+def span_unit_starts(
+  ids: np.ndarray, ends: np.ndarray, spans, starts_table: np.ndarray
+) -> np.ndarray:
+  """[n] bool: where a unit begins in one tokenized document, annotated spans as units.
+
+  Args:
+    ids: [n] token ids of the document.
+    ends: [n] character index just past each token (Tokenizer.encode_with_offsets).
+    spans: (start, end) character ranges (an entity, a phrase, a word); a token
+      belongs to the span holding its last character.
+    starts_table: word_start_table(tokenizer): outside spans, words are units.
+
+  Returns:
+    True at every word start outside the spans, at each span's first token and at
+    the token after it; False inside a span (so the span is one whole unit).
+  """
+  flags = np.asarray(starts_table, bool)[ids].copy()
+  last_char = np.asarray(ends, np.int64) - 1
+  for start, end in spans:
+    inside = np.flatnonzero((last_char >= start) & (last_char < end))
+    if inside.size:
+      flags[inside] = False
+      flags[inside[0]] = True
+      if inside[-1] + 1 < len(flags):
+        flags[inside[-1] + 1] = True
+  return flags
+
+
 def _cjk_pieces(tokenizer) -> dict[int, str]:
   """{id: character} of the single-CJK-character pieces of the vocabulary."""
   cache = getattr(tokenizer, '_wwm_cjk_pieces', None)
