@@ -37,6 +37,8 @@ KINDS = ('nsp', 'sop')
 _SENTENCE_END = re.compile(r'(?<=[.!?])\s+|\s*\n\s*\n\s*|(?<=[。！？])')
 # Draws per instance: short?, target, split, swap/random?, document, start, truncation.
 _DRAWS = 7
+# Documents whose sentence split is kept for NSP's random segments.
+_SPLIT_CACHE = 4096
 
 
 def split_sentences(text: str) -> list[str]:
@@ -119,6 +121,16 @@ class _PairIterator(grain.DatasetIterator):
     self._doc = None  # {'sentences': [token arrays], 'epoch', 'doc'} being read.
     self._next_sentence = 0
     self._rows = 0
+    self._split_cache = {}  # Document index -> its sentences (a cache, not state).
+
+  def _split(self, index: int) -> list[str]:
+    """The sentences of document `index`, recently used ones cached (the split is a
+    third of the cost of a random segment)."""
+    if index not in self._split_cache:
+      if len(self._split_cache) >= _SPLIT_CACHE:
+        self._split_cache.pop(next(iter(self._split_cache)))  # The oldest entry.
+      self._split_cache[index] = split_sentences(self._documents[index])
+    return self._split_cache[index]
 
   def _sentences(self, text: str) -> list[np.ndarray]:
     encoded = (self._tokenizer.encode(s) for s in split_sentences(text))
@@ -146,15 +158,19 @@ class _PairIterator(grain.DatasetIterator):
     local_own = own_doc // self._num_shards
     if n > 1 and index >= local_own:
       index += 1  # Any document but this one.
-    sentences = self._sentences(self._documents[index]) or self._doc['sentences']
-    start = min(int(u_start * len(sentences)), len(sentences) - 1)
+    # Only the sentences taken are tokenized: a random document is read from a random
+    # sentence on, until `target` tokens (tokenizing it whole would triple the cost).
+    texts = self._split(index)
+    start = min(int(u_start * len(texts)), len(texts) - 1) if texts else 0
     taken, length = [], 0
-    for sentence in sentences[start:]:
-      taken.append(sentence)
-      length += len(sentence)
+    for text in texts[start:]:
+      sentence = self._tokenizer.encode(text)
+      if len(sentence):
+        taken.append(sentence)
+        length += len(sentence)
       if length >= target:
         break
-    return np.concatenate(taken)
+    return np.concatenate(taken) if taken else self._doc['sentences'][0]
 
   def __next__(self) -> dict:
     if not self._advance():
