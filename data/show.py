@@ -38,13 +38,16 @@ from training import experiment
 class _PieceText:
   """Turns ids into display text: SentencePiece '▁' and WordPiece '##' become spacing."""
 
-  def __init__(self, tokenizer: tokenizers.Tokenizer):
+  def __init__(self, tokenizer: tokenizers.Tokenizer, names: dict[int, str] | None = None):
     self._tokenizer = tokenizer
     self._sentencepiece = isinstance(tokenizer, tokenizers.SentencePieceTokenizer)
     self._special = set(int(i) for i in tokenizer.special_ids)
+    self._names = names or {}  # Ids the objective gives a role (T5's sentinels).
 
   def __call__(self, token_id: int) -> tuple[bool, str]:
     """(space before it, its text) for one id."""
+    if int(token_id) in self._names:
+      return True, self._names[int(token_id)]
     piece = self._tokenizer.id_to_piece(int(token_id))
     if int(token_id) in self._special:
       return True, piece
@@ -209,7 +212,10 @@ def show(
   tokenizer = exp.tokenizer
   shards = loader_lib.ShardSpec.create(config.batch_size, config.data.num_shards, 0, 1)
   loader = exp.loader(split, shards)
-  text = _PieceText(tokenizer)
+  names = None
+  if hasattr(exp.objective, 'show_names'):  # Pieces the objective uses in a role of their own.
+    names = exp.objective.show_names(config.objective, tokenizer, config.seq_len)
+  text = _PieceText(tokenizer, names)
   lines = []
   if not as_json:
     marks = _MARKS[exp.objective.SHOW]

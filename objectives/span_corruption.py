@@ -124,6 +124,30 @@ def _random_cuts(keys, slot, count, parts, segment):
   return (slot == 0) | (candidate & (rank < parts - 1))
 
 
+def sentinel_ids(objective_cfg, tokenizer, seq_len: int) -> np.ndarray:
+  """The sentinel ids, in order: the highest ordinary ids, decreasing (as T5's)."""
+  density, mean_span = _check(objective_cfg)
+  raw_len, _ = _lengths(seq_len, density, mean_span)
+  ordinary = np.setdiff1d(np.arange(tokenizer.vocab_size), np.asarray(tokenizer.special_ids))
+  # 0: just the sentinels the longest segment needs, so the fewest pieces are taken.
+  num_sentinels = objective_cfg.num_sentinels or int(
+    noise_counts(raw_len - 2, density, mean_span)[1]
+  )
+  if num_sentinels > len(ordinary) // 2:
+    raise ValueError(
+      f'objective.num_sentinels={num_sentinels} would take over half of the '
+      f'{len(ordinary)} ordinary ids of the tokenizer.'
+    )
+  return ordinary[::-1][:num_sentinels].astype(np.int32)
+
+
+def show_names(objective_cfg, tokenizer, seq_len: int) -> dict[int, str]:
+  """How `python -m data.show` writes the sentinels: <extra_id_0>, <extra_id_1>, ..."""
+  return {
+    int(i): f'<extra_id_{k}>' for k, i in enumerate(sentinel_ids(objective_cfg, tokenizer, seq_len))
+  }
+
+
 def make_corruptor(objective_cfg, tokenizer, seed: int, seq_len: int):
   """Returns `corrupt(batch) -> dict` of encoder / decoder rows (see `make_preprocess`).
 
@@ -133,18 +157,8 @@ def make_corruptor(objective_cfg, tokenizer, seed: int, seq_len: int):
   """
   density, mean_span = _check(objective_cfg)
   raw_len, dec_len = _lengths(seq_len, density, mean_span)
-  special_ids = np.asarray(tokenizer.special_ids)
-  ordinary = np.setdiff1d(np.arange(tokenizer.vocab_size), special_ids)
-  # 0: just the sentinels the longest segment needs, so the fewest pieces are taken.
-  num_sentinels = objective_cfg.num_sentinels or int(
-    noise_counts(raw_len - 2, *_check(objective_cfg))[1]
-  )
-  if num_sentinels > len(ordinary) // 2:
-    raise ValueError(
-      f'objective.num_sentinels={num_sentinels} would take over half of the '
-      f'{len(ordinary)} ordinary ids of the tokenizer.'
-    )
-  sentinels = ordinary[::-1][:num_sentinels].astype(np.int32)  # Decreasing, as T5's.
+  sentinels = sentinel_ids(objective_cfg, tokenizer, seq_len)
+  num_sentinels = len(sentinels)
   eos_id = tokenizer.eos_id
 
   def corrupt(batch: dict) -> dict:

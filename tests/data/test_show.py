@@ -153,3 +153,20 @@ def test_command_line(workdir, tokenizer):
   assert proc.returncode == 0, proc.stderr[-2000:]
   records = _records(proc.stdout.strip().splitlines())
   assert len(records) == 2 and BATCH_KEYS <= set(records[0])
+
+
+def test_span_corruption_names_its_sentinels_in_order(workdir, tokenizer):
+  config = _config()
+  config.model.preset, config.objective.module = 't5-small', 'objectives.span_corruption'
+  with config.unlocked():
+    config.objective.noise_density, config.objective.mean_noise_span_length = 0.15, 3.0
+    config.objective.num_sentinels = 0
+  lines = show_lib.show(config, workdir, 3)
+  pairs = [line for line in lines if line.startswith('  segment ')]
+  encoder = [line for line in pairs if ' encoder (' in line]
+  decoder = [line for line in pairs if ' decoder (' in line]
+  for enc, dec in zip(encoder, decoder, strict=True):
+    numbers = [int(n) for n in re.findall(r'<extra_id_(\d+)>', enc)]
+    # Sentinels appear in order in the encoder, and the decoder writes the same ones.
+    assert numbers == list(range(len(numbers))) and len(numbers) > 0, enc
+    assert [int(n) for n in re.findall(r'<extra_id_(\d+)>', dec)] == numbers
