@@ -19,13 +19,13 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from data import parallel_pairs
-
 AUX_HEAD = 'hidden_states'
 
 
 def make_rows(objective_cfg, stream, docs, tokenizer, *, seq_len, seed, shard, num_shards):
   """Packed translation pairs, each side its own attention segment."""
+  from data import parallel_pairs  # Grain: imported only by the input pipeline, not the train step.
+
   del docs, seed
   return parallel_pairs.ParallelPairs(
     stream,

@@ -18,13 +18,13 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from data import sentence_pairs
-
 AUX_HEAD = 'sentence_pair'
 
 
 def make_rows(objective_cfg, stream, docs, tokenizer, *, seq_len, seed, shard, num_shards):
   """The loader's rows: one [CLS] A [SEP] B [SEP] pair per row (data/sentence_pairs.py)."""
+  from data import sentence_pairs  # Grain: imported only by the input pipeline, not the train step.
+
   return sentence_pairs.SentencePairs(
     stream,
     docs,

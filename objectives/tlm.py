@@ -12,7 +12,6 @@ heads.MaskedLM with the language ids fed as token types.
 
 import numpy as np
 
-from data import parallel_pairs
 from objectives import mlm, token_lm
 from objectives.token_lm import eval_summary  # noqa: F401  (objective API)
 
@@ -24,6 +23,8 @@ MODEL_INPUTS = (*token_lm.MODEL_INPUTS, 'token_types')
 
 def make_rows(objective_cfg, stream, docs, tokenizer, *, seq_len, seed, shard, num_shards):
   """Packed translation pairs, each one attention segment (data/parallel_pairs.py)."""
+  from data import parallel_pairs  # Grain: imported only by the input pipeline, not the train step.
+
   del docs, seed  # Read in order; nothing is drawn.
   return parallel_pairs.ParallelPairs(
     stream,
