@@ -15,14 +15,13 @@ row, in order, until the row is full or holds `max_pairs`:
 `token_types` hold the language of every token (0 for the first column's
 language, 1 for the second's: XLM's language embeddings, through the token-type
 table). Nothing here is random, so a restored run reads on exactly from where
-it stopped; the state is the parent's state before the current document, the
-next line and the rows emitted.
+it stopped (state: data/document_rows.py).
 """
-
-import copy
 
 import grain
 import numpy as np
+
+from data import document_rows
 
 _MIN_SIDE = 2  # Tokens kept of each side when a pair must be cut to fit a row.
 
@@ -69,36 +68,20 @@ class ParallelPairs(grain.IterDataset):
     return _ParallelIterator(self._parent.__iter__(), **self._kwargs)
 
 
-class _ParallelIterator(grain.DatasetIterator):
-  def __init__(self, parent, *, tokenizer, joint, seq_len, max_pairs, shard_index, num_shards):
-    super().__init__(parent)
+class _ParallelIterator(document_rows.DocumentItemsIterator):
+  def __init__(self, parent, *, tokenizer, joint, seq_len, max_pairs, **shard):
+    super().__init__(parent, **shard)
     self._tokenizer, self._joint = tokenizer, joint
     self._seq_len, self._max_pairs = seq_len, max_pairs
-    self._shard_index, self._num_shards = shard_index, num_shards
-    self._doc_state = copy.deepcopy(parent.get_state())  # Parent state before `_doc`.
-    self._doc = None  # {'lines': [str], 'epoch', 'doc'} being read.
-    self._next_line = 0
-    self._rows = 0
 
   def _load(self, doc: dict) -> dict:
     lines = [line for line in doc['text'].split('\n') if line.strip()]
-    return {'lines': lines, 'epoch': doc['epoch'], 'doc': doc['doc']}
-
-  def _advance(self) -> bool:
-    while self._doc is None or self._next_line >= len(self._doc['lines']):
-      self._doc_state = copy.deepcopy(self._parent.get_state())
-      try:
-        self._doc = self._load(next(self._parent))
-      except StopIteration:
-        self._doc = None
-        return False
-      self._next_line = 0
-    return True
+    return {'items': lines, 'epoch': doc['epoch'], 'doc': doc['doc']}
 
   def _pieces(self, room: int) -> list[tuple[np.ndarray, int, bool]]:
     """The current line as [(framed ids, language, starts a segment)], cut to `room`."""
-    where = f'document {self._doc["doc"]}, line {self._next_line + 1}'
-    source, target = split_pair(self._doc['lines'][self._next_line], where)
+    where = f'document {self._doc["doc"]}, line {self._next_item + 1}'
+    source, target = split_pair(self._doc['items'][self._next_item], where)
     cls, sep = self._tokenizer.cls_id, self._tokenizer.sep_id
     ids = [self._tokenizer.encode(source), self._tokenizer.encode(target)]
     framing = 3 if self._joint else 4  # [CLS] s [SEP] t [SEP], or [CLS] s [SEP] [CLS] t [SEP]
@@ -131,10 +114,10 @@ class _ParallelIterator(grain.DatasetIterator):
         fill = end
       epoch = self._doc['epoch'] if epoch is None else epoch
       pairs += 1
-      self._next_line += 1
+      self._next_item += 1
     if fill == 0:
       raise StopIteration
-    example_id = self._rows * self._num_shards + self._shard_index
+    example_id = self._example_id
     self._rows += 1
     return {
       'tokens': tokens,
@@ -144,18 +127,3 @@ class _ParallelIterator(grain.DatasetIterator):
       'epoch': np.int64(epoch),
       'example_id': np.int64(example_id),
     }
-
-  def get_state(self) -> dict:
-    return {
-      'parent': copy.deepcopy(self._doc_state),
-      'has_doc': self._doc is not None,
-      'next_line': self._next_line,
-      'rows': self._rows,
-    }
-
-  def set_state(self, state: dict):
-    self._parent.set_state(copy.deepcopy(state['parent']))
-    self._doc_state = copy.deepcopy(state['parent'])
-    self._doc = self._load(next(self._parent)) if state['has_doc'] else None
-    self._next_line = state['next_line']
-    self._rows = state['rows']

@@ -19,16 +19,17 @@ attention segment with token types 0 then 1.
 
 Randomness: every draw of an instance is a function of (seed, epoch, example id)
 through objectives/host_random, the example id being the row counter times
-num_shards plus the shard, as in data/packing.py; the state (the parent's state
-before the current document, the next sentence, rows emitted) restores exactly.
+num_shards plus the shard, as in data/packing.py; the state (data/document_rows.py:
+the parent's state before the current document, the next sentence, rows emitted)
+restores exactly.
 """
 
-import copy
 import re
 
 import grain
 import numpy as np
 
+from data import document_rows
 from objectives import host_random
 
 KINDS = ('nsp', 'sop')
@@ -111,16 +112,11 @@ class SentencePairs(grain.IterDataset):
     return _PairIterator(self._parent.__iter__(), **self._kwargs)
 
 
-class _PairIterator(grain.DatasetIterator):
+class _PairIterator(document_rows.DocumentItemsIterator):
   def __init__(self, parent, *, documents, tokenizer, kind, seq_len, short_seq_prob, seed, **shard):
-    super().__init__(parent)
+    super().__init__(parent, **shard)
     self._documents, self._tokenizer, self._kind = documents, tokenizer, kind
     self._seq_len, self._short_seq_prob, self._seed = seq_len, short_seq_prob, seed
-    self._shard_index, self._num_shards = shard['shard_index'], shard['num_shards']
-    self._doc_state = copy.deepcopy(parent.get_state())  # Parent state before `_doc`.
-    self._doc = None  # {'sentences': [token arrays], 'epoch', 'doc'} being read.
-    self._next_sentence = 0
-    self._rows = 0
     self._split_cache = {}  # Document index -> its sentences (a cache, not state).
 
   def _split(self, index: int) -> list[str]:
@@ -137,19 +133,7 @@ class _PairIterator(grain.DatasetIterator):
     return [s for s in encoded if len(s)]
 
   def _load(self, doc: dict) -> dict:
-    return {'sentences': self._sentences(doc['text']), 'epoch': doc['epoch'], 'doc': doc['doc']}
-
-  def _advance(self) -> bool:
-    """Moves to the next document with sentences left; False at the end of the data."""
-    while self._doc is None or self._next_sentence >= len(self._doc['sentences']):
-      self._doc_state = copy.deepcopy(self._parent.get_state())
-      try:
-        self._doc = self._load(next(self._parent))
-      except StopIteration:
-        self._doc = None
-        return False
-      self._next_sentence = 0
-    return True
+    return {'items': self._sentences(doc['text']), 'epoch': doc['epoch'], 'doc': doc['doc']}
 
   def _random_segment(self, own_doc: int, target: int, u_doc: float, u_start: float):
     """Sentences from a random start in another document, up to `target` tokens."""
@@ -170,29 +154,29 @@ class _PairIterator(grain.DatasetIterator):
         length += len(sentence)
       if length >= target:
         break
-    return np.concatenate(taken) if taken else self._doc['sentences'][0]
+    return np.concatenate(taken) if taken else self._doc['items'][0]
 
   def __next__(self) -> dict:
     if not self._advance():
       raise StopIteration
     doc, room = self._doc, self._seq_len - 3
-    example_id = self._rows * self._num_shards + self._shard_index
+    example_id = self._example_id
     u = host_random.uniform(self._seed, doc['epoch'], np.array([example_id]), _DRAWS, 0)[0]
     target = room
     if u[0] < self._short_seq_prob:
       target = 2 + min(int(u[1] * (room - 1)), room - 2)  # randint(2, room)
     chunk, length = [], 0
-    sentences = doc['sentences']
-    while self._next_sentence < len(sentences) and length < target:
-      chunk.append(sentences[self._next_sentence])
+    sentences = doc['items']
+    while self._next_item < len(sentences) and length < target:
+      chunk.append(sentences[self._next_item])
       length += len(chunk[-1])
-      self._next_sentence += 1
+      self._next_item += 1
     a_end = 1 if len(chunk) < 2 else 1 + min(int(u[2] * (len(chunk) - 1)), len(chunk) - 2)
     a = np.concatenate(chunk[:a_end])
     label = 0
     if len(chunk) == 1 or (self._kind == 'nsp' and u[3] < 0.5):
       b = self._random_segment(doc['doc'], max(target - len(a), 1), u[4], u[5])
-      self._next_sentence -= len(chunk) - a_end  # Unused sentences go to the next instance.
+      self._next_item -= len(chunk) - a_end  # Unused sentences go to the next instance.
       label = 1
     else:
       b = np.concatenate(chunk[a_end:])
@@ -219,18 +203,3 @@ class _PairIterator(grain.DatasetIterator):
       'epoch': np.int64(doc['epoch']),
       'example_id': np.int64(example_id),
     }
-
-  def get_state(self) -> dict:
-    return {
-      'parent': copy.deepcopy(self._doc_state),
-      'has_doc': self._doc is not None,
-      'next_sentence': self._next_sentence,
-      'rows': self._rows,
-    }
-
-  def set_state(self, state: dict):
-    self._parent.set_state(copy.deepcopy(state['parent']))
-    self._doc_state = copy.deepcopy(state['parent'])
-    self._doc = self._load(next(self._parent)) if state['has_doc'] else None
-    self._next_sentence = state['next_sentence']
-    self._rows = state['rows']
