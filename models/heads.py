@@ -8,6 +8,7 @@ tied to the input embedding plus an output bias. `CausalLM` is GPT's: the tied
 embedding (or an untied projection) applied to the final states. `Seq2SeqLM`
 is the encoder-decoder (T5, BART, MASS): one token table shared by both stacks
 and the output; its size is what `count_params` reports for those families.
+`SequenceClassifier` and `TokenClassifier` are the fine-tuning heads (GLUE, NER).
 """
 
 import flax.linen as nn
@@ -328,3 +329,53 @@ class Seq2SeqLM(nn.Module):
     return self.decode(
       encoded, segment_ids, decoder_inputs, decoder_segment_ids, decoder_positions, deterministic
     )
+
+
+def _classes_dense(cfg: TransformerConfig, num_labels: int, name: str) -> nn.Dense:
+  return nn.Dense(
+    num_labels,
+    kernel_init=transformer.normal_init(cfg, 'embed', 'classes', fan_in=cfg.d_model),
+    bias_init=transformer.zeros_init('classes'),
+    dtype=cfg.compute_dtype,
+    param_dtype=cfg.storage_dtype,
+    name=name,
+  )
+
+
+class SequenceClassifier(nn.Module):
+  """Fine-tuning head for a sentence (pair): the encoder, BERT's pooler over the first
+  token ([CLS]), dropout and a linear layer -> [batch, num_labels] logits; one label
+  is a regression output (STS-B). The `encoder` and `pooler` subtrees have
+  Backbone's names and shapes, so a pretrained backbone loads into them as it is."""
+
+  cfg: TransformerConfig
+  num_labels: int
+
+  def setup(self):
+    self.encoder = transformer.Encoder(self.cfg, name='encoder')
+    self.pooler = Pooler(self.cfg, name='pooler')
+    self.dropout = nn.Dropout(self.cfg.dropout_rate)
+    self.classifier = _classes_dense(self.cfg, self.num_labels, 'classifier')
+
+  def __call__(self, tokens, segment_ids, positions=None, token_types=None, deterministic=True):
+    x = self.encoder(tokens, segment_ids, positions, token_types, deterministic)
+    pooled = self.dropout(self.pooler(x), deterministic=deterministic)  # [batch, embed]
+    return self.classifier(pooled).astype(jnp.float32)  # [batch, num_labels]
+
+
+class TokenClassifier(nn.Module):
+  """Fine-tuning head for tagging (NER): the encoder, dropout and a linear layer per
+  token -> [batch, length, num_labels] logits (BERT's recipe labels first sub-tokens)."""
+
+  cfg: TransformerConfig
+  num_labels: int
+
+  def setup(self):
+    self.encoder = transformer.Encoder(self.cfg, name='encoder')
+    self.dropout = nn.Dropout(self.cfg.dropout_rate)
+    self.classifier = _classes_dense(self.cfg, self.num_labels, 'classifier')
+
+  def __call__(self, tokens, segment_ids, positions=None, token_types=None, deterministic=True):
+    x = self.encoder(tokens, segment_ids, positions, token_types, deterministic)
+    x = self.dropout(x, deterministic=deterministic)
+    return self.classifier(x).astype(jnp.float32)  # [batch, length, num_labels]
