@@ -69,6 +69,9 @@ def get_config() -> config_dict.ConfigDict:
   c.optimizer.eps = 1e-6  # AdamW epsilon.
   c.optimizer.weight_decay = 0.01  # Decoupled weight decay (not on biases or norms).
   c.optimizer.clip_norm = 1.0  # Global gradient-norm clipping (0 disables).
+  c.optimizer.freeze = ''  # Regexes of parameter paths to freeze, e.g. '^encoder/' (features).
+  c.optimizer.train_top_layers = 0  # Train only the top k encoder blocks and the heads (0: all).
+  c.optimizer.layer_decay = 1.0  # Layer-wise learning-rate decay (ELECTRA fine-tuning: 0.8).
 
   c.mesh = config_dict.ConfigDict()
   c.mesh.data = -1  # Data-parallel axis size; -1 takes the remaining devices.

@@ -1,7 +1,10 @@
-"""AdamW with warmup and linear or cosine decay, masked weight decay, clipping."""
+"""AdamW with warmup and linear or cosine decay, masked weight decay, clipping; frozen
+parameters and layer-wise learning rates for fine-tuning (training/adaptation.py)."""
 
 import jax
 import optax
+
+from training import adaptation
 
 
 def learning_rate_schedule(opt_cfg, total_steps: int) -> optax.Schedule:
@@ -34,16 +37,23 @@ def decay_mask(params):
 
 
 def build(opt_cfg, total_steps: int) -> optax.GradientTransformation:
-  """The optimizer of `config.optimizer`: clip by global norm, then AdamW."""
+  """The optimizer of `config.optimizer`: clip by global norm, then AdamW; with frozen
+  parameters or layer-wise learning rates (training/adaptation.py), per group."""
   schedule = learning_rate_schedule(opt_cfg, total_steps)
-  adamw = optax.adamw(
-    schedule,
-    b1=opt_cfg.b1,
-    b2=opt_cfg.b2,
-    eps=opt_cfg.eps,
-    weight_decay=opt_cfg.weight_decay,
-    mask=decay_mask,
-  )
+
+  def adamw(scale: float = 1.0) -> optax.GradientTransformation:
+    return optax.adamw(
+      schedule if scale == 1.0 else (lambda step: scale * schedule(step)),
+      b1=opt_cfg.b1,
+      b2=opt_cfg.b2,
+      eps=opt_cfg.eps,
+      weight_decay=opt_cfg.weight_decay,
+      mask=decay_mask,
+    )
+
+  adapted = opt_cfg.get('freeze', '') or opt_cfg.get('train_top_layers', 0)
+  if adapted or opt_cfg.get('layer_decay', 1.0) != 1.0:
+    return adaptation.wrap(opt_cfg, adamw, opt_cfg.clip_norm)
   if opt_cfg.clip_norm > 0:
-    return optax.chain(optax.clip_by_global_norm(opt_cfg.clip_norm), adamw)
-  return adamw
+    return optax.chain(optax.clip_by_global_norm(opt_cfg.clip_norm), adamw())
+  return adamw()

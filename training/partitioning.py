@@ -11,6 +11,7 @@ import math
 
 import flax.linen as nn
 import jax
+import optax
 from jax.experimental import mesh_utils
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
@@ -136,6 +137,14 @@ def global_batch(host_batch: dict, sharding: NamedSharding) -> dict:
 
 
 def logical_shardings(abstract_tree, mesh: Mesh, rules) -> object:
-  """NamedShardings for a tree whose leaves may be nn.LogicallyPartitioned boxes."""
-  specs = nn.get_partition_spec(abstract_tree)
-  return nn.logical_to_mesh_sharding(specs, mesh, rules)
+  """NamedShardings for a tree whose leaves may be nn.LogicallyPartitioned boxes (others
+  are replicated). Mapped leaf by leaf, so empty nodes (optax's MaskedNode for the
+  parameters a masked optimizer skips) keep their place in the tree."""
+
+  def sharding(leaf):
+    if isinstance(leaf, nn.Partitioned) and isinstance(leaf.value, optax.MaskedNode):
+      return leaf.value  # A masked optimizer's placeholder inside a box: nothing to shard.
+    spec = leaf.get_partition_spec() if isinstance(leaf, nn.Partitioned) else PartitionSpec()
+    return nn.logical_to_mesh_sharding(spec, mesh, rules)
+
+  return jax.tree.map(sharding, abstract_tree, is_leaf=lambda x: isinstance(x, nn.Partitioned))

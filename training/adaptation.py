@@ -1,0 +1,108 @@
+"""Which parameters a fine-tuning run trains, and at what learning rate.
+
+Config keys (configs/base.py, `optimizer.*`), composable:
+
+- `freeze`: comma-separated regular expressions over parameter paths such as
+  `encoder/block_3/attention/query/kernel`; a matching parameter is frozen (feature
+  extraction: `freeze='^encoder/'`).
+- `train_top_layers` = k > 0: only the top k blocks of the encoder (and everything
+  above it: pooler, heads) train; the embeddings and lower blocks are frozen.
+- `layer_decay` = d < 1: layer-wise learning-rate decay (as ELECTRA fine-tunes):
+  the heads keep the peak rate, block i of L gets d^(L - i), the embeddings d^(L + 1).
+
+A frozen parameter gets no update and no optimizer state (its slot in the
+optimizer is `optax.set_to_zero`, which holds nothing), and its gradient is
+zeroed before clipping, so it does not count in the global norm either.
+"""
+
+import re
+
+import jax
+import optax
+
+FROZEN = 'frozen'
+_BLOCK = re.compile(r'(?:^|/)(?:encoder|decoder)/block_(\d+)(?:/|$)')
+_EMBED = re.compile(r'(?:^|/)(?:encoder|decoder)/embed(?:/|$)|^shared(?:/|$)')
+
+
+def path_name(path) -> str:
+  """'encoder/block_0/attention/query/kernel' for a pytree key path."""
+  return '/'.join(str(getattr(key, 'key', getattr(key, 'name', key))) for key in path)
+
+
+def _depth(names: list[str]) -> int:
+  """Blocks of the (encoder) stack: 1 + the largest block index in the paths."""
+  indices = [int(m.group(1)) for m in map(_BLOCK.search, names) if m]
+  return max(indices) + 1 if indices else 0
+
+
+def layer_of(name: str, depth: int) -> int:
+  """0 for embeddings, i + 1 for block i, depth + 1 above the stack (heads, pooler)."""
+  block = _BLOCK.search(name)
+  if block:
+    return int(block.group(1)) + 1
+  return 0 if _EMBED.search(name) else depth + 1
+
+
+def labels(opt_cfg, params) -> object:
+  """A tree like `params` of labels: FROZEN, or 'scale_<layer>' (its learning-rate group)."""
+  names = [path_name(p) for p, _ in jax.tree_util.tree_flatten_with_path(params)[0]]
+  patterns = [p.strip() for p in opt_cfg.get('freeze', '').split(',') if p.strip()]
+  top = opt_cfg.get('train_top_layers', 0)
+  depth = _depth(names)
+  if any('blocks/' in n or n.startswith('blocks') for n in names) and (
+    top or opt_cfg.get('layer_decay', 1.0) != 1.0
+  ):
+    raise ValueError(
+      'optimizer.train_top_layers / layer_decay need one parameter tree per block; '
+      'this model scans its layers (model.scan_layers=true): use the looped layout.'
+    )
+  if top and not 0 < top <= depth:
+    raise ValueError(f'optimizer.train_top_layers={top} must be in 1..{depth} (the blocks).')
+  for pattern in patterns:
+    if not any(re.search(pattern, n) for n in names):
+      raise ValueError(f'optimizer.freeze pattern {pattern!r} matches no parameter.')
+
+  def label(path, _):
+    name = path_name(path)
+    layer = layer_of(name, depth)
+    if any(re.search(p, name) for p in patterns) or (top and layer <= depth - top):
+      return FROZEN
+    return f'scale_{layer}'
+
+  return jax.tree_util.tree_map_with_path(label, params)
+
+
+def wrap(opt_cfg, make_optimizer, clip_norm: float) -> optax.GradientTransformation:
+  """The run's optimizer: `make_optimizer(scale)` (AdamW at `scale` x the schedule) per
+  learning-rate group, nothing for frozen parameters, clipping over the trained ones."""
+  decay = opt_cfg.get('layer_decay', 1.0)
+  if not 0.0 < decay <= 1.0:
+    raise ValueError(f'optimizer.layer_decay={decay} must be in (0, 1].')
+
+  def frozen_mask(params):
+    return jax.tree.map(lambda lab: lab == FROZEN, labels(opt_cfg, params))
+
+  def transforms(params):
+    found = set(jax.tree.leaves(labels(opt_cfg, params)))
+    layers = [int(lab.split('_')[1]) for lab in found if lab != FROZEN]
+    top = max(layers, default=0)
+    out = {lab: optax.set_to_zero() for lab in found if lab == FROZEN}
+    for layer in layers:
+      out[f'scale_{layer}'] = make_optimizer(decay ** (top - layer))
+    return out
+
+  def init(params):
+    return _chain(params).init(params)
+
+  def update(updates, state, params=None):
+    return _chain(params).update(updates, state, params)
+
+  def _chain(params):
+    parts = [optax.masked(optax.set_to_zero(), frozen_mask(params))]
+    if clip_norm > 0:
+      parts.append(optax.clip_by_global_norm(clip_norm))
+    parts.append(optax.multi_transform(transforms(params), labels(opt_cfg, params)))
+    return optax.chain(*parts)
+
+  return optax.GradientTransformation(init, update)
