@@ -33,7 +33,7 @@ _ASCII_CLEAN = {cp: None for cp in [*range(32), 127] if chr(cp) not in '\t\n\r'}
 _ASCII_CLEAN.update({ord(c): ' ' for c in '\t\n\r'})
 # CJK Unified Ideographs blocks (not Hangul, Hiragana or Katakana, which are
 # written with spaces and tokenized like other scripts).
-_CJK_RANGES = (
+CJK_RANGES = (
   (0x4E00, 0x9FFF),
   (0x3400, 0x4DBF),
   (0x20000, 0x2A6DF),
@@ -46,7 +46,7 @@ _CJK_RANGES = (
 
 
 def _is_cjk(cp: int) -> bool:
-  return any(lo <= cp <= hi for lo, hi in _CJK_RANGES)
+  return any(lo <= cp <= hi for lo, hi in CJK_RANGES)
 
 
 def _is_whitespace(ch: str) -> bool:
