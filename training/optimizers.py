@@ -1,7 +1,11 @@
 """AdamW with warmup and linear or cosine decay, masked weight decay, clipping; frozen
-parameters and layer-wise learning rates for fine-tuning (training/adaptation.py)."""
+parameters and layer-wise learning rates for fine-tuning (training/adaptation.py);
+RecAdam's recall of the pretrained weights."""
+
+from typing import NamedTuple
 
 import jax
+import jax.numpy as jnp
 import optax
 
 from training import adaptation
@@ -36,14 +40,53 @@ def decay_mask(params):
   return jax.tree.map(lambda p: p.ndim >= 2, params)
 
 
+class RecallState(NamedTuple):
+  count: jax.Array  # int32 scalar: steps taken.
+  pretrained: optax.Params  # The parameters at initialization (the pretrained weights).
+
+
+def recall_pretrained(gamma: float, k: float, t0: float) -> optax.GradientTransformation:
+  """RecAdam's annealed pull toward the pretrained weights (Chen et al. 2020, eq. 5-6):
+  u <- lambda(t) u + (1 - lambda(t)) gamma (theta - theta*), lambda(t) = sigmoid(k (t - t0)),
+  applied to Adam's direction before the learning rate, so early steps mostly recall
+  the pretrained weights and later ones mostly fit the task. The state keeps
+  theta* (one copy of the parameters)."""
+
+  def init(params):
+    return RecallState(jnp.zeros((), jnp.int32), jax.tree.map(jnp.asarray, params))
+
+  def update(updates, state, params):
+    lam = jax.nn.sigmoid(k * (state.count.astype(jnp.float32) - t0))
+    updates = jax.tree.map(
+      lambda u, p, p0: lam * u + (1 - lam) * gamma * (p - p0), updates, params, state.pretrained
+    )
+    return updates, RecallState(state.count + 1, state.pretrained)
+
+  return optax.GradientTransformation(init, update)
+
+
+def recadam(opt_cfg, learning_rate) -> optax.GradientTransformation:
+  """AdamW whose direction is annealed with a pull toward the pretrained weights
+  (`optimizer.recadam_gamma`, `recadam_k`, `recadam_t0`)."""
+  return optax.chain(
+    optax.scale_by_adam(b1=opt_cfg.b1, b2=opt_cfg.b2, eps=opt_cfg.eps),
+    optax.add_decayed_weights(opt_cfg.weight_decay, mask=decay_mask),
+    recall_pretrained(opt_cfg.recadam_gamma, opt_cfg.recadam_k, opt_cfg.recadam_t0),
+    optax.scale_by_learning_rate(learning_rate),
+  )
+
+
 def build(opt_cfg, total_steps: int) -> optax.GradientTransformation:
   """The optimizer of `config.optimizer`: clip by global norm, then AdamW; with frozen
   parameters or layer-wise learning rates (training/adaptation.py), per group."""
   schedule = learning_rate_schedule(opt_cfg, total_steps)
 
   def adamw(scale: float = 1.0) -> optax.GradientTransformation:
+    learning_rate = schedule if scale == 1.0 else (lambda step: scale * schedule(step))
+    if opt_cfg.get('recadam_gamma', 0.0) > 0:
+      return recadam(opt_cfg, learning_rate)
     return optax.adamw(
-      schedule if scale == 1.0 else (lambda step: scale * schedule(step)),
+      learning_rate,
       b1=opt_cfg.b1,
       b2=opt_cfg.b2,
       eps=opt_cfg.eps,
