@@ -72,6 +72,7 @@ def get_config() -> config_dict.ConfigDict:
   c.optimizer.freeze = ''  # Regexes of parameter paths to freeze, e.g. '^encoder/' (features).
   c.optimizer.train_top_layers = 0  # Train only the top k encoder blocks and the heads (0: all).
   c.optimizer.layer_decay = 1.0  # Layer-wise learning-rate decay (ELECTRA fine-tuning: 0.8).
+  c.optimizer.unfreeze_every = 0  # Gradual unfreezing (ULMFiT): one more layer every n steps.
   c.optimizer.recadam_gamma = 0.0  # RecAdam's pull toward the pretrained weights (paper: 5000).
   c.optimizer.recadam_k = 0.5  # RecAdam: steepness of the sigmoid annealing lambda(t).
   c.optimizer.recadam_t0 = 250.0  # RecAdam: step where the task and the recall weigh the same.

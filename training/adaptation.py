@@ -9,6 +9,9 @@ Config keys (configs/base.py, `optimizer.*`), composable:
   above it: pooler, heads) train; the embeddings and lower blocks are frozen.
 - `layer_decay` = d < 1: layer-wise learning-rate decay (as ELECTRA fine-tunes):
   the heads keep the peak rate, block i of L gets d^(L - i), the embeddings d^(L + 1).
+- `unfreeze_every` = n > 0: gradual unfreezing from the top (ULMFiT, Howard & Ruder
+  2018): the heads train from step 0, block L-1 from step n, block L-2 from 2n, ...,
+  the embeddings last; until its step a layer's gradient and update are zero.
 
 A frozen parameter gets no update and no optimizer state (its slot in the
 optimizer is `optax.set_to_zero`, which holds nothing), and its gradient is
@@ -18,6 +21,7 @@ zeroed before clipping, so it does not count in the global norm either.
 import re
 
 import jax
+import jax.numpy as jnp
 import optax
 
 FROZEN = 'frozen'
@@ -50,11 +54,11 @@ def labels(opt_cfg, params) -> object:
   patterns = [p.strip() for p in opt_cfg.get('freeze', '').split(',') if p.strip()]
   top = opt_cfg.get('train_top_layers', 0)
   depth = _depth(names)
-  if any('blocks/' in n or n.startswith('blocks') for n in names) and (
-    top or opt_cfg.get('layer_decay', 1.0) != 1.0
-  ):
+  per_layer = top or opt_cfg.get('layer_decay', 1.0) != 1.0 or opt_cfg.get('unfreeze_every', 0)
+  if per_layer and any('blocks/' in n or n.startswith('blocks') for n in names):
     raise ValueError(
-      'optimizer.train_top_layers / layer_decay need one parameter tree per block; '
+      'optimizer.train_top_layers / layer_decay / unfreeze_every need one parameter tree '
+      'per block; '
       'this model scans its layers (model.scan_layers=true): use the looped layout.'
     )
   if top and not 0 < top <= depth:
@@ -71,6 +75,34 @@ def labels(opt_cfg, params) -> object:
     return f'scale_{layer}'
 
   return jax.tree_util.tree_map_with_path(label, params)
+
+
+def layers(params) -> object:
+  """A tree like `params` of layer numbers (0 embeddings, i + 1 block i, depth + 1 above)."""
+  flat = jax.tree_util.tree_flatten_with_path(params)[0]
+  depth = _depth([path_name(p) for p, _ in flat])
+  return jax.tree_util.tree_map_with_path(lambda p, _: layer_of(path_name(p), depth), params)
+
+
+def gradual_unfreeze(every: int) -> optax.GradientTransformation:
+  """Zeroes the updates of the layers not yet unfrozen: layer l of top T trains from
+  step (T - l) x `every` on (ULMFiT's gradual unfreezing)."""
+
+  def init(params):
+    del params
+    return optax.ScaleByScheduleState(count=jnp.zeros((), jnp.int32))
+
+  def update(updates, state, params):
+    layer = layers(params)
+    top = max(jax.tree.leaves(layer), default=0)
+    gated = jax.tree.map(
+      lambda u, lay: jnp.where(state.count >= (top - lay) * every, u, jnp.zeros_like(u)),
+      updates,
+      layer,
+    )
+    return gated, optax.ScaleByScheduleState(count=state.count + 1)
+
+  return optax.GradientTransformation(init, update)
 
 
 def wrap(opt_cfg, make_optimizer, clip_norm: float) -> optax.GradientTransformation:
@@ -100,9 +132,14 @@ def wrap(opt_cfg, make_optimizer, clip_norm: float) -> optax.GradientTransformat
 
   def _chain(params):
     parts = [optax.masked(optax.set_to_zero(), frozen_mask(params))]
+    every = opt_cfg.get('unfreeze_every', 0)
+    if every:  # Gradients of still-frozen layers are zero, so Adam's moments stay clean.
+      parts.append(gradual_unfreeze(every))
     if clip_norm > 0:
       parts.append(optax.clip_by_global_norm(clip_norm))
     parts.append(optax.multi_transform(transforms(params), labels(opt_cfg, params)))
+    if every:  # And weight decay does not move them either.
+      parts.append(gradual_unfreeze(every))
     return optax.chain(*parts)
 
   return optax.GradientTransformation(init, update)

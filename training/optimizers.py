@@ -95,6 +95,7 @@ def build(opt_cfg, total_steps: int) -> optax.GradientTransformation:
     )
 
   adapted = opt_cfg.get('freeze', '') or opt_cfg.get('train_top_layers', 0)
+  adapted = adapted or opt_cfg.get('unfreeze_every', 0)
   if adapted or opt_cfg.get('layer_decay', 1.0) != 1.0:
     return adaptation.wrap(opt_cfg, adamw, opt_cfg.clip_norm)
   if opt_cfg.clip_norm > 0:

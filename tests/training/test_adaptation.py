@@ -124,3 +124,24 @@ def test_a_sharded_train_step_leaves_frozen_parameters_bit_identical():
     name = adaptation.path_name(path)
     same = np.array_equal(old, np.asarray(new))
     assert same == (name.startswith('encoder/embed/') or 'block_0' in name), name
+
+
+def test_gradual_unfreezing_opens_one_layer_every_n_steps_from_the_top():
+  params = _params(_model())
+  tx = optimizers.build(_opt(unfreeze_every=2, warmup_steps=0, schedule='constant'), 100)
+  state = tx.init(params)
+  grads = jax.tree.map(lambda x: jnp.full_like(x, 0.5), params)
+  update = jax.jit(tx.update)
+  opened = []
+  for _ in range(10):
+    updates, state = update(grads, state, params)
+    flat = jax.tree_util.tree_flatten_with_path(updates)[0]
+    moving = {adaptation.path_name(p) for p, u in flat if bool(jnp.any(u != 0))}
+    assert any(m.startswith('classifier/') for m in moving)  # The head trains throughout.
+    encoder = {m.split('/')[1] for m in moving if m.startswith('encoder/')}
+    opened.append(sorted(encoder))
+  # Heads from step 0; block 2 from step 2, block 1 from 4, block 0 from 6, embeddings from 8.
+  assert opened[0] == opened[1] == []
+  assert opened[2] == opened[3] == ['block_2']
+  assert opened[4] == ['block_1', 'block_2'] and opened[6] == ['block_0', 'block_1', 'block_2']
+  assert opened[8] == ['block_0', 'block_1', 'block_2', 'embed']
