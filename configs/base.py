@@ -32,6 +32,7 @@ def get_config() -> config_dict.ConfigDict:
   c.model.num_heads = config_dict.placeholder(int)  # None keeps the preset's value.
   c.model.mlp_dim = config_dict.placeholder(int)  # None keeps the preset's value.
   c.model.embed_dim = config_dict.placeholder(int)  # Factorized embedding width E (ALBERT).
+  c.model.adapter_dim = config_dict.placeholder(int)  # Houlsby adapters' bottleneck (fine-tuning).
   c.model.attention_impl = ''  # '' lets JAX choose; 'xla' or 'cudnn' forces one.
   c.model.scan_layers = False  # One nn.scan over the layers (faster compiles, same numerics).
   c.model.remat = 'none'  # Recompute activations in the backward pass: none, full or dots.

@@ -77,6 +77,7 @@ class TransformerConfig(ModelConfig):
   attention_impl: str | None = None  # None lets JAX choose (cudnn flash on GPU).
   scan_layers: bool = False  # One nn.scan over the layers (fast compiles) instead of a loop.
   remat: str = 'none'  # Recompute in the backward pass: 'none', 'full', or 'dots' (keep matmuls).
+  adapter_dim: int = 0  # Houlsby adapters of this bottleneck after every sub-layer (0: none).
 
   @property
   def token_dim(self) -> int:
@@ -406,6 +407,35 @@ class Mlp(nn.Module):
     )(h)
 
 
+class Adapter(nn.Module):
+  """Houlsby et al. 2019's bottleneck: x + up(act(down(x))), adapter_dim wide. The up
+  projection starts at zero, so a model with fresh adapters computes exactly what it
+  did without them; fine-tuning then trains only adapters, norms and the head
+  (training/adaptation.py `freeze`)."""
+
+  cfg: TransformerConfig
+
+  @nn.compact
+  def __call__(self, x):
+    cfg = self.cfg
+    dense = functools.partial(
+      nn.Dense, use_bias=True, dtype=cfg.compute_dtype, param_dtype=cfg.storage_dtype
+    )
+    h = dense(
+      cfg.adapter_dim,
+      kernel_init=normal_init(cfg, 'embed', 'adapter', fan_in=cfg.d_model),
+      bias_init=zeros_init('adapter'),
+      name='down',
+    )(x)
+    h = dense(
+      cfg.d_model,
+      kernel_init=zeros_init('adapter', 'embed'),
+      bias_init=zeros_init('embed'),
+      name='up',
+    )(activation_fn(cfg.activation)(h))
+    return x + h
+
+
 class Block(nn.Module):
   """Self-attention, (cross-attention,) MLP sub-layers, post-LN (BERT) or pre-LN (GPT-2).
 
@@ -429,6 +459,11 @@ class Block(nn.Module):
       cross = Attention(cfg, name='cross_attention')
       sublayers.append(('cross_attention', lambda h: cross(h, encoded, cross_mask, deterministic)))
     sublayers.append(('mlp', lambda h: Mlp(cfg, name='mlp')(h, deterministic)))
+    if cfg.adapter_dim:  # Houlsby: an adapter on each sub-layer's output, before the residual.
+      sublayers = [
+        (name, lambda h, f=f, name=name: Adapter(cfg, name=f'{name}_adapter')(f(h)))
+        for name, f in sublayers
+      ]
     for name, sublayer in sublayers:
       if cfg.pre_norm:
         x = x + drop(sublayer(layer_norm(cfg, f'{name}_norm')(x)), deterministic=deterministic)

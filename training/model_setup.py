@@ -67,6 +67,7 @@ def model_config(config, vocab_size: int):
       f' ({cls.__name__}); leave them at false / none.'
     )
   sizes = ('num_layers', 'num_decoder_layers', 'd_model', 'num_heads', 'mlp_dim', 'embed_dim')
+  sizes += ('adapter_dim',)
   for field in (*sizes, 'dropout_rate'):
     if config.model[field] is not None:
       if field not in fields:

@@ -51,6 +51,7 @@ _REPLICATED_PARAM_RULES = (
   ('char_embed', None),
   ('conv_width', None),
   ('classes', None),  # Classifier outputs (NSP/SOP, task heads): a handful of labels.
+  ('adapter', None),  # Houlsby adapters' bottleneck: small, kept whole.
 )
 _FSDP_PARAM_RULES = (('embed', 'fsdp'),) + _REPLICATED_PARAM_RULES[1:]
 _FSDP_TP_PARAM_RULES = (
@@ -68,6 +69,7 @@ _FSDP_TP_PARAM_RULES = (
   ('char_embed', None),
   ('conv_width', None),
   ('classes', None),
+  ('adapter', None),
 )
 
 RULES = {

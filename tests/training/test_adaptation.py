@@ -145,3 +145,37 @@ def test_gradual_unfreezing_opens_one_layer_every_n_steps_from_the_top():
   assert opened[2] == opened[3] == ['block_2']
   assert opened[4] == ['block_1', 'block_2'] and opened[6] == ['block_0', 'block_1', 'block_2']
   assert opened[8] == ['block_0', 'block_1', 'block_2', 'embed']
+
+
+def test_houlsby_adapters_start_as_identity_and_train_alone():
+  cfg = presets.get_config(
+    'bert-base', vocab_size=64, num_layers=2, d_model=32, num_heads=2, mlp_dim=64, adapter_dim=8
+  )
+  plain = heads.SequenceClassifier(cfg.replace(adapter_dim=0), num_labels=2)
+  adapted = heads.SequenceClassifier(cfg, num_labels=2)
+  tokens = jnp.asarray(np.random.default_rng(0).integers(5, 64, (2, 8)), jnp.int32)
+  segments = jnp.ones_like(tokens)
+  params = nn.unbox(adapted.init(jax.random.key(0), tokens, segments)['params'])
+  names = {adaptation.path_name(p) for p, _ in jax.tree_util.tree_flatten_with_path(params)[0]}
+  assert {
+    'encoder/block_1/attention_adapter/down/kernel',
+    'encoder/block_1/mlp_adapter/up/kernel',
+  } <= names
+  # Fresh adapters (up projection at zero) change nothing: the plain model's outputs.
+  without = jax.tree_util.tree_map(lambda x: x, params)
+  for i in range(2):
+    for sub in ('attention_adapter', 'mlp_adapter'):
+      del without['encoder'][f'block_{i}'][sub]
+  np.testing.assert_allclose(
+    adapted.apply({'params': params}, tokens, segments),
+    plain.apply({'params': without}, tokens, segments),
+    atol=1e-6,
+  )
+  # Houlsby fine-tuning: everything in the encoder but adapters and norms is frozen.
+  frozen = _names(
+    adaptation.labels(_opt(freeze='^encoder/(?!.*(adapter|norm))'), params), adaptation.FROZEN
+  )
+  assert frozen and all('adapter' not in n and 'norm' not in n for n in frozen)
+  assert all(
+    n in frozen for n in names if n.startswith('encoder/') and 'kernel' in n and 'adapter' not in n
+  )
