@@ -25,15 +25,14 @@ os.environ.setdefault('USE_TF', '0')
 
 import jax  # noqa: E402
 import numpy as np  # noqa: E402
-from scipy import stats  # noqa: E402
 
 from data.wordpiece import WordPieceTokenizer  # noqa: E402
 from models import heads  # noqa: E402
 from models.convert import converted, hf  # noqa: E402
+from training import sentence_embeddings  # noqa: E402
 
 MAX_TOKENS = 256  # The model's max_seq_length (sentence_bert_config.json), [CLS]/[SEP] included.
 BATCH = 64
-LENGTH_STEP = 16  # Rows are padded to a multiple of this: few shapes, few compiles.
 
 
 def default_model_dir() -> str:
@@ -55,37 +54,18 @@ def read_sts(path: str) -> tuple[list[str], list[str], np.ndarray]:
 
 
 def embed_ours(c: converted.Converted, tokenizer: WordPieceTokenizer, sentences: list[str]):
-  """L2-normalized mean-pooled final hidden states [n, d_model], batched by length."""
+  """L2-normalized mean-pooled final hidden states [n, d_model] (training/sentence_embeddings)."""
   model = heads.Backbone(c.config)
   params = converted.head_params(c, 'backbone')
 
   @jax.jit
-  def embed(params, tokens, mask):
-    hidden, _ = model.apply({'params': params}, tokens, mask)  # [batch, length, embed]
-    summed = (hidden * mask[..., None]).sum(1)
-    pooled = summed / jax.numpy.maximum(mask.sum(1, keepdims=True), 1)
-    return pooled / jax.numpy.maximum(jax.numpy.linalg.norm(pooled, axis=-1, keepdims=True), 1e-12)
+  def encode(tokens, segment_ids):
+    hidden, _ = model.apply({'params': params}, tokens, segment_ids)  # [batch, length, embed]
+    return sentence_embeddings.pool(hidden, segment_ids, 'mean')
 
-  rows = [
-    [tokenizer.cls_id, *tokenizer.encode(s)[: MAX_TOKENS - 2], tokenizer.sep_id] for s in sentences
-  ]
-  order = np.argsort([len(r) for r in rows], kind='stable')
-  out = np.zeros((len(rows), c.config.d_model), np.float32)
-  for start in range(0, len(rows), BATCH):
-    index = order[start : start + BATCH]
-    length = -(-max(len(rows[i]) for i in index) // LENGTH_STEP) * LENGTH_STEP
-    tokens = np.full((BATCH, length), tokenizer.pad_id, np.int32)
-    for j, i in enumerate(index):
-      tokens[j, : len(rows[i])] = rows[i]
-    mask = np.zeros_like(tokens)
-    for j, i in enumerate(index):
-      mask[j, : len(rows[i])] = 1
-    out[index] = np.asarray(embed(params, tokens, mask))[: len(index)]
-  return out
-
-
-def spearman_x100(a: np.ndarray, b: np.ndarray, gold: np.ndarray) -> float:
-  return 100 * float(stats.spearmanr((a * b).sum(-1), gold).statistic)
+  return sentence_embeddings.embed(
+    encode, tokenizer, sentences, max_tokens=MAX_TOKENS, batch_size=BATCH
+  )
 
 
 def main(argv=None) -> dict:
@@ -120,8 +100,10 @@ def main(argv=None) -> dict:
     'model': 'all-MiniLM-L6-v2',
     'pairs': len(gold),
     'sentences': len(sentences),
-    'spearman_x100_ours': spearman_x100(ours[pairs[0]], ours[pairs[1]], gold),
-    'spearman_x100_sentence_transformers': spearman_x100(theirs[pairs[0]], theirs[pairs[1]], gold),
+    'spearman_x100_ours': sentence_embeddings.sts_spearman(ours[pairs[0]], ours[pairs[1]], gold),
+    'spearman_x100_sentence_transformers': sentence_embeddings.sts_spearman(
+      theirs[pairs[0]], theirs[pairs[1]], gold
+    ),
     'max_abs_embedding_diff': float(np.abs(ours - theirs).max()),
     'seconds_ours': ours_s,  # Conversion and XLA compiles included.
     'seconds_ours_convert': convert_s,
