@@ -15,10 +15,10 @@ and the task's label list (label strings as the files write them).
 
 import csv
 import dataclasses
-import json
 import os
 import re
 
+from data import sources
 from data.wordpiece import CJK_RANGES
 
 Record = dict  # {'text_a': str, 'text_b': str | None, 'label': int | None, 'idx': int}
@@ -96,29 +96,21 @@ def read_fewclue(fewclue_dir: str, task: str, split: str) -> tuple[list[Record],
   if not os.path.isfile(path):
     raise FileNotFoundError(f'FewCLUE {task} {split}: no file {path}.')
   records = []
-  with open(path, encoding='utf-8') as f:
-    for line_number, line in enumerate(f, 1):
-      if not line.strip():
-        continue
-      where = f'{path}:{line_number}'
-      try:
-        example = json.loads(line)
-      except json.JSONDecodeError as e:
-        raise ValueError(f'{where}: not a JSON object ({e}).') from None
-      for name in (spec.text_a, spec.text_b):
-        if name is not None and name not in example:
-          raise ValueError(f'{where}: no field {name!r} (fields: {sorted(example)}).')
-      label = example.get('label')
-      if label is not None and str(label) in spec.skip_labels:
-        continue
-      records.append(
-        {
-          'text_a': _text_a(task, example, where),
-          'text_b': example[spec.text_b] if spec.text_b else None,
-          'label': None if label is None else _label_id(str(label), labels, where),
-          'idx': int(example.get(spec.id_field, len(records))),
-        }
-      )
+  for where, example in sources.jsonl_records(path):
+    for name in (spec.text_a, spec.text_b):
+      if name is not None and name not in example:
+        raise ValueError(f'{where}: no field {name!r} (fields: {sorted(example)}).')
+    label = example.get('label')
+    if label is not None and str(label) in spec.skip_labels:
+      continue
+    records.append(
+      {
+        'text_a': _text_a(task, example, where),
+        'text_b': example[spec.text_b] if spec.text_b else None,
+        'label': None if label is None else _label_id(str(label), labels, where),
+        'idx': int(example.get(spec.id_field, len(records))),
+      }
+    )
   return records, labels
 
 

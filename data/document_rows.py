@@ -61,3 +61,15 @@ class DocumentItemsIterator(grain.DatasetIterator):
     self._doc = self._load(next(self._parent)) if state['has_doc'] else None
     self._next_item = state['next_item']
     self._rows = state['rows']
+
+
+class DocumentRows(grain.IterDataset):
+  """A row builder as a Grain dataset: `make_iterator(parent iterator)` is its iterator
+  (a DocumentItemsIterator with the builder's settings bound)."""
+
+  def __init__(self, parent: grain.IterDataset, make_iterator):
+    super().__init__(parent)
+    self._make_iterator = make_iterator
+
+  def __iter__(self) -> grain.DatasetIterator:
+    return self._make_iterator(self._parent.__iter__())

@@ -18,6 +18,8 @@ table). Nothing here is random, so a restored run reads on exactly from where
 it stopped (state: data/document_rows.py).
 """
 
+import functools
+
 import grain
 import numpy as np
 
@@ -35,37 +37,34 @@ def split_pair(line: str, where: str) -> tuple[str, str]:
   return source.strip(), target.strip()
 
 
-class ParallelPairs(grain.IterDataset):
+def parallel_pair_rows(
+  parent: grain.IterDataset,
+  tokenizer,
+  *,
+  joint: bool,
+  seq_len: int,
+  max_pairs: int,
+  shard_index: int,
+  num_shards: int,
+) -> grain.IterDataset:
   """Rows {tokens, token_types, segment_ids, positions: [seq_len], epoch, example_id}
   from a stream of {'text', 'epoch', 'doc'} documents of tab-separated lines."""
-
-  def __init__(
-    self,
-    parent: grain.IterDataset,
-    tokenizer,
-    *,
-    joint: bool,
-    seq_len: int,
-    max_pairs: int,
-    shard_index: int,
-    num_shards: int,
-  ):
-    super().__init__(parent)
-    if seq_len < 16:
-      raise ValueError(f'seq_len={seq_len} is too short for translation pairs; use >= 16.')
-    if max_pairs < 1:
-      raise ValueError(f'objective.max_pairs={max_pairs} must be >= 1.')
-    self._kwargs = dict(
+  if seq_len < 16:
+    raise ValueError(f'seq_len={seq_len} is too short for translation pairs; use >= 16.')
+  if max_pairs < 1:
+    raise ValueError(f'objective.max_pairs={max_pairs} must be >= 1.')
+  return document_rows.DocumentRows(
+    parent,
+    functools.partial(
+      _ParallelIterator,
       tokenizer=tokenizer,
       joint=joint,
       seq_len=seq_len,
       max_pairs=max_pairs,
       shard_index=shard_index,
       num_shards=num_shards,
-    )
-
-  def __iter__(self) -> grain.DatasetIterator:
-    return _ParallelIterator(self._parent.__iter__(), **self._kwargs)
+    ),
+  )
 
 
 class _ParallelIterator(document_rows.DocumentItemsIterator):

@@ -24,6 +24,7 @@ the parent's state before the current document, the next sentence, rows emitted)
 restores exactly.
 """
 
+import functools
 import re
 
 import grain
@@ -69,35 +70,34 @@ def truncate_pair(a: np.ndarray, b: np.ndarray, room: int, draw: float):
   return out[0], out[1]
 
 
-class SentencePairs(grain.IterDataset):
+def sentence_pair_rows(
+  parent: grain.IterDataset,
+  documents,
+  tokenizer,
+  *,
+  kind: str,
+  seq_len: int,
+  short_seq_prob: float,
+  seed: int,
+  shard_index: int,
+  num_shards: int,
+) -> grain.IterDataset:
   """Rows {tokens, token_types, segment_ids, positions: [seq_len], pair_labels, epoch,
   example_id} from a stream of {'text', 'epoch', 'doc'} documents.
 
   `documents` is the shard's random-access document list, where NSP's random
   second segments come from.
   """
-
-  def __init__(
-    self,
-    parent: grain.IterDataset,
-    documents,
-    tokenizer,
-    *,
-    kind: str,
-    seq_len: int,
-    short_seq_prob: float,
-    seed: int,
-    shard_index: int,
-    num_shards: int,
-  ):
-    super().__init__(parent)
-    if kind not in KINDS:
-      raise ValueError(f'objective.pair_kind={kind!r} must be one of {KINDS}.')
-    if seq_len < 8:
-      raise ValueError(f'seq_len={seq_len} is too short for sentence pairs; use at least 8.')
-    if not 0.0 <= short_seq_prob <= 1.0:
-      raise ValueError(f'objective.short_seq_prob={short_seq_prob} must be in [0, 1].')
-    self._kwargs = dict(
+  if kind not in KINDS:
+    raise ValueError(f'objective.pair_kind={kind!r} must be one of {KINDS}.')
+  if seq_len < 8:
+    raise ValueError(f'seq_len={seq_len} is too short for sentence pairs; use at least 8.')
+  if not 0.0 <= short_seq_prob <= 1.0:
+    raise ValueError(f'objective.short_seq_prob={short_seq_prob} must be in [0, 1].')
+  return document_rows.DocumentRows(
+    parent,
+    functools.partial(
+      _PairIterator,
       documents=documents,
       tokenizer=tokenizer,
       kind=kind,
@@ -106,10 +106,8 @@ class SentencePairs(grain.IterDataset):
       seed=seed,
       shard_index=shard_index,
       num_shards=num_shards,
-    )
-
-  def __iter__(self) -> grain.DatasetIterator:
-    return _PairIterator(self._parent.__iter__(), **self._kwargs)
+    ),
+  )
 
 
 class _PairIterator(document_rows.DocumentItemsIterator):

@@ -183,6 +183,20 @@ def parse_span_fields(spec: str) -> dict[str, str]:
   return fields
 
 
+def jsonl_records(path: str):
+  """Yields (where, record) for each non-blank line of a JSON-lines file, `where` being
+  'path:line' for error messages; a line that is not JSON is an error naming it."""
+  with open(path, encoding='utf-8') as f:
+    for number, line in enumerate(f, 1):
+      if not line.strip():
+        continue
+      where = f'{path}:{number}'
+      try:
+        yield where, json.loads(line)
+      except json.JSONDecodeError as e:
+        raise ValueError(f'{where}: not a JSON object ({e}).') from e
+
+
 def read_jsonl_documents(paths: Sequence[str], text_key: str, span_fields: str) -> list[str]:
   """One document per JSON line: `text_key` and the spans of `span_fields`.
 
@@ -192,34 +206,26 @@ def read_jsonl_documents(paths: Sequence[str], text_key: str, span_fields: str) 
   fields = parse_span_fields(span_fields)
   documents = []
   for path in paths:
-    with open(path, encoding='utf-8') as f:
-      for number, line in enumerate(f, 1):
-        if not line.strip():
-          continue
-        where = f'{path}:{number}'
-        try:
-          record = json.loads(line)
-        except json.JSONDecodeError as e:
-          raise ValueError(f'{where}: not a JSON object ({e}).') from e
-        text = record.get(text_key) if isinstance(record, dict) else None
-        if not isinstance(text, str):
-          raise ValueError(f'{where}: no string field data.text_key={text_key!r}.')
-        if not text.strip():
-          continue
-        spans = {}
-        for key, field in fields.items():
-          pairs = record.get(field, [])
-          valid = isinstance(pairs, list) and all(
-            isinstance(p, list | tuple) and len(p) == 2 and 0 <= p[0] < p[1] <= len(text)
-            for p in pairs
+    for where, record in jsonl_records(path):
+      text = record.get(text_key) if isinstance(record, dict) else None
+      if not isinstance(text, str):
+        raise ValueError(f'{where}: no string field data.text_key={text_key!r}.')
+      if not text.strip():
+        continue
+      spans = {}
+      for key, field in fields.items():
+        pairs = record.get(field, [])
+        valid = isinstance(pairs, list) and all(
+          isinstance(p, list | tuple) and len(p) == 2 and 0 <= p[0] < p[1] <= len(text)
+          for p in pairs
+        )
+        if not valid:
+          raise ValueError(
+            f'{where}: field {field!r} must be a list of [start, end) character offsets '
+            f'within the text (0 <= start < end <= {len(text)}); got {str(pairs)[:80]}.'
           )
-          if not valid:
-            raise ValueError(
-              f'{where}: field {field!r} must be a list of [start, end) character offsets '
-              f'within the text (0 <= start < end <= {len(text)}); got {str(pairs)[:80]}.'
-            )
-          spans[key] = [(int(a), int(b)) for a, b in pairs]
-        documents.append(SpannedText(text, spans) if fields else text)
+        spans[key] = [(int(a), int(b)) for a, b in pairs]
+      documents.append(SpannedText(text, spans) if fields else text)
   return documents
 
 

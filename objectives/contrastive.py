@@ -27,7 +27,7 @@ def make_rows(objective_cfg, stream, docs, tokenizer, *, seq_len, seed, shard, n
   from data import parallel_pairs  # Grain: imported only by the input pipeline, not the train step.
 
   del docs, seed
-  return parallel_pairs.ParallelPairs(
+  return parallel_pairs.parallel_pair_rows(
     stream,
     tokenizer,
     joint=False,

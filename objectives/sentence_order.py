@@ -25,7 +25,7 @@ def make_rows(objective_cfg, stream, docs, tokenizer, *, seq_len, seed, shard, n
   """The loader's rows: one [CLS] A [SEP] B [SEP] pair per row (data/sentence_pairs.py)."""
   from data import sentence_pairs  # Grain: imported only by the input pipeline, not the train step.
 
-  return sentence_pairs.SentencePairs(
+  return sentence_pairs.sentence_pair_rows(
     stream,
     docs,
     tokenizer,

@@ -26,7 +26,7 @@ def make_rows(objective_cfg, stream, docs, tokenizer, *, seq_len, seed, shard, n
   from data import parallel_pairs  # Grain: imported only by the input pipeline, not the train step.
 
   del docs, seed  # Read in order; nothing is drawn.
-  return parallel_pairs.ParallelPairs(
+  return parallel_pairs.parallel_pair_rows(
     stream,
     tokenizer,
     joint=True,

@@ -31,7 +31,7 @@ def _rows(joint, n=None, seq_len=32, max_pairs=8, state=None, docs=None):
   stream = grain.MapDataset.source(docs).map_with_index(
     lambda i, t: {'text': t, 'epoch': 0, 'doc': i}
   )
-  pairs = parallel_pairs.ParallelPairs(
+  pairs = parallel_pairs.parallel_pair_rows(
     stream.to_iter_dataset(),
     _Tokenizer(),
     joint=joint,

@@ -42,7 +42,7 @@ def _rows(kind, n, seq_len=48, short_seq_prob=0.1, seed=0, state=None, docs=None
   stream = stream.map_with_index(
     lambda i, it: {'text': it[1], 'epoch': i // len(docs), 'doc': it[0]}
   )
-  pairs = sentence_pairs.SentencePairs(
+  pairs = sentence_pairs.sentence_pair_rows(
     stream.to_iter_dataset(),
     source,
     tokenizer,
