@@ -16,6 +16,7 @@ the uninterrupted run would have seen.
 """
 
 import dataclasses
+import functools
 from collections.abc import Callable, Sequence
 
 import grain
@@ -81,7 +82,7 @@ def _read(stream: grain.MapDataset) -> grain.IterDataset:
   return stream.to_iter_dataset(grain.ReadOptions(num_threads=1, prefetch_buffer_size=16))
 
 
-def _tokenized(doc: dict, tokenizer) -> dict:
+def _tokenized(doc: dict, tokenizer, starts_table) -> dict:
   """{'tokens', 'epoch', 'doc'} of a document, and, for a JSONL document with annotated
   spans (data/sources.SpannedText), 'token_arrays': per-token unit starts, one array
   per span kind, which packing carries into the rows (ERNIE's entity_starts, ...)."""
@@ -90,8 +91,9 @@ def _tokenized(doc: dict, tokenizer) -> dict:
   if not spans:
     return {'tokens': tokenizer.encode(text), 'epoch': doc['epoch'], 'doc': doc['doc']}
   ids, ends = tokenizer.encode_with_offsets(text)
-  table = word_units.word_start_table(tokenizer)
-  arrays = {key: word_units.span_unit_starts(ids, ends, s, table) for key, s in spans.items()}
+  arrays = {
+    key: word_units.span_unit_starts(ids, ends, s, starts_table()) for key, s in spans.items()
+  }
   return {'tokens': ids, 'epoch': doc['epoch'], 'doc': doc['doc'], 'token_arrays': arrays}
 
 
@@ -114,7 +116,9 @@ def _shard_rows(
     return make_rows(
       _read(stream), docs, tokenizer, seq_len=seq_len, seed=seed, shard=shard, num_shards=num_shards
     )
-  tokens = _read(stream.map(lambda doc: _tokenized(doc, tokenizer)))
+  # The word-start table is built once per shard, and only if a document has spans.
+  starts_table = functools.cache(lambda: word_units.word_start_table(tokenizer))
+  tokens = _read(stream.map(lambda doc: _tokenized(doc, tokenizer, starts_table)))
   prefix_id, suffix_id = (getattr(tokenizer, name) for name in framing)
   return PackedRows(
     tokens,
