@@ -1,9 +1,16 @@
-"""Evaluate the newest checkpoint of a run on its held-out split.
+"""Evaluate a run, or gather many runs into a paper-style table.
 
   python eval.py --config configs/quickstart.py --workdir /tmp/quickstart
+  python eval.py --config configs/glue.py:sst2 --workdir /tmp/sst2 --config.init_from=CKPT
+  python eval.py --table glue --runs '/tmp/glue/*/seed*' [--out /tmp/glue_table]
 
-Prints a table and writes <workdir>/eval.json (MLM: loss, accuracy and
-perplexity over masked tokens; CLM: loss, accuracy and perplexity).
+With --config, prints a table and writes <workdir>/eval.json: for pretraining
+objectives the held-out loss, accuracy and perplexity of the newest checkpoint;
+for a fine-tuning task the task's official metrics of the best checkpoint on its
+dev split(s) (training/evaluation.py). With --table, reads the eval.json of every
+run directory matching --runs and prints per task the median and mean over seeds,
+the benchmark average and the published reference (training/results_table.py);
+--out also writes <out>.md and <out>.json.
 """
 
 from absl import app, flags
@@ -13,11 +20,22 @@ from training import launch
 
 _CONFIG = config_flags.DEFINE_config_file('config', None, 'Experiment config file.')
 _WORKDIR = flags.DEFINE_string('workdir', None, 'Run directory holding checkpoints/.')
-flags.mark_flags_as_required(['config', 'workdir'])
+_TABLE = flags.DEFINE_string('table', None, "Gather runs into a table: 'glue', 'squad', 'conll'.")
+_RUNS = flags.DEFINE_string('runs', None, "With --table: glob of run directories ('**' allowed).")
+_OUT = flags.DEFINE_string('out', None, 'With --table: also write <out>.md and <out>.json.')
 
 
 def main(argv):
   del argv
+  if _TABLE.value:
+    if not _RUNS.value:
+      raise app.UsageError('--table needs --runs, a glob of run directories.')
+    from training import results_table
+
+    results_table.main(_TABLE.value, _RUNS.value, _OUT.value)
+    return
+  if _CONFIG.value is None or not _WORKDIR.value:
+    raise app.UsageError('Pass --config and --workdir (or --table and --runs).')
   launch.initialize_distributed()
   from training import evaluation  # After distributed init.
 

@@ -19,6 +19,7 @@ def get_config() -> config_dict.ConfigDict:
   c.keep_checkpoints = 3  # Newest checkpoints kept in --workdir/checkpoints.
   c.eval_every_steps = 500  # Held-out evaluation cadence during training (0: never).
   c.eval_steps = 0  # Batches per evaluation; 0 means the whole held-out split.
+  c.init_from = ''  # Fine-tuning: a train.py run dir or a converted checkpoint to start from.
   c.peak_flops_per_device = 0.0  # FLOP/s for MFU; 0 measures a matmul peak on this device.
 
   c.model = config_dict.ConfigDict()
@@ -45,7 +46,8 @@ def get_config() -> config_dict.ConfigDict:
   c.objective.dupe_factor = 0  # MLM: static masks cycled over this many copies (BERT); 0: dynamic.
 
   c.data = config_dict.ConfigDict()
-  c.data.source = 'embedded'  # 'embedded' (pydoc topics, offline), 'tfds', 'text' or 'jsonl'.
+  c.data.source = 'embedded'  # 'embedded' (pydoc topics, offline), 'tfds', 'text' or 'jsonl';
+  # fine-tuning: a task source, 'glue', 'conll' or 'squad' (data/tasks.py).
   c.data.tfds_name = ''  # TFDS dataset name, e.g. 'wikipedia/20230601.en' or 'c4/en'.
   c.data.tfds_split = 'train'  # TFDS split to train on.
   c.data.tfds_eval_split = 'validation'  # TFDS split to evaluate on.
@@ -55,6 +57,12 @@ def get_config() -> config_dict.ConfigDict:
   c.data.span_fields = ''  # JSONL spans as row arrays, 'entity_starts:entities,...' (ERNIE).
   c.data.eval_text_files = ''  # Globs of held-out text files; '' holds out eval_fraction.
   c.data.eval_fraction = 0.05  # Held-out documents when no eval split or files are given.
+  c.data.task = ''  # GLUE task of data.source='glue': cola, sst2, mrpc, stsb, qqp, mnli, ...
+  c.data.glue_dir = ''  # GLUE download-script layout (<dir>/SST-2/train.tsv); '' reads TFDS glue/*.
+  c.data.conll_dir = ''  # CoNLL-2003 train.txt / valid.txt / test.txt (data.source='conll').
+  c.data.squad_file = ''  # SQuAD train JSON ('' reads TFDS data.tfds_name, e.g. 'squad/v1.1').
+  c.data.eval_squad_file = ''  # SQuAD dev JSON.
+  c.data.eval_split = ''  # Task eval split(s), comma-separated; '' is the task's dev split.
   c.data.num_shards = 0  # Logical data shards; 0 means one per process.
   c.data.tokenizer_path = ''  # SentencePiece .model or WordPiece vocab.txt; '' trains one.
   c.data.vocab_size = 4096  # SentencePiece vocabulary trained when no tokenizer_path is set.

@@ -169,18 +169,37 @@ def _render_pairs(batch: dict, row: int, tokenizer, text: _PieceText, shown: int
   return lines
 
 
+def _render_example(batch: dict, row: int, tokenizer, text: _PieceText) -> list[str]:
+  """A fine-tuning example: its label, then its text with ‖1 where the second text starts."""
+  del tokenizer  # The pieces are enough.
+  real = batch['segment_ids'][row] > 0
+  ids, types = batch['inputs'][row][real], batch['token_types'][row][real]
+  first_b = int(np.argmax(types == 1)) if (types == 1).any() else len(ids)
+  label = float(batch['label'][row])
+  shown = f'{label:g}' if label != int(label) else str(int(label))
+  body = text.join(ids[:first_b]) + (
+    ' ‖1 ' + text.join(ids[first_b:]) if first_b < len(ids) else ''
+  )
+  return [
+    f'label {shown}, example id {int(batch["example_id"][row])}, {len(ids)} tokens',
+    '  ' + body,
+  ]
+
+
 # Each rendering and its legend, by the objective's SHOW.
 _RENDERERS = {
   'masked': _render_masked,
   'causal': _render_causal,
   'seq2seq': _render_seq2seq,
   'pairs': _render_pairs,
+  'example': _render_example,
 }
 _MARKS = {
   'masked': 'predicted positions: [MASK→original], {random→original}, <kept>',
   'causal': 'next-token prediction within each segment',
   'seq2seq': 'encoder input (corrupted) and decoder target of each packed pair',
   'pairs': 'kept words of each segment (centers with a context counted), then sample centers',
+  'example': 'one task example per row: its label and its text (‖1: the second text)',
 }
 
 
@@ -189,7 +208,8 @@ def _json_line(batch: dict, row: int, example: int, tokenizer) -> str:
   for name, value in batch.items():
     record[name] = np.asarray(value)[row].tolist()  # Ints stay ints, float weights floats.
   record['tokens'] = [tokenizer.id_to_piece(i) for i in batch['inputs'][row]]
-  record['targets_pieces'] = [tokenizer.id_to_piece(i) for i in batch['targets'][row]]
+  if 'targets' in batch:  # Fine-tuning rows carry labels instead.
+    record['targets_pieces'] = [tokenizer.id_to_piece(i) for i in batch['targets'][row]]
   return json.dumps(record, ensure_ascii=False)
 
 

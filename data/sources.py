@@ -23,7 +23,9 @@ from collections.abc import Sequence
 
 from ml_collections import config_dict
 
-SOURCES = ('embedded', 'text', 'jsonl', 'tfds')
+from data import tasks
+
+SOURCES = ('embedded', 'text', 'jsonl', 'tfds', *tasks.SOURCES)
 SPLITS = ('train', 'eval')
 
 
@@ -302,4 +304,6 @@ def load_documents(data_config: config_dict.ConfigDict, split: str) -> Sequence[
     return _hold_out(documents, split, data_config.eval_fraction, 'data.text_files')
   if source == 'tfds':
     return _tfds_documents(data_config, split)
+  if source in tasks.SOURCES:  # Fine-tuning: one record per example, not document strings.
+    return tasks.load_examples(data_config, split)
   raise ValueError(f'data.source={source!r} is unknown; use one of {SOURCES}.')

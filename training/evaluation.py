@@ -4,9 +4,11 @@ import json
 import os
 
 import jax
+import numpy as np
 
+from data import tasks
 from objectives import metrics as metrics_lib
-from training import partitioning
+from training import best_checkpoint, partitioning
 from training import run as run_lib
 
 
@@ -33,8 +35,74 @@ def evaluate(run: run_lib.Run, params, eval_step) -> dict:
   return {**values, 'batches': batches, 'rows': rows}
 
 
+def is_task(objective) -> bool:
+  """A downstream-task objective scores predictions over the whole split (F1, MCC, ...)."""
+  return hasattr(objective, 'predict_fn')
+
+
+def predict_split(run: run_lib.Run, params, predict_step, eval_split: str) -> dict:
+  """Per-example outputs of `predict_step` over one eval split, in loader order.
+
+  Returns:
+    {name: np.ndarray [examples, ...]} with 'example_id' (the record index); the
+    padding rows of the last batch (example_id -1) are dropped, so every example
+    of the split appears exactly once.
+  """
+  loader = run.exp.loader('eval', run.shards, eval_split=eval_split, pad_after_end=True)
+  parts = []
+  while True:
+    batch = next(loader)
+    outputs = predict_step(params, partitioning.global_batch(batch, run.batch_sharding))
+    outputs = jax.tree.map(np.asarray, outputs)  # Replicated: every process holds all rows.
+    keep = outputs['example_id'] >= 0
+    if not keep.any():
+      break
+    parts.append({name: value[keep] for name, value in outputs.items()})
+  if not parts:
+    raise ValueError(f'The evaluation split {eval_split!r} produced no example: is it empty?')
+  return {name: np.concatenate([p[name] for p in parts]) for name in parts[0]}
+
+
+def evaluate_task(run: run_lib.Run, params, predict_step) -> dict:
+  """The task's metrics on each of its eval splits (data/tasks.eval_splits).
+
+  Returns:
+    {'metrics': {name: value}, 'scores': {column: fraction}, 'examples': {split: n}};
+    with several splits (MNLI matched / mismatched) the names get the split's suffix
+    ('mnli_m', 'mnli_mm').
+  """
+  config, objective = run.config, run.exp.objective
+  splits = tasks.eval_splits(config.data)
+  result = {'metrics': {}, 'scores': {}, 'examples': {}}
+  for split in splits:
+    outputs = predict_split(run, params, predict_step, split)
+    ids = outputs['example_id']
+    records = run.exp.documents('eval', split)
+    if len(ids) != len(records) or len(np.unique(ids)) != len(records):
+      raise AssertionError(
+        f'Evaluation saw {len(ids)} rows ({len(np.unique(ids))} distinct examples) of the '
+        f'{len(records)} in split {split!r}.'
+      )
+    values = objective.evaluate_predictions(config.objective, outputs, records)
+    suffix = '_' + _SPLIT_SUFFIX.get(split, split) if len(splits) > 1 else ''
+    result['metrics'].update({k + suffix: v for k, v in values['metrics'].items()})
+    result['scores'].update({k + suffix: v for k, v in values['scores'].items()})
+    result['examples'][split] = len(records)
+  return result
+
+
+# Short names of evaluation splits in score columns (the GLUE table's MNLI-m / MNLI-mm).
+_SPLIT_SUFFIX = {'dev_matched': 'm', 'dev_mismatched': 'mm'}
+
+
 def evaluate_checkpoint(config, workdir: str) -> dict:
-  """Restores the newest checkpoint in `workdir` and evaluates it; returns the figures."""
+  """Evaluates a run and writes `<workdir>/eval.json`; returns the figures.
+
+  Pretraining objectives: the newest checkpoint on the held-out split. Task objectives:
+  the best checkpoint (`<workdir>/best`, kept during fine-tuning), or the newest when
+  the run kept none, on every eval split; eval.json then carries what the results
+  table gathers (benchmark, task, seed, scores, the config's published reference).
+  """
   run = run_lib.Run(config, workdir)
   step = run.checkpointer.latest_step()
   if step is None:
@@ -43,13 +111,43 @@ def evaluate_checkpoint(config, workdir: str) -> dict:
   state, _, meta = run.checkpointer.restore(step, abstract)
   run.checkpointer.close()
   run_lib.check_tokenizer(meta, run.exp, run.checkpointer.directory)
-  values = evaluate(run, state.params, run.eval_step(shardings.params))
-  result = {'step': step, 'objective': config.objective.module, **values}
+  if is_task(run.exp.objective):
+    result = _evaluate_task_run(run, workdir, state.params, abstract.params, shardings.params)
+    rows = {**result['metrics'], **{f'score/{k}': v for k, v in result['scores'].items()}}
+    rows = {'step': result['step'], 'checkpoint': result['checkpoint'], **rows}
+  else:
+    values = evaluate(run, state.params, run.eval_step(shardings.params))
+    result = rows = {'step': step, 'objective': config.objective.module, **values}
   if jax.process_index() == 0:
-    print(f'{"metric":<12} {"value":>12}')
-    for name, value in result.items():
+    print(f'{"metric":<16} {"value":>12}')
+    for name, value in rows.items():
       text = f'{value:>12.4f}' if isinstance(value, float) else f'{value!s:>12}'
-      print(f'{name:<12} {text}')
+      print(f'{name:<16} {text}')
     with open(os.path.join(workdir, 'eval.json'), 'w') as f:
       json.dump(result, f, indent=2)
   return result
+
+
+def _evaluate_task_run(run, workdir: str, latest_params, abstract_params, param_shardings):
+  best = best_checkpoint.BestCheckpoint(workdir)
+  if best.step() is not None:
+    step, checkpoint, params = best.step(), 'best', best.restore_params(abstract_params)
+  else:
+    step, checkpoint, params = run.checkpointer.latest_step(), 'latest', latest_params
+  best.close()
+  values = evaluate_task(run, params, run.predict_step(param_shardings))
+  config = run.config
+  reference = config.get('reference', None)
+  return {
+    'step': step,
+    'checkpoint': checkpoint,
+    'objective': config.objective.module,
+    'benchmark': config.get('benchmark', '') or config.data.source,
+    'task': config.objective.get('task', '') or config.data.get('task', ''),
+    'seed': config.seed,
+    'model': config.get('init_from', '') or config.model.preset,
+    'metrics': values['metrics'],
+    'scores': values['scores'],
+    'examples': values['examples'],
+    'reference': None if reference is None else reference.to_dict(),
+  }

@@ -78,7 +78,10 @@ def model_config(config, vocab_size: int):
       overrides[field] = config.model[field]
   if config.model.dropout_rate is not None and 'attention_dropout_rate' in fields:
     overrides.update(attention_dropout_rate=config.model.dropout_rate)
-  cfg = presets.get_config(config.model.preset, **overrides)
+  if config.get('init_from', ''):
+    cfg = _fine_tuned_config(config, overrides)
+  else:
+    cfg = presets.get_config(config.model.preset, **overrides)
   max_positions = getattr(cfg, 'max_positions', None)
   if max_positions is not None and config.seq_len > max_positions:
     raise ValueError(
@@ -86,3 +89,25 @@ def model_config(config, vocab_size: int):
       f'{config.model.preset!r}.'
     )
   return cfg
+
+
+def _fine_tuned_config(config, overrides: dict):
+  """The config of `init_from`'s model with the run's dtype, dropout and adapter overrides;
+  its sizes are the checkpoint's (a size set in config.model is an error)."""
+  from training import pretrained
+
+  cfg = pretrained.describe(config.init_from).config
+  sizes = [
+    k for k in ('num_layers', 'd_model', 'num_heads', 'mlp_dim', 'embed_dim') if k in overrides
+  ]
+  if sizes:
+    raise ValueError(
+      f'config.model.{sizes[0]} is set, but the model is sized by init_from={config.init_from}.'
+    )
+  if overrides['vocab_size'] != cfg.vocab_size:
+    raise ValueError(
+      f'The tokenizer has {overrides["vocab_size"]} pieces but init_from={config.init_from} '
+      f"has {cfg.vocab_size} embeddings: use the checkpoint's tokenizer (leave "
+      'data.tokenizer_path empty).'
+    )
+  return dataclasses.replace(cfg, **overrides)

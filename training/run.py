@@ -67,3 +67,15 @@ class Run:
       model=self.model,
       loss_fn=self.exp.objective.loss_fn,
     )
+
+  def predict_step(self, param_shardings):
+    """A task objective's `predict_fn` jitted over the mesh (training/evaluation.py)."""
+    return state_lib.jit_eval_step(
+      param_shardings,
+      self.batch_sharding,
+      mesh=self.mesh,
+      rules=self.rules,
+      step_fn=state_lib.predict_step,
+      model=self.model,
+      predict_fn=self.exp.objective.predict_fn,
+    )

@@ -84,6 +84,11 @@ def eval_step(params, batch: dict, *, model, loss_fn):
   return dict(metrics, rows=(rows, jnp.float32(1.0)))
 
 
+def predict_step(params, batch: dict, *, model, predict_fn):
+  """A task objective's per-row outputs, with each row's example id (-1: padding)."""
+  return dict(predict_fn(params, batch, model=model), example_id=batch['example_id'])
+
+
 def jit_train_step(state_shardings, batch_shardings, *, mesh, rules, **kwargs):
   """The train step jitted with explicit shardings and the state donated."""
   replicated = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
@@ -96,10 +101,11 @@ def jit_train_step(state_shardings, batch_shardings, *, mesh, rules, **kwargs):
   return _under_rules(step, mesh, rules)
 
 
-def jit_eval_step(param_shardings, batch_shardings, *, mesh, rules, **kwargs):
+def jit_eval_step(param_shardings, batch_shardings, *, mesh, rules, step_fn=eval_step, **kwargs):
+  """`eval_step` (or `predict_step`) jitted; its outputs replicated on every device."""
   replicated = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
   step = jax.jit(
-    functools.partial(eval_step, **kwargs),
+    functools.partial(step_fn, **kwargs),
     in_shardings=(param_shardings, batch_shardings),
     out_shardings=replicated,
   )

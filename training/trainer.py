@@ -9,7 +9,7 @@ from collections.abc import Callable
 import jax
 
 from objectives import metrics as metrics_lib
-from training import evaluation, flops, optimizers, partitioning
+from training import best_checkpoint, evaluation, flops, optimizers, partitioning, pretrained
 from training import logging as logging_lib
 from training import run as run_lib
 from training import state as state_lib
@@ -36,6 +36,8 @@ def train(config, workdir: str, after_step: Callable[[int], None] | None = None)
     state, shardings = state_lib.create(
       run.model, run.tx, mesh=run.mesh, rules=run.rules, seed=cfg.seed, seq_len=cfg.seq_len
     )
+    if cfg.get('init_from', ''):
+      state = _init_from_pretrained(state, shardings, run, writer)
   else:
     abstract, shardings = run.abstract_state()
     state, data_state, meta = run.checkpointer.restore(latest, abstract)
@@ -62,7 +64,9 @@ def train(config, workdir: str, after_step: Callable[[int], None] | None = None)
     tx=run.tx,
     seed=cfg.seed,
   )
-  eval_step = run.eval_step(shardings.params)
+  task = evaluation.is_task(exp.objective)
+  eval_step = (run.predict_step if task else run.eval_step)(shardings.params)
+  best = best_checkpoint.BestCheckpoint(workdir) if task else None
   schedule = optimizers.learning_rate_schedule(cfg.optimizer, cfg.total_steps)
   tokens_per_step = cfg.batch_size * cfg.seq_len
   flops_per_token = flops.model_flops_per_token(run.model, exp.model_cfg, cfg.seq_len)
@@ -95,7 +99,13 @@ def train(config, workdir: str, after_step: Callable[[int], None] | None = None)
       writer.progress(step, values, seconds)
       logged, last_log, last_time, acc = values, step, time.time(), None
     if cfg.eval_every_steps and (step % cfg.eval_every_steps == 0 or step == cfg.total_steps):
-      eval_values = evaluation.evaluate(run, state.params, eval_step)
+      if task:
+        result = evaluation.evaluate_task(run, state.params, eval_step)
+        eval_values = {**result['metrics'], **result['scores']}
+        if best.update(step, state.params, next(iter(result['scores'])), result):
+          eval_values['best_step'] = step
+      else:
+        eval_values = evaluation.evaluate(run, state.params, eval_step)
       writer.write(step, eval_values, prefix='eval/')
       writer.info(f'eval at step {step}: ' + _format(eval_values))
       last_time = time.time()  # Evaluation time is not training time.
@@ -103,8 +113,25 @@ def train(config, workdir: str, after_step: Callable[[int], None] | None = None)
     if after_step is not None:
       after_step(step)
   run.checkpointer.close()
+  if best is not None:
+    best.close()
   writer.close()
   return logged
+
+
+def _init_from_pretrained(state, shardings, run, writer):
+  """The fresh state with the pretrained weights of `init_from` in place, and the optimizer
+  state built from them (RecAdam's anchor is the pretrained point)."""
+  cfg = run.config
+  loaded = pretrained.load_params(pretrained.describe(cfg.init_from))
+  params, report = pretrained.merge(state.params, loaded, shardings.params)
+  writer.info(
+    f'init_from {cfg.init_from}: {len(report["loaded"])} pretrained tensors loaded, '
+    f'{len(report["fresh"])} initialized fresh ({", ".join(report["fresh"][:6])}'
+    f'{", ..." if len(report["fresh"]) > 6 else ""}), {len(report["unused"])} left unused.'
+  )
+  init_opt = jax.jit(run.tx.init, out_shardings=shardings.opt_state)
+  return state.replace(params=params, opt_state=init_opt(params))
 
 
 def _format(values: dict) -> str:

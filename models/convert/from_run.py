@@ -25,19 +25,19 @@ def is_run(path: str) -> bool:
 
 
 def _tokenizer_file(workdir: str, config) -> str:
-  kept = glob.glob(os.path.join(workdir, 'tokenizer', '*'))  # The trainer's copy.
+  kept = sorted(glob.glob(os.path.join(workdir, 'tokenizer', '*.model')))  # The trainer's copy.
+  kept += sorted(glob.glob(os.path.join(workdir, 'tokenizer', '*.txt')))
   path = config.data.tokenizer_path or (kept[0] if kept else '')
   if not path or not os.path.exists(path):
     raise FileNotFoundError(f'{workdir}: no tokenizer in {workdir}/tokenizer.')
   return path
 
 
-def load_run(workdir: str, family_name: str) -> Converted:
-  """The newest checkpoint of run `workdir` as a `Converted` of family `family_name`."""
+def run_model(workdir: str):
+  """(model config with looped layers, tokenizer path) of run `workdir`, without weights."""
   import json
 
   import ml_collections
-  import orbax.checkpoint as ocp
 
   from data import tokenizers
   from training import model_setup
@@ -45,8 +45,19 @@ def load_run(workdir: str, family_name: str) -> Converted:
   with open(os.path.join(workdir, 'config.json')) as f:
     config = ml_collections.ConfigDict(json.load(f))
   tokenizer_path = _tokenizer_file(workdir, config)
-  tokenizer = tokenizers.load_tokenizer(tokenizer_path)
-  cfg = model_setup.model_config(config, tokenizer.vocab_size)
+  cfg = model_setup.model_config(config, tokenizers.load_tokenizer(tokenizer_path).vocab_size)
+  if getattr(cfg, 'scan_layers', False):
+    cfg = cfg.replace(scan_layers=False, remat='none')  # latest_params loops the layers.
+  return cfg, tokenizer_path
+
+
+def latest_params(workdir: str) -> tuple[dict, int]:
+  """(params as NumPy arrays, layers looped; step) of run `workdir`'s newest checkpoint;
+  the optimizer state stays behind."""
+  import json
+
+  import orbax.checkpoint as ocp
+
   manager = ocp.CheckpointManager(os.path.join(workdir, 'checkpoints'), item_names=('state',))
   step = manager.latest_step()
   if step is None:
@@ -54,9 +65,16 @@ def load_run(workdir: str, family_name: str) -> Converted:
   restored = manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore()))
   manager.close()
   params = scan.jax_to_numpy(restored.state['params'])
-  if cfg.scan_layers:
-    params = scan.to_looped(params)
-    cfg = cfg.replace(scan_layers=False, remat='none')
+  with open(os.path.join(workdir, 'config.json')) as f:
+    if json.load(f)['model'].get('scan_layers'):
+      params = scan.to_looped(params)
+  return params, step
+
+
+def load_run(workdir: str, family_name: str) -> Converted:
+  """The newest checkpoint of run `workdir` as a `Converted` of family `family_name`."""
+  cfg, tokenizer_path = run_model(workdir)
+  params, step = latest_params(workdir)
   family = convert.get_family(family_name)
   models = {name: head.model(cfg) for name, head in family.heads.items()}
   heads = mapping.check_tree(mapping.flatten(params), models, family.stack)

@@ -1,0 +1,237 @@
+"""Fine-tuning through train.py's loop: task rows, exact eval counts, best checkpoint,
+init_from, eval.json and the results table, on GLUE-layout fixtures the tests write."""
+
+import functools
+import json
+import os
+import random
+
+import jax
+import numpy as np
+import pytest
+
+from configs import glue as glue_config
+from configs import quickstart
+from data import tasks
+from data.tokenizers import load_tokenizer
+from training import best_checkpoint, evaluation, pretrained, results_table, trainer
+from training import run as run_lib
+from training import state as state_lib
+
+_GOOD = ('great', 'wonderful', 'excellent', 'lovely', 'superb')
+_BAD = ('awful', 'terrible', 'horrible', 'dreadful', 'poor')
+_FILLER = ('the', 'film', 'was', 'a', 'story', 'of', 'people', 'and', 'it', 'this', 'plot')
+
+
+def _sentence(rng: random.Random, positive: bool) -> str:
+  words = rng.choices(_FILLER, k=rng.randint(3, 8))
+  words.insert(rng.randint(0, len(words)), rng.choice(_GOOD if positive else _BAD))
+  return ' '.join(words)
+
+
+def write_sst2(glue_dir, n_train: int, n_dev: int, seed: int = 0) -> None:
+  """SST-2 in the download script's layout: a header, then sentence<TAB>label."""
+  rng = random.Random(seed)
+  os.makedirs(os.path.join(glue_dir, 'SST-2'), exist_ok=True)
+  for split, n in (('train', n_train), ('dev', n_dev)):
+    with open(os.path.join(glue_dir, 'SST-2', f'{split}.tsv'), 'w') as f:
+      f.write('sentence\tlabel\n')
+      for i in range(n):
+        label = i % 2
+        f.write(f'{_sentence(rng, bool(label))}\t{label}\n')
+
+
+def write_mnli(glue_dir, n: int) -> None:
+  header = 'index\tsentence1\tsentence2\tgold_label\n'
+  labels = ('entailment', 'neutral', 'contradiction')
+  rng = random.Random(1)
+  os.makedirs(os.path.join(glue_dir, 'MNLI'), exist_ok=True)
+  for split in ('train', 'dev_matched', 'dev_mismatched'):
+    with open(os.path.join(glue_dir, 'MNLI', f'{split}.tsv'), 'w') as f:
+      f.write(header)
+      for i in range(n + (split == 'dev_mismatched')):
+        f.write(f'{i}\t{_sentence(rng, True)}\t{_sentence(rng, False)}\t{labels[i % 3]}\n')
+
+
+def tiny(config, spm_path: str, glue_dir, **overrides):
+  """A 2-layer, 64-wide model on the fixture data, sized for a 2-core CPU."""
+  config.data.glue_dir = str(glue_dir)
+  config.data.tokenizer_path = spm_path
+  config.model.preset = 'bert-tiny'
+  config.model.num_layers, config.model.d_model = 2, 64
+  config.model.num_heads, config.model.mlp_dim = 2, 128
+  config.seq_len, config.batch_size = 32, 8
+  config.peak_flops_per_device = 1e9
+  for key, value in overrides.items():
+    target, *path = key.split('.')
+    node = config
+    for name in [target, *path][:-1]:
+      node = node[name]
+    node[[target, *path][-1]] = value
+  return config
+
+
+def test_encode_pair_frames_and_truncates_longest_first(spm_path):
+  tokenizer = load_tokenizer(spm_path)
+  a, b = 'the quick brown fox jumps over the lazy dog again and again', 'a dog'
+  row = tasks.encode_pair(tokenizer, a, b, 12)
+  ids_a, ids_b = tokenizer.encode(a).tolist(), tokenizer.encode(b).tolist()
+  kept_a, kept_b = tasks.truncate_pair(ids_a, ids_b, 12 - 3)
+  assert kept_b == ids_b and kept_a == ids_a[: 9 - len(ids_b)]  # Only the longer one shrinks.
+  expected = [tokenizer.cls_id, *kept_a, tokenizer.sep_id, *kept_b, tokenizer.sep_id]
+  assert row['tokens'].tolist() == expected
+  assert row['token_types'].tolist() == [0] * (len(kept_a) + 2) + [1] * (len(kept_b) + 1)
+  short = tasks.encode_pair(tokenizer, 'a dog', None, 12)
+  n = len(ids_b) + 2
+  assert short['segment_ids'].tolist() == [1] * n + [0] * (12 - n)
+  assert short['positions'][:n].tolist() == list(range(n)) and not short['token_types'].any()
+
+
+def test_classification_loss_by_hand_and_padding_rows_weigh_nothing(spm_path, tmp_path):
+  write_sst2(tmp_path, 8, 8)
+  for task, num_labels in (('sst2', 2), ('stsb', 1)):
+    config = tiny(glue_config.get_config(task), spm_path, tmp_path)
+    run = run_lib.Run(config, str(tmp_path / task))
+    state, _ = state_lib.create(
+      run.model, run.tx, mesh=run.mesh, rules=run.rules, seed=0, seq_len=config.seq_len
+    )
+    tokenizer = run.exp.tokenizer
+    rows = [
+      tasks.encode_pair(tokenizer, _sentence(random.Random(i), True), None, 32) for i in range(3)
+    ]
+    batch = {k: np.stack([r[k] for r in rows]) for k in rows[0]}
+    batch['segment_ids'][2] = 0  # A padding row, as the loader appends to the last eval batch.
+    batch.update(label=np.array([1.0, 0.0, 1.0], np.float32), example_id=np.array([0, 1, -1]))
+    batch = run.exp.objective.make_preprocess(config.objective, tokenizer, 0)(batch)
+    loss_fn = functools.partial(run.exp.objective.loss_fn, rng=None, model=run.model)
+    loss, metrics = jax.jit(loss_fn)(state.params, batch)
+    logits = np.asarray(
+      run.model.apply({'params': state.params}, batch['inputs'], batch['segment_ids'],
+                      batch['positions'], batch['token_types'])
+    )  # fmt: skip
+    assert logits.shape == (3, num_labels)
+    if num_labels == 1:
+      expected = np.mean((logits[:2, 0] - [1.0, 0.0]) ** 2)
+    else:
+      log_p = logits - np.log(np.sum(np.exp(logits), -1, keepdims=True))
+      expected = -np.mean([log_p[0, 1], log_p[1, 0]])
+    np.testing.assert_allclose(float(loss), expected, rtol=1e-5)
+    assert float(metrics['loss'][1]) == 2.0  # Two real rows.
+
+
+def test_eval_sees_every_example_once_across_shards_and_padding(spm_path, tmp_path):
+  write_sst2(tmp_path, 16, 37)  # 37 dev examples: 2 shards x 4 rows leave a padded batch.
+  config = tiny(glue_config.get_config('sst2'), spm_path, tmp_path)
+  config.data.num_shards = 2
+  run = run_lib.Run(config, str(tmp_path / 'run'))
+  state, shardings = state_lib.create(
+    run.model, run.tx, mesh=run.mesh, rules=run.rules, seed=0, seq_len=config.seq_len
+  )
+  outputs = evaluation.predict_split(
+    run, state.params, run.predict_step(shardings.params), eval_split='dev'
+  )
+  assert sorted(outputs['example_id'].tolist()) == list(range(37))
+  labels = [r['label'] for r in run.exp.documents('eval')]
+  np.testing.assert_array_equal(outputs['label'], np.asarray(labels)[outputs['example_id']])
+  result = evaluation.evaluate_task(run, state.params, run.predict_step(shardings.params))
+  assert result['examples'] == {'dev': 37} and set(result['scores']) == {'sst2'}
+
+
+def test_mnli_scores_both_dev_splits_with_their_suffixes(spm_path, tmp_path):
+  write_mnli(tmp_path, 10)
+  config = tiny(glue_config.get_config('mnli'), spm_path, tmp_path)
+  run = run_lib.Run(config, str(tmp_path / 'run'))
+  state, shardings = state_lib.create(
+    run.model, run.tx, mesh=run.mesh, rules=run.rules, seed=0, seq_len=config.seq_len
+  )
+  result = evaluation.evaluate_task(run, state.params, run.predict_step(shardings.params))
+  assert set(result['scores']) == {'mnli_m', 'mnli_mm'}
+  assert result['examples'] == {'dev_matched': 10, 'dev_mismatched': 11}
+
+
+def test_best_checkpoint_keeps_only_improvements_and_survives_reopening(tmp_path):
+  params = {'w': np.zeros(3, np.float32)}
+  best = best_checkpoint.BestCheckpoint(str(tmp_path))
+  values = lambda s: {'scores': {'sst2': s}, 'metrics': {'accuracy': s}}  # noqa: E731
+  assert best.update(10, params, 'sst2', values(0.6))
+  assert not best.update(20, {'w': np.ones(3, np.float32)}, 'sst2', values(0.5))
+  assert best.update(30, {'w': np.full(3, 2.0, np.float32)}, 'sst2', values(0.7))
+  best.close()
+  reopened = best_checkpoint.BestCheckpoint(str(tmp_path))
+  assert reopened.meta()['step'] == 30 and reopened.meta()['score'] == 0.7
+  abstract = {'w': jax.ShapeDtypeStruct((3,), np.float32)}
+  np.testing.assert_array_equal(np.asarray(reopened.restore_params(abstract)['w']), 2.0)
+  assert not reopened.update(30, params, 'sst2', values(0.9))  # A resumed run's repeated step.
+  reopened.close()
+
+
+@pytest.mark.slow
+def test_short_fine_tune_improves_dev_accuracy_and_feeds_the_table(spm_path, tmp_path):
+  """60 steps (batch 8) on a keyword-sentiment fixture: dev accuracy climbs from chance;
+  eval.json reports the best checkpoint and the results table reads it."""
+  glue_dir = tmp_path / 'glue'
+  write_sst2(glue_dir, 320, 64)
+  workdir = str(tmp_path / 'run')
+  config = tiny(glue_config.get_config('sst2'), spm_path, glue_dir)
+  config.total_steps, config.eval_every_steps, config.checkpoint_every_steps = 60, 30, 30
+  config.optimizer.learning_rate, config.optimizer.warmup_steps = 3e-3, 4
+  config.model.dropout_rate = 0.0
+  config.log_every_steps = 10
+  run = run_lib.Run(config, workdir)
+  state, shardings = state_lib.create(
+    run.model, run.tx, mesh=run.mesh, rules=run.rules, seed=0, seq_len=config.seq_len
+  )
+  before = evaluation.evaluate_task(run, state.params, run.predict_step(shardings.params))
+  trainer.train(config, workdir)
+  result = evaluation.evaluate_checkpoint(config, workdir)
+  assert result['checkpoint'] == 'best' and result['step'] in (30, 60)
+  assert result['scores']['sst2'] >= 0.85 > before['scores']['sst2'] + 0.2, (before, result)
+  with open(os.path.join(workdir, 'eval.json')) as f:
+    saved = json.load(f)
+  assert saved['benchmark'] == 'glue' and saved['task'] == 'sst2' and saved['seed'] == 0
+  assert saved['examples'] == {'dev': 64}
+  table = results_table.build_table(results_table.gather(str(tmp_path / 'run*')), 'glue')
+  column = table['columns'][0]
+  assert column['name'] == 'sst2' and column['n'] == 1
+  assert column['median'] == pytest.approx(100 * saved['scores']['sst2'])
+  assert column['reference'] == 93.5
+
+
+@pytest.mark.slow
+def test_init_from_a_pretraining_run_loads_its_encoder(spm_path, tmp_path):
+  """A 3-step MLM run, then fine-tuning from it: the encoder starts at the pretrained
+  values, the pooler and classifier fresh; the tokenizer comes from the run."""
+  pretrain_dir = str(tmp_path / 'mlm')
+  mlm = quickstart.get_config()
+  mlm.data.tokenizer_path = spm_path
+  mlm.model.num_layers, mlm.model.d_model, mlm.model.num_heads, mlm.model.mlp_dim = 2, 64, 2, 128
+  mlm.seq_len, mlm.batch_size, mlm.total_steps, mlm.eval_every_steps = 32, 8, 3, 0
+  mlm.peak_flops_per_device, mlm.optimizer.warmup_steps = 1e9, 1
+  trainer.train(mlm, pretrain_dir)
+
+  write_sst2(tmp_path / 'glue', 16, 8)
+  config = glue_config.get_config('sst2')
+  config.data.glue_dir, config.init_from = str(tmp_path / 'glue'), pretrain_dir
+  config.seq_len, config.batch_size, config.peak_flops_per_device = 32, 8, 1e9
+  described = pretrained.describe(pretrain_dir)
+  assert described.kind == 'run' and described.config.d_model == 64
+  run = run_lib.Run(config, str(tmp_path / 'ft'))
+  assert run.exp.model_cfg.num_layers == 2 and run.exp.model_cfg.dropout_rate == 0.1
+  state, shardings = state_lib.create(
+    run.model, run.tx, mesh=run.mesh, rules=run.rules, seed=0, seq_len=config.seq_len
+  )
+  loaded = pretrained.load_params(described)
+  params, report = pretrained.merge(state.params, loaded, shardings.params)
+  assert any(n.startswith('encoder/') for n in report['loaded'])
+  assert all(n.startswith(('pooler/', 'classifier/')) for n in report['fresh'])
+  assert any(n.startswith('mlm_') for n in report['unused'])
+  flat = jax.tree_util.tree_leaves_with_path(params['encoder'])
+  source = loaded['encoder']
+  for path, leaf in flat:
+    value = source
+    for key in path:
+      value = value[key.key]
+    np.testing.assert_array_equal(np.asarray(leaf), value)
+  config.total_steps, config.eval_every_steps, config.optimizer.warmup_steps = 2, 2, 1
+  trainer.train(config, str(tmp_path / 'ft'))  # The whole path: init_from, then train.
+  assert best_checkpoint.BestCheckpoint(str(tmp_path / 'ft')).step() == 2
