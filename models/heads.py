@@ -379,3 +379,20 @@ class TokenClassifier(nn.Module):
     x = self.encoder(tokens, segment_ids, positions, token_types, deterministic)
     x = self.dropout(x, deterministic=deterministic)
     return self.classifier(x).astype(jnp.float32)  # [batch, length, num_labels]
+
+
+class SpanExtractor(nn.Module):
+  """Fine-tuning head for extractive QA (SQuAD, as BERT's run_squad.py): the encoder, then
+  one linear layer per token to two logits -> start and end logits, each [batch, length].
+  The `encoder` subtree has Backbone's names, so a pretrained backbone loads into it."""
+
+  cfg: TransformerConfig
+
+  def setup(self):
+    self.encoder = transformer.Encoder(self.cfg, name='encoder')
+    self.qa_outputs = _classes_dense(self.cfg, 2, 'qa_outputs')
+
+  def __call__(self, tokens, segment_ids, positions=None, token_types=None, deterministic=True):
+    x = self.encoder(tokens, segment_ids, positions, token_types, deterministic)
+    logits = self.qa_outputs(x).astype(jnp.float32)  # [batch, length, 2]
+    return logits[..., 0], logits[..., 1]

@@ -76,19 +76,29 @@ def evaluate_task(run: run_lib.Run, params, predict_step) -> dict:
   result = {'metrics': {}, 'scores': {}, 'examples': {}}
   for split in splits:
     outputs = predict_split(run, params, predict_step, split)
-    ids = outputs['example_id']
     records = run.exp.documents('eval', split)
-    if len(ids) != len(records) or len(np.unique(ids)) != len(records):
-      raise AssertionError(
-        f'Evaluation saw {len(ids)} rows ({len(np.unique(ids))} distinct examples) of the '
-        f'{len(records)} in split {split!r}.'
-      )
+    _check_coverage(outputs, len(records), split)
     values = objective.evaluate_predictions(config.objective, outputs, records)
     suffix = '_' + _SPLIT_SUFFIX.get(split, split) if len(splits) > 1 else ''
     result['metrics'].update({k + suffix: v for k, v in values['metrics'].items()})
     result['scores'].update({k + suffix: v for k, v in values['scores'].items()})
     result['examples'][split] = len(records)
   return result
+
+
+def _check_coverage(outputs: dict, num_records: int, split: str) -> None:
+  """Every example of the split was predicted, and no row twice: an example's rows
+  (one, or one per window: `feature_index`) each appear exactly once."""
+  ids = outputs['example_id']
+  keys = np.stack([ids, outputs.get('feature_index', np.zeros_like(ids))], axis=-1)
+  distinct = np.unique(ids)
+  if len(np.unique(keys, axis=0)) != len(ids) or not np.array_equal(
+    distinct, np.arange(num_records)
+  ):
+    raise AssertionError(
+      f'Evaluation saw {len(ids)} rows of {len(distinct)} distinct examples; split {split!r} '
+      f'has {num_records} examples.'
+    )
 
 
 # Short names of evaluation splits in score columns (the GLUE table's MNLI-m / MNLI-mm).

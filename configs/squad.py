@@ -1,0 +1,71 @@
+"""SQuAD v1.1 / v2.0 fine-tuning as BERT's run_squad.py (Devlin et al. 2019, Sec. 4.2-4.3).
+
+  python train.py --config configs/squad.py:v1.1 --workdir /tmp/squad11 \\
+      --config.init_from=$BERT_BASE   # a converted checkpoint (models/convert) or a train.py run
+  python eval.py --config configs/squad.py:v1.1 --workdir /tmp/squad11
+  python train.py --config configs/squad.py:v2.0 --workdir /tmp/squad20 \\
+      --config.init_from=$BERT_LARGE
+
+Data: data.squad_file / data.eval_squad_file (train-v1.1.json, dev-v1.1.json from the SQuAD
+site), or TFDS 'squad/v1.1' / 'squad/v2.0' when they are empty (data/tasks.py).
+Rows: [CLS] question (<= 64 tokens) [SEP] document window [SEP], 384 tokens, windows every 128
+document tokens (objectives/span_qa.py, data/squad.py).
+
+Recipe: AdamW, 10% linear warmup then linear decay (run_squad's warmup_proportion 0.1), weight
+decay 0.01, 2 epochs. v1.1: learning rate 3e-5, batch 32 (the BERT README's rate and epochs with
+the paper's batch); 87,599 training questions -> 5,475 steps. v2.0: learning rate 5e-5, batch 48
+(paper, Sec. 4.3); 130,319 questions -> 5,430 steps. Like run_squad.py, steps count questions,
+not windows, so "2 epochs" covers slightly fewer than 2 passes over the windows.
+
+Hardware: one accelerator with >= 16 GB (BERT-Base, 384 tokens, batch 32); BERT-Large for v2.0
+wants more memory or a smaller batch. Expected result: not yet measured here. The paper's dev
+scores (c.reference): v1.1 BERT-BASE EM 80.8 / F1 88.5 (Table 2); v2.0 BERT-LARGE EM 78.7 /
+F1 81.9 (Table 3, no-answer threshold tuned on dev, as eval reports squad2_em / squad2_f1).
+"""
+
+from ml_collections import config_dict
+
+from configs import base
+
+_VERSIONS = {
+  # version: (objective.version, preset, learning rate, batch, training questions, reference)
+  'v1.1': (1, 'bert-base', 3e-5, 32, 87_599, ('BERT-BASE', 'Table 2', 80.8, 88.5)),
+  'v2.0': (2, 'bert-large', 5e-5, 48, 130_319, ('BERT-LARGE', 'Table 3', 78.7, 81.9)),
+}
+_EPOCHS = 2
+
+
+def get_config(arg: str = 'v1.1'):
+  if arg not in _VERSIONS:
+    raise ValueError(f'configs/squad.py:{arg}: expected one of {sorted(_VERSIONS)}.')
+  version, preset, lr, batch_size, questions, (model, table, em, f1) = _VERSIONS[arg]
+  c = base.get_config()
+  c.model.preset = preset
+  c.objective.module = 'objectives.span_qa'
+  c.data.source = 'squad'
+  c.data.tfds_name = f'squad/{arg}'  # Read when data.squad_file / eval_squad_file are empty.
+  c.seq_len = 384
+  c.batch_size = batch_size
+  c.total_steps = -(-questions * _EPOCHS // batch_size)  # ceil, as run_squad counts steps.
+  c.optimizer.learning_rate = lr
+  c.optimizer.warmup_steps = c.total_steps // 10
+  c.optimizer.schedule = 'linear'
+  c.optimizer.weight_decay = 0.01
+  c.log_every_steps = 100
+  c.checkpoint_every_steps = 1000
+  c.eval_every_steps = 1000
+  prefix = 'squad2' if version == 2 else 'squad'
+  with c.unlocked():
+    c.objective.task = arg  # The eval.json "task" field.
+    c.objective.version = version  # 2: unanswerable questions, null score and threshold.
+    c.objective.doc_stride = 128  # Document tokens between window starts.
+    c.objective.max_query_length = 64  # Question tokens kept.
+    c.objective.n_best_size = 20  # Start / end candidates per window when decoding.
+    c.objective.max_answer_length = 30  # Longest predicted answer, in tokens.
+    c.reference = config_dict.ConfigDict(
+      {
+        'scores': {f'{prefix}_em': em, f'{prefix}_f1': f1},
+        'source': f'Devlin et al. 2019, {table}, {model} (single), SQuAD {arg} dev',
+      }
+    )
+  return c
