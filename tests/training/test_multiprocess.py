@@ -72,3 +72,60 @@ def _eval_record(workdir: str) -> dict:
   with open(f'{workdir}/metrics.jsonl') as f:
     records = [json.loads(line) for line in f]
   return [r for r in records if 'eval/loss' in r][0]
+
+
+@pytest.mark.slow
+def test_two_process_fine_tuning_scores_every_dev_example_once(tmp_path, spm_path):
+  """GLUE fine-tuning on 2 processes: the per-example predictions of both hosts' shards
+  are gathered (37 dev rows over 2 shards of 4-row batches: the last batch is padded),
+  and the dev score and the kept best checkpoint equal a single process's."""
+  from tests.training.test_finetune import write_sst2
+
+  write_sst2(tmp_path / 'glue', 64, 37)
+  overrides = (
+    '--config.batch_size=8',
+    '--config.seq_len=32',
+    '--config.total_steps=4',
+    '--config.eval_every_steps=4',
+    '--config.log_every_steps=1',
+    '--config.optimizer.warmup_steps=1',
+    '--config.peak_flops_per_device=1e9',
+    '--config.data.num_shards=2',
+    '--config.model.num_layers=2',
+    '--config.model.d_model=64',
+    '--config.model.num_heads=2',
+    '--config.model.mlp_dim=128',
+    f'--config.data.glue_dir={tmp_path / "glue"}',
+    f'--config.data.tokenizer_path={spm_path}',
+  )
+  config = 'configs/glue.py:sst2'
+  single = str(tmp_path / 'single')
+  result = subprocess.run(
+    runs.command('train.py', single, *overrides, config=config),
+    env=runs.env(8), cwd=runs.ROOT, capture_output=True, text=True, timeout=600,
+  )  # fmt: skip
+  assert result.returncode == 0, result.stderr[-4000:]
+  multi = str(tmp_path / 'multi')
+  port = portpicker.pick_unused_port()
+  flags = (f'--coordinator_address=127.0.0.1:{port}', '--num_processes=2')
+  procs = [
+    subprocess.Popen(
+      runs.command('train.py', multi, *overrides, *flags, f'--process_id={i}', config=config),
+      env=runs.env(devices=4),
+      cwd=runs.ROOT,
+      stdout=subprocess.PIPE,
+      stderr=subprocess.PIPE,
+      text=True,
+    )  # fmt: skip
+    for i in range(2)
+  ]
+  for p in procs:
+    _, err = p.communicate(timeout=600)
+    assert p.returncode == 0, err[-4000:]
+  scores = {}
+  for name, workdir in (('single', single), ('multi', multi)):
+    with open(f'{workdir}/metrics.jsonl') as f:
+      scores[name] = [json.loads(line) for line in f if 'eval/sst2' in line][0]
+    assert (tmp_path / name / 'best').is_dir()
+  assert scores['multi']['eval/sst2'] == pytest.approx(scores['single']['eval/sst2'], abs=1e-6)
+  assert scores['multi']['eval/best_step'] == scores['single']['eval/best_step'] == 4
