@@ -16,12 +16,16 @@ position reads `[MASK→original]` if it was replaced by [MASK],
 `‖k` marks where the token type changes to k inside a segment (sentence B of a
 pair, the second language of a translation pair) and NSP / SOP rows show their
 label, UniLM segments their attention kind; for a causal one the segments are shown as text with their predicted count;
+for token tagging (NER) the sentence with /TAG after each labelled word; for extractive
+question answering each window as `question | window` with the gold answer [[marked]];
 for an encoder-decoder (denoising) each packed pair as its encoder input and its
 decoder target. The objective module's `SHOW` picks the rendering.
 `--json`: one object per row holding every array of the batch under its own
-name, plus `tokens` and `targets_pieces` (the pieces of `inputs` and `targets`).
+name, plus `tokens` and `targets_pieces` (the pieces of `inputs` and `targets`); tagging
+rows get `target_tags` (tag names at the labelled positions) instead of `targets_pieces`.
 """
 
+import functools
 import json
 import tempfile
 
@@ -186,6 +190,67 @@ def _render_example(batch: dict, row: int, tokenizer, text: _PieceText) -> list[
   ]
 
 
+def _render_tagging(
+  batch: dict, row: int, tokenizer, text: _PieceText, labels: tuple[str, ...] | None = None
+) -> list[str]:
+  """A tagged sentence: each word's pieces, then /TAG after a word whose first sub-token
+  carries a label (weight > 0). `labels` names the tag ids (the objective's label set);
+  without it the ids are shown."""
+  del tokenizer  # The pieces are enough.
+  real = np.flatnonzero(batch['segment_ids'][row] > 0)
+  inputs, targets, weights = batch['inputs'][row], batch['targets'][row], batch['weights'][row]
+  out, pending = [], ''
+  for p in real:
+    space, shown = text(inputs[p])
+    if space and pending:  # The labelled word ended at the previous piece.
+      out.append(pending)
+      pending = ''
+    out.append((' ' if space else '') + shown)
+    if weights[p] > 0:
+      tag = int(targets[p])
+      pending = '/' + (labels[tag] if labels is not None else str(tag))
+  out.append(pending)
+  return [
+    f'example id {int(batch["example_id"][row])}, {len(real)} tokens, '
+    f'{_plural(int((weights > 0).sum()), "labelled word")}',
+    '  ' + ''.join(out).strip(),
+  ]
+
+
+def _render_spans(batch: dict, row: int, tokenizer, text: _PieceText) -> list[str]:
+  """A question-answering window: the question, then the window's text with the gold
+  answer's tokens between [[ and ]], or '(no answer: [CLS])' when it points at [CLS]."""
+  del tokenizer  # The pieces are enough.
+  example = int(batch['example_id'][row])
+  real = np.flatnonzero(batch['segment_ids'][row] > 0)
+  if example < 0 or not len(real):
+    return ['padding row (example id -1, no tokens)']
+  inputs, types = batch['inputs'][row], batch['token_types'][row]
+  window = real[types[real] == 1][:-1]  # The window's tokens, its closing [SEP] left out.
+  question = real[types[real] == 0][1:-1]  # Between [CLS] and [SEP].
+  start, end = int(batch['start_positions'][row]), int(batch['end_positions'][row])
+  if start == 0:
+    answer = '(no answer: [CLS])'
+    body = text.join(inputs[window])
+  else:
+    answer = f'answer at tokens {start}..{end}'
+    body = ' '.join(
+      part
+      for part in (
+        text.join(inputs[window[window < start]]),
+        '[[' + text.join(inputs[start : end + 1]) + ']]',
+        text.join(inputs[window[window > end]]),
+      )
+      if part
+    )
+  weight = float(batch['weight'][row])
+  return [
+    f'question {example}, window {int(batch["feature_index"][row])}, {len(real)} tokens, '
+    f'{answer}' + ('' if weight > 0 else ' (answer text not found: weight 0)'),
+    '  ' + text.join(inputs[question]) + ' | ' + body,
+  ]
+
+
 # Each rendering and its legend, by the objective's SHOW.
 _RENDERERS = {
   'masked': _render_masked,
@@ -193,6 +258,8 @@ _RENDERERS = {
   'seq2seq': _render_seq2seq,
   'pairs': _render_pairs,
   'example': _render_example,
+  'tagging': _render_tagging,
+  'spans': _render_spans,
 }
 _MARKS = {
   'masked': 'predicted positions: [MASK→original], {random→original}, <kept>',
@@ -200,15 +267,26 @@ _MARKS = {
   'seq2seq': 'encoder input (corrupted) and decoder target of each packed pair',
   'pairs': 'kept words of each segment (centers with a context counted), then sample centers',
   'example': 'one task example per row: its label and its text (‖1: the second text)',
+  'tagging': 'one sentence per row: /TAG after each labelled word (tag of its first sub-token)',
+  'spans': 'one window per row: question | window, the gold answer [[marked]]',
 }
 
 
-def _json_line(batch: dict, row: int, example: int, tokenizer) -> str:
+def _json_line(batch: dict, row: int, example: int, tokenizer, kind: str = '', labels=None) -> str:
+  """One row as JSON. `kind` is the objective's SHOW: a tagging row's targets are tag ids,
+  so it gets 'target_tags' (tag names at labelled positions, null elsewhere) instead of
+  'targets_pieces'; `labels` names the tag ids (ids are kept as strings without it)."""
   record = {'example': example}
   for name, value in batch.items():
     record[name] = np.asarray(value)[row].tolist()  # Ints stay ints, float weights floats.
   record['tokens'] = [tokenizer.id_to_piece(i) for i in batch['inputs'][row]]
-  if 'targets' in batch:  # Fine-tuning rows carry labels instead.
+  if kind == 'tagging':
+    name = (lambda t: labels[t]) if labels is not None else str  # noqa: E731
+    record['target_tags'] = [
+      name(int(t)) if w > 0 else None
+      for t, w in zip(batch['targets'][row], batch['weights'][row], strict=True)
+    ]
+  elif 'targets' in batch:  # Fine-tuning rows carry labels instead.
     record['targets_pieces'] = [tokenizer.id_to_piece(i) for i in batch['targets'][row]]
   return json.dumps(record, ensure_ascii=False)
 
@@ -236,9 +314,14 @@ def show(
   if hasattr(exp.objective, 'show_names'):  # Pieces the objective uses in a role of their own.
     names = exp.objective.show_names(config.objective, tokenizer, config.seq_len)
   text = _PieceText(tokenizer, names)
+  kind = exp.objective.SHOW
+  labels = getattr(exp.objective, 'labels', None)  # A tagging objective's tag names, in id order.
+  render = _RENDERERS[kind]
+  if kind == 'tagging':
+    render = functools.partial(_render_tagging, labels=labels)
   lines = []
   if not as_json:
-    marks = _MARKS[exp.objective.SHOW]
+    marks = _MARKS[kind]
     lines.append(
       f'# {config.objective.module} on the {split} split, {config.seq_len} tokens per row, '
       f'tokenizer {tokenizer.path} ({tokenizer.vocab_size} pieces); {marks}'
@@ -249,9 +332,9 @@ def show(
       if example == num_examples:
         return lines
       if as_json:
-        lines.append(_json_line(batch, row, example, tokenizer))
+        lines.append(_json_line(batch, row, example, tokenizer, kind, labels))
       else:
-        body = _RENDERERS[exp.objective.SHOW](batch, row, tokenizer, text)
+        body = render(batch, row, tokenizer, text)
         lines.append(f'example {example} (batch {batch_index}, row {row}): {body[0]}')
         lines.extend(body[1:])
       example += 1

@@ -29,8 +29,8 @@ from models import heads
 
 # Rows are built by make_rows ([CLS] question [SEP] window [SEP]); nothing is packed.
 FRAMING = ('cls_id', 'sep_id')
-# data.show renders each row's text with the gold answer's tokens counted as "predicted".
-SHOW = 'causal'
+# data.show: question | window, the gold answer in [[...]].
+SHOW = 'spans'
 
 # The row arrays preprocess passes on to the model batch (besides inputs, built from tokens).
 _ROW_KEYS = (

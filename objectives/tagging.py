@@ -102,8 +102,8 @@ class Tagging:
   labels: tuple[str, ...] = CONLL_LABELS
 
   FRAMING = ('cls_id', 'sep_id')  # [CLS] sentence [SEP], as BERT.
-  # data.show: the closest rendering, each row's text and its count of labelled positions.
-  SHOW = 'causal'
+  # data.show: each word with /TAG at its first sub-token.
+  SHOW = 'tagging'
 
   @property
   def label_to_id(self) -> dict[str, int]:

@@ -170,3 +170,80 @@ def test_span_corruption_names_its_sentinels_in_order(workdir, tokenizer):
     # Sentinels appear in order in the encoder, and the decoder writes the same ones.
     assert numbers == list(range(len(numbers))) and len(numbers) > 0, enc
     assert [int(n) for n in re.findall(r'<extra_id_(\d+)>', dec)] == numbers
+
+
+# Fine-tuning rows: CoNLL tagging and SQuAD windows on fixtures, WordPiece vocabularies.
+_CONLL = """-DOCSTART- -X- -X- O
+
+EU NNP B-NP B-ORG
+rejects VBZ B-VP O
+German JJ B-NP B-MISC
+. . O O
+
+Peter NNP B-NP B-PER
+Blackburn NNP I-NP I-PER
+"""
+_SPECIAL = ['[PAD]', '[UNK]', '[CLS]', '[SEP]', '[MASK]']
+
+
+def _tiny_task(config, tmp_path, vocab):
+  (tmp_path / 'vocab.txt').write_text('\n'.join(_SPECIAL + vocab) + '\n', encoding='utf-8')
+  config.data.tokenizer_path = str(tmp_path / 'vocab.txt')
+  config.model.preset = 'bert-tiny'
+  config.batch_size = 8
+  return config
+
+
+def test_tagging_rows_show_each_labelled_word_with_its_tag(tmp_path, monkeypatch):
+  from configs import conll
+  from objectives import tagging
+
+  monkeypatch.setattr(tagging.Tagging, 'SHOW', 'tagging')
+  for split in ('train', 'valid'):
+    (tmp_path / f'{split}.txt').write_text(_CONLL, encoding='utf-8')
+  vocab = ['EU', 're', '##jects', 'German', '.', 'Peter', 'Black', '##burn']
+  config = _tiny_task(conll.get_config(), tmp_path, vocab)
+  config.data.conll_dir, config.seq_len = str(tmp_path), 16
+  lines = show_lib.show(config, str(tmp_path / 'run'), 2, split='eval')
+  assert 'tag of its first sub-token' in lines[0]
+  assert lines[1:] == [
+    'example 0 (batch 0, row 0): example id 0, 7 tokens, 4 labelled words',
+    '  [CLS] EU/B-ORG rejects/O German/B-MISC ./O [SEP]',
+    'example 1 (batch 0, row 1): example id 1, 5 tokens, 2 labelled words',
+    '  [CLS] Peter/B-PER Blackburn/I-PER [SEP]',
+  ]
+  records = _records(show_lib.show(config, str(tmp_path / 'run'), 2, as_json=True, split='eval'))
+  assert 'targets_pieces' not in records[0]  # Tag ids are no vocabulary pieces.
+  assert records[0]['target_tags'][:7] == [None, 'B-ORG', 'O', None, 'B-MISC', 'O', None]
+  assert records[1]['tokens'][:5] == ['[CLS]', 'Peter', 'Black', '##burn', '[SEP]']
+  # Without the label names (a renderer called on its own) the ids are shown.
+  batch = {key: np.asarray(records[1][key])[None] for key in ('inputs', 'targets', 'weights')}
+  batch.update(segment_ids=np.asarray(records[1]['segment_ids'])[None], example_id=np.array([1]))
+  text = show_lib._PieceText(tokenizers.load_tokenizer(str(tmp_path / 'vocab.txt')))
+  assert show_lib._render_tagging(batch, 0, None, text)[1] == '  [CLS] Peter/1 Blackburn/2 [SEP]'
+
+
+def test_span_rows_mark_the_gold_answer_in_its_window(tmp_path, monkeypatch):
+  from configs import squad
+  from objectives import span_qa
+
+  monkeypatch.setattr(span_qa, 'SHOW', 'spans')
+  context = ' '.join(f'w{i}' for i in range(10)) + ' the big red cat sat on the mat .'
+  answer = {'text': 'the mat', 'answer_start': context.index('the mat')}
+  qas = [{'id': 'q0', 'question': 'where is the cat', 'answers': [answer]}]
+  data = {'data': [{'paragraphs': [{'context': context, 'qas': qas}]}]}
+  (tmp_path / 'squad.json').write_text(json.dumps(data), encoding='utf-8')
+  vocab = ['where', 'is', 'the', 'big', 'red', 'cat', 'sat', 'on', 'mat', '.']
+  config = _tiny_task(squad.get_config('v1.1'), tmp_path, vocab + [f'w{i}' for i in range(10)])
+  config.data.squad_file = config.data.eval_squad_file = str(tmp_path / 'squad.json')
+  config.seq_len, config.objective.doc_stride, config.objective.max_query_length = 16, 4, 8
+  # 19 document tokens, 16 - 4 - 3 = 9 per window, every 4: windows from 0, 4, 8 and 12.
+  lines = show_lib.show(config, str(tmp_path / 'run'), 4, split='eval')
+  assert 'gold answer [[marked]]' in lines[0]
+  assert lines[1].endswith('window 0, 16 tokens, (no answer: [CLS])')
+  assert lines[2] == '  where is the cat | w0 w1 w2 w3 w4 w5 w6 w7 w8'
+  assert lines[7].endswith('question 0, window 3, 14 tokens, answer at tokens 10..11')
+  assert lines[8] == '  where is the cat | red cat sat on [[the mat]] .'
+  records = _records(show_lib.show(config, str(tmp_path / 'run'), 4, as_json=True, split='eval'))
+  assert [r['start_positions'] for r in records] == [0, 0, 0, 10]
+  assert records[3]['tokens'][10:12] == ['the', 'mat'] and 'targets_pieces' not in records[3]
