@@ -26,6 +26,7 @@ import argparse
 import dataclasses
 import json
 import os
+import shutil
 import statistics
 import tempfile
 import time
@@ -69,6 +70,7 @@ def task_config(task: str, settings: Settings, seed: int, init_from: str, glue_d
 
 
 def run_ours(config, workdir: str) -> dict:
+  shutil.rmtree(workdir, ignore_errors=True)  # An unfinished run's leftovers would resume.
   start = time.perf_counter()
   trainer.train(config, workdir)
   train_s = time.perf_counter() - start
@@ -172,6 +174,16 @@ def summarize(results: dict) -> tuple[dict, str]:
   return rows, '\n'.join(lines)
 
 
+def _finished_runs(path: str, settings: Settings) -> dict:
+  """{(task, seed): run} of the runs an earlier invocation finished with these settings."""
+  if not os.path.exists(path):
+    return {}
+  with open(path) as f:
+    runs = [json.loads(line) for line in f if line.strip()]
+  wanted = dataclasses.asdict(settings)
+  return {(r['task'], r['seed']): r for r in runs if r['settings'] == wanted}
+
+
 def main(argv=None) -> dict:
   parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
   parser.add_argument('--glue_dir', default='../shared/data/glue')
@@ -183,7 +195,9 @@ def main(argv=None) -> dict:
   parser.add_argument('--seq_len', type=int, default=128)
   parser.add_argument('--learning_rate', type=float, default=5e-5)
   parser.add_argument('--warmup_fraction', type=float, default=0.1)
-  parser.add_argument('--workdir', default=None, help='Default: a temporary directory.')
+  parser.add_argument(
+    '--workdir', default=None, help='Default: a temporary one. Rerun with it to resume.'
+  )
   parser.add_argument('--out', default=None, help='Write <out>.json and <out>.md.')
   args = parser.parse_args(argv)
   import torch
@@ -197,17 +211,25 @@ def main(argv=None) -> dict:
   converted_dir = os.path.join(root, 'minilm')
   if not os.path.exists(os.path.join(converted_dir, 'model.json')):
     hf.import_hf(model_dir, converted_dir, 'bert')
-  results = {}
-  for task in args.tasks.split(','):
-    results[task] = []
-    for seed in (int(s) for s in args.seeds.split(',')):
+  tasks = args.tasks.split(',')
+  results = {task: [] for task in tasks}
+  done = _finished_runs(os.path.join(root, 'runs.jsonl'), settings)
+  for seed in (int(s) for s in args.seeds.split(',')):  # Every task's first seed first.
+    for task in tasks:
+      if (task, seed) in done:  # An interrupted bench resumes with the runs it finished.
+        results[task].append(done[task, seed])
+        continue
       config = task_config(task, settings, seed, converted_dir, os.path.abspath(args.glue_dir))
       ours = run_ours(config, os.path.join(root, f'{task}_seed{seed}'))
       theirs = run_theirs(config, model_dir, os.path.join(root, f'{task}_seed{seed}_hf'))
-      results[task].append({'seed': seed, 'ours': ours, 'theirs': theirs})
+      run = {'task': task, 'seed': seed, 'ours': ours, 'theirs': theirs,
+             'settings': dataclasses.asdict(settings)}  # fmt: skip
+      results[task].append(run)
+      with open(os.path.join(root, 'runs.jsonl'), 'a') as f:
+        f.write(json.dumps(run) + '\n')
       print(f'{task} seed {seed}: ours {100 * ours["score"]:.2f}, theirs '
             f'{100 * theirs["score"]:.2f}', flush=True)  # fmt: skip
-  rows, table = summarize(results)
+  rows, table = summarize({task: runs for task, runs in results.items() if runs})
   record = {'settings': dataclasses.asdict(settings), 'model_dir': model_dir,
             'tasks': rows, 'runs': results}  # fmt: skip
   print(table)
