@@ -47,7 +47,7 @@ def get_config() -> config_dict.ConfigDict:
 
   c.data = config_dict.ConfigDict()
   c.data.source = 'embedded'  # 'embedded' (pydoc topics, offline), 'tfds', 'text' or 'jsonl';
-  # fine-tuning: a task source, 'glue', 'conll' or 'squad' (data/tasks.py).
+  # fine-tuning: a task source, 'glue', 'conll', 'squad', 'fewclue', ... (data/tasks.py).
   c.data.tfds_name = ''  # TFDS dataset name, e.g. 'wikipedia/20230601.en' or 'c4/en'.
   c.data.tfds_split = 'train'  # TFDS split to train on.
   c.data.tfds_eval_split = 'validation'  # TFDS split to evaluate on.
@@ -62,6 +62,10 @@ def get_config() -> config_dict.ConfigDict:
   c.data.conll_dir = ''  # CoNLL-2003 train.txt / valid.txt / test.txt (data.source='conll').
   c.data.squad_file = ''  # SQuAD train JSON ('' reads TFDS data.tfds_name, e.g. 'squad/v1.1').
   c.data.eval_squad_file = ''  # SQuAD dev JSON.
+  c.data.clue_dir = ''  # Chinese task sources' folder: FewCLUE, ChnSentiCorp or THUCNews.
+  c.data.train_split = 'train'  # Chinese task sources: the split to train on.
+  c.data.chinese_chars = False  # Split CJK characters apart (BERT's Chinese rule) before a
+  # SentencePiece model; BERT's WordPiece already does.
   c.data.eval_split = ''  # Task eval split(s), comma-separated; '' is the task's dev split.
   c.data.num_shards = 0  # Logical data shards; 0 means one per process.
   c.data.tokenizer_path = ''  # SentencePiece .model or WordPiece vocab.txt; '' trains one.

@@ -7,17 +7,43 @@ batch exactly as pretraining does. The task objective's `make_rows` turns each
 record into fixed-length rows (objectives/classification.py).
 
 Sources (`data.source`):
-  glue   `data.task` in data/glue.TASKS; files under `data.glue_dir` in the GLUE download
-         script's layout, or TFDS `glue/<task>` when `glue_dir` is empty. Records
-         {'text_a', 'text_b', 'label', 'idx'}.
-  conll  CoNLL-2003 files `train.txt` / `valid.txt` / `test.txt` under `data.conll_dir`.
-         Records {'words', 'tags', 'idx'}.
-  squad  SQuAD JSON files `data.squad_file` / `data.eval_squad_file`, or TFDS
-         `squad/v1.1` / `squad/v2.0` (`data.tfds_name`) when they are empty (data/squad.py).
+  glue          `data.task` in data/glue.TASKS; files under `data.glue_dir` in the GLUE download
+                script's layout, or TFDS `glue/<task>` when `glue_dir` is empty. Records
+                {'text_a', 'text_b', 'label', 'idx'}. A comma list of tasks
+                ('mrpc,rte,stsb') is a multi-task set (MT-DNN, objectives/mtdnn.py), see below.
+  conll         CoNLL-2003 files `train.txt` / `valid.txt` / `test.txt` under `data.conll_dir`.
+                Records {'words', 'tags', 'idx'}.
+  squad         SQuAD JSON files `data.squad_file` / `data.eval_squad_file`, or TFDS
+                `squad/v1.1` / `squad/v2.0` (`data.tfds_name`) when they are empty (data/squad.py).
+  fewclue       FewCLUE task `data.task` (tnews, iflytek, eprstmt, bustm, ocnli, csl, csldcp,
+                cluewsc) under `data.clue_dir` (the folder holding tnews/, iflytek/, ...):
+                train = train_few_all.json; eval splits 'dev' (dev_few_all.json, the default),
+                'test_public' (labelled), or a file stem ('dev_0', ...).
+  chnsenticorp  ChnSentiCorp hotel reviews, `data.clue_dir`/ChnSentiCorp_htl_all.csv: one file,
+                split here by row number: 'test' = rows 0, 10, 20, ..., 'dev' = rows 1, 11,
+                21, ..., 'train' = the other 80%. The file lists positives then negatives, so
+                every split keeps the label ratio (no published split exists for this file).
+  thucnews      THUCNews headlines under `data.clue_dir`: '<split>.txt' with class.txt beside
+                it; eval 'dev' (default) or 'test'. The full release has train.txt (180k); the
+                shared copy only dev.txt / test.txt, so configs/clue.py:thucnews trains on
+                'dev' and evaluates on 'test' (`data.train_split`, read via .get, default
+                'train', names the train file of the Chinese sources).
+The Chinese sources give data/glue.py's record layout (data/clue.py). `data.chinese_chars`
+(.get, default False) puts spaces around every CJK character of the texts
+(data/clue.chinese_char_split), BERT's Chinese pre-tokenization, for a SentencePiece
+vocabulary that would otherwise merge characters into pieces; BERT's WordPiece
+(data/wordpiece.py) already splits CJK characters itself, so it needs no flag.
 
 The eval split is `data.eval_split` ('' takes the task's default: 'dev', MNLI's
 'dev_matched', CoNLL's 'valid'); several comma-separated splits are evaluated one
 after the other (MNLI matched and mismatched), the first choosing the best checkpoint.
+
+Multi-task GLUE (`data.task='mrpc,rte,stsb'`): the train split is the tasks' train
+records concatenated in list order, each tagged with 'task' (its index in the list);
+the loader's per-epoch shuffle of the concatenation then mixes the tasks in
+proportion to their sizes. Eval splits are per task, 'rte:dev' (by default every
+task's dev split(s); a plain 'dev' in `data.eval_split` means each task's 'dev'), and
+each one's records carry the same 'task' tag.
 """
 
 import os
@@ -26,15 +52,52 @@ import numpy as np
 
 from data import glue
 
-SOURCES = ('glue', 'conll', 'squad')
-_DEFAULT_EVAL_SPLIT = {'glue': 'dev', 'conll': 'valid', 'squad': 'validation'}
+CLUE_SOURCES = ('fewclue', 'chnsenticorp', 'thucnews')
+SOURCES = ('glue', 'conll', 'squad', *CLUE_SOURCES)
+_DEFAULT_EVAL_SPLIT = {
+  'glue': 'dev',
+  'conll': 'valid',
+  'squad': 'validation',
+  'fewclue': 'dev',
+  'chnsenticorp': 'dev',
+  'thucnews': 'dev',
+}
+CHNSENTICORP_FILE = 'ChnSentiCorp_htl_all.csv'
+# ChnSentiCorp rows by row number modulo this: remainder 0 -> test, 1 -> dev, else train.
+CHNSENTICORP_EVERY = 10
+
+
+def task_names(data_cfg) -> list[str]:
+  """The task(s) of `data.task`: one name, or several for a multi-task set ('mrpc,rte')."""
+  return [name.strip() for name in (data_cfg.get('task', '') or '').split(',') if name.strip()]
+
+
+def is_multitask(data_cfg) -> bool:
+  return data_cfg.source == 'glue' and len(task_names(data_cfg)) > 1
+
+
+def _glue_default_splits(task: str) -> list[str]:
+  return ['dev_matched', 'dev_mismatched'] if task == 'mnli' else ['dev']
 
 
 def eval_splits(data_cfg) -> list[str]:
-  """The task's evaluation splits, in order (the first one picks the best checkpoint)."""
+  """The task's evaluation splits, in order (the first one picks the best checkpoint).
+
+  A multi-task set names each split 'task:split' ('rte:dev'), by default every task's dev
+  split(s) in the order of `data.task`.
+  """
   names = data_cfg.get('eval_split', '') or ''
+  names = [name.strip() for name in names.split(',') if name.strip()]
+  if is_multitask(data_cfg):
+    tasks = task_names(data_cfg)
+    if not names:
+      return [f'{task}:{split}' for task in tasks for split in _glue_default_splits(task)]
+    qualified = []
+    for name in names:
+      qualified += [name] if ':' in name else [f'{task}:{name}' for task in tasks]
+    return qualified
   if names:
-    return [name.strip() for name in names.split(',') if name.strip()]
+    return names
   if data_cfg.source == 'glue' and data_cfg.task == 'mnli':
     return ['dev_matched']
   return [_DEFAULT_EVAL_SPLIT[data_cfg.source]]
@@ -47,11 +110,27 @@ def load_examples(data_cfg, split: str, eval_split: str | None = None) -> list[d
     raise ValueError(f'data.source={source!r} is not a task source ({SOURCES}).')
   name = 'train' if split == 'train' else (eval_split or eval_splits(data_cfg)[0])
   if source == 'glue':
+    if is_multitask(data_cfg):
+      return _multitask_examples(data_cfg, name)
     if not data_cfg.get('task', ''):
       raise ValueError("data.source='glue' needs data.task, e.g. 'sst2' (configs/glue.py:sst2).")
-    if data_cfg.glue_dir:
-      return glue.read_glue(data_cfg.glue_dir, data_cfg.task, name)
-    return glue.read_tfds(data_cfg.task, name, data_cfg.tfds_data_dir or None)
+    return _glue_examples(data_cfg, data_cfg.task, name)
+  if source in CLUE_SOURCES:
+    if split == 'train':
+      name = data_cfg.get('train_split', '') or 'train'
+    from data import clue  # data/clue.py imports data/sources.py, which imports this module.
+
+    records = _clue_examples(data_cfg, source, name)
+    if data_cfg.get('chinese_chars', False):
+      records = [
+        dict(
+          r,
+          text_a=clue.chinese_char_split(r['text_a']),
+          text_b=None if r['text_b'] is None else clue.chinese_char_split(r['text_b']),
+        )
+        for r in records
+      ]
+    return records
   if source == 'conll':
     from data import conll
 
@@ -66,6 +145,63 @@ def load_examples(data_cfg, split: str, eval_split: str | None = None) -> list[d
   if path:
     return squad.read_squad(path)
   return squad.read_tfds(data_cfg.tfds_name or 'squad/v1.1', name, data_cfg.tfds_data_dir or None)
+
+
+def _glue_examples(data_cfg, task: str, split: str) -> list[dict]:
+  if data_cfg.glue_dir:
+    return glue.read_glue(data_cfg.glue_dir, task, split)
+  return glue.read_tfds(task, split, data_cfg.tfds_data_dir or None)
+
+
+def _multitask_examples(data_cfg, name: str) -> list[dict]:
+  """The train records of every task (name 'train'), or one task's eval split ('rte:dev'),
+  each record tagged with 'task': the task's index in `data.task`."""
+  tasks = task_names(data_cfg)
+  if name == 'train':
+    pairs = [(task, 'train') for task in tasks]
+  else:
+    task, colon, split = name.partition(':')
+    if not colon or task not in tasks:
+      raise ValueError(
+        f'Multi-task eval split {name!r} must be "task:split" with a task of data.task={tasks}.'
+      )
+    pairs = [(task, split)]
+  return [
+    dict(record, task=tasks.index(task))
+    for task, split in pairs
+    for record in _glue_examples(data_cfg, task, split)
+  ]
+
+
+def _clue_examples(data_cfg, source: str, split: str) -> list[dict]:
+  from data import clue
+
+  directory = data_cfg.get('clue_dir', '') or ''
+  if not directory:
+    raise ValueError(
+      f'data.source={source!r} reads its files from data.clue_dir (configs/clue.py), e.g. '
+      '../shared/data/zh/FewCLUE, ../shared/data/zh/ChineseNlpCorpus or ../shared/data/zh/THUCNews.'
+    )
+  if source == 'fewclue':
+    if not data_cfg.get('task', ''):
+      raise ValueError("data.source='fewclue' needs data.task, e.g. 'tnews'.")
+    return clue.read_fewclue(directory, data_cfg.task, split)[0]
+  if source == 'thucnews':
+    path = os.path.join(directory, f'{split}.txt')
+    if not os.path.isfile(path):
+      raise FileNotFoundError(
+        f'THUCNews {split}: no file {path} (the shared copy has only dev.txt and test.txt: '
+        "train with data.train_split='dev' and evaluate with data.eval_split='test')."
+      )
+    return clue.read_thucnews(path)[0]
+  # chnsenticorp: one file, split by row number.
+  remainder = {'test': 0, 'dev': 1}
+  if split not in (*remainder, 'train'):
+    raise ValueError(f"ChnSentiCorp split {split!r}: use 'train', 'dev' or 'test'.")
+  records = clue.read_chnsenticorp(os.path.join(directory, CHNSENTICORP_FILE))[0]
+  if split == 'train':
+    return [r for r in records if r['idx'] % CHNSENTICORP_EVERY not in remainder.values()]
+  return [r for r in records if r['idx'] % CHNSENTICORP_EVERY == remainder[split]]
 
 
 def truncate_pair(first: list[int], second: list[int], budget: int) -> tuple[list[int], list[int]]:

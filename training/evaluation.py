@@ -68,8 +68,8 @@ def evaluate_task(run: run_lib.Run, params, predict_step) -> dict:
 
   Returns:
     {'metrics': {name: value}, 'scores': {column: fraction}, 'examples': {split: n}};
-    with several splits (MNLI matched / mismatched) the names get the split's suffix
-    ('mnli_m', 'mnli_mm').
+    with several splits of a task (MNLI matched / mismatched) the names get the split's
+    suffix ('mnli_m', 'mnli_mm'); a multi-task set's per-task splits ('rte:dev') none.
   """
   config, objective = run.config, run.exp.objective
   splits = tasks.eval_splits(config.data)
@@ -79,7 +79,7 @@ def evaluate_task(run: run_lib.Run, params, predict_step) -> dict:
     records = run.exp.documents('eval', split)
     _check_coverage(outputs, len(records), split)
     values = objective.evaluate_predictions(config.objective, outputs, records)
-    suffix = '_' + _SPLIT_SUFFIX.get(split, split) if len(splits) > 1 else ''
+    suffix = _split_suffix(split, splits)
     result['metrics'].update({k + suffix: v for k, v in values['metrics'].items()})
     result['scores'].update({k + suffix: v for k, v in values['scores'].items()})
     result['examples'][split] = len(records)
@@ -103,6 +103,16 @@ def _check_coverage(outputs: dict, num_records: int, split: str) -> None:
 
 # Short names of evaluation splits in score columns (the GLUE table's MNLI-m / MNLI-mm).
 _SPLIT_SUFFIX = {'dev_matched': 'm', 'dev_mismatched': 'mm'}
+
+
+def _split_suffix(split: str, splits: list[str]) -> str:
+  """What tells a split's metric names apart from the other splits' of the same task:
+  nothing for a task's only split, else '_' and the split's short name. A multi-task
+  set's splits are 'task:split' (data/tasks.py), whose objective names each task itself."""
+  task, _, name = split.rpartition(':')
+  if sum(other.rpartition(':')[0] == task for other in splits) < 2:
+    return ''
+  return '_' + _SPLIT_SUFFIX.get(name, name)
 
 
 def evaluate_checkpoint(config, workdir: str) -> dict:
