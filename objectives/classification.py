@@ -19,9 +19,8 @@ import optax
 
 from data import glue, tasks
 from models import heads
+from objectives import task_inputs
 from training import task_metrics
-
-MODEL_INPUTS = ('inputs', 'segment_ids', 'positions', 'token_types')
 
 
 @dataclasses.dataclass(frozen=True)
@@ -44,48 +43,17 @@ class Classification:
   def make_rows(self, objective_cfg, stream, docs, tokenizer, *, seq_len, **unused):
     """One row per record: the encoded pair, its label and its record index."""
     del objective_cfg, docs, unused
-
-    def row(item: dict) -> dict:
-      record = item['text']
-      encoded = tasks.encode_pair(tokenizer, record['text_a'], record['text_b'], seq_len)
-      label = record['label']
-      if label is None:
-        raise ValueError(f'Example {record["idx"]} has no label (a test split?).')
-      return dict(
-        encoded,
-        label=np.float32(label),
-        epoch=np.int64(item['epoch']),
-        example_id=np.int64(item['doc']),
-      )
-
-    return stream.map(row)
+    return stream.map(lambda item: pair_row(item, tokenizer, seq_len))
 
   def make_preprocess(self, objective_cfg, tokenizer, seed: int):
     del objective_cfg, tokenizer, seed
-
-    def preprocess(rows: dict) -> dict:
-      return {
-        'inputs': rows['tokens'].astype(np.int32),
-        'segment_ids': rows['segment_ids'].astype(np.int32),
-        'positions': rows['positions'].astype(np.int32),
-        'token_types': rows['token_types'].astype(np.int32),
-        'label': rows['label'].astype(np.float32),
-        'example_id': rows['example_id'].astype(np.int32),
-      }
-
-    return preprocess
-
-  def _logits(self, params, batch, rng, model):
-    return model.apply(
-      {'params': params},
-      *(batch[name] for name in MODEL_INPUTS),
-      deterministic=rng is None,
-      rngs=None if rng is None else {'dropout': rng},
-    )  # [batch, num_labels]
+    return lambda rows: dict(
+      task_inputs.encoder_inputs(rows), label=rows['label'].astype(np.float32)
+    )
 
   def loss_fn(self, params, batch, rng, *, model):
     """Mean loss over the real rows; metrics `loss` (and `accuracy`) as (sum, weight)."""
-    logits = self._logits(params, batch, rng, model)
+    logits = task_inputs.apply(params, batch, rng, model)
     real = (batch['segment_ids'][:, 0] > 0).astype(jnp.float32)  # [batch]
     total = jnp.sum(real)
     if self.regression:
@@ -102,7 +70,7 @@ class Classification:
 
   def predict_fn(self, params, batch, *, model):
     """Per row: the predicted class (or score) and the gold label."""
-    logits = self._logits(params, batch, None, model)
+    logits = task_inputs.apply(params, batch, None, model)
     prediction = logits[:, 0] if self.regression else jnp.argmax(logits, -1)
     return {'prediction': prediction, 'label': batch['label']}
 
@@ -124,6 +92,20 @@ class Classification:
 
   def eval_summary(self, values: dict) -> dict:
     return values
+
+
+def pair_row(item: dict, tokenizer, seq_len: int) -> dict:
+  """The row of a sentence (pair) record from the loader's stream item {'text': record,
+  'epoch', 'doc'}: encoded [CLS] a [SEP] b [SEP], its label and its record index."""
+  record = item['text']
+  if record['label'] is None:
+    raise ValueError(f'Example {record["idx"]} has no label (a test split?).')
+  return dict(
+    tasks.encode_pair(tokenizer, record['text_a'], record['text_b'], seq_len),
+    label=np.float32(record['label']),
+    epoch=np.int64(item['epoch']),
+    example_id=np.int64(item['doc']),
+  )
 
 
 def configure(objective_cfg) -> Classification:

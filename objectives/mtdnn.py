@@ -35,11 +35,9 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from data import glue, tasks
+from data import glue
 from models import heads, transformer
-from objectives import classification
-
-MODEL_INPUTS = classification.MODEL_INPUTS
+from objectives import classification, task_inputs
 
 
 class MultiTaskClassifier(nn.Module):
@@ -101,17 +99,8 @@ class MultiTask:
     del objective_cfg, docs, unused
 
     def row(item: dict) -> dict:
-      record = item['text']
-      encoded = tasks.encode_pair(tokenizer, record['text_a'], record['text_b'], seq_len)
-      if record['label'] is None:
-        raise ValueError(f'Example {record["idx"]} has no label (a test split?).')
-      return dict(
-        encoded,
-        label=np.float32(record['label']),
-        task=np.int32(record.get('task', 0)),  # A single task's records are untagged.
-        epoch=np.int64(item['epoch']),
-        example_id=np.int64(item['doc']),
-      )
+      task = np.int32(item['text'].get('task', 0))  # A single task's records are untagged.
+      return dict(classification.pair_row(item, tokenizer, seq_len), task=task)
 
     return stream.map(row)
 
@@ -119,30 +108,15 @@ class MultiTask:
     del objective_cfg, tokenizer, seed
 
     def preprocess(rows: dict) -> dict:
-      return {
-        'inputs': rows['tokens'].astype(np.int32),
-        'segment_ids': rows['segment_ids'].astype(np.int32),
-        'positions': rows['positions'].astype(np.int32),
-        'token_types': rows['token_types'].astype(np.int32),
-        'label': rows['label'].astype(np.float32),
-        'task': rows['task'].astype(np.int32),
-        'example_id': rows['example_id'].astype(np.int32),
-      }
+      batch = task_inputs.encoder_inputs(rows)
+      return dict(batch, label=rows['label'].astype(np.float32), task=rows['task'].astype(np.int32))
 
     return preprocess
-
-  def _logits(self, params, batch, rng, model) -> dict:
-    return model.apply(
-      {'params': params},
-      *(batch[name] for name in MODEL_INPUTS),
-      deterministic=rng is None,
-      rngs=None if rng is None else {'dropout': rng},
-    )  # {task: [batch, num_labels]}
 
   def loss_fn(self, params, batch, rng, *, model):
     """Mean over the real rows of each row's own task loss; metrics `loss`, and per task
     `<task>_loss` (and `<task>_accuracy`) as (sum, weight)."""
-    logits = self._logits(params, batch, rng, model)
+    logits = task_inputs.apply(params, batch, rng, model)  # {task: logits}
     real = (batch['segment_ids'][:, 0] > 0).astype(jnp.float32)  # [batch]
     losses = jnp.zeros_like(real)  # [batch]: each row's loss under its own head.
     metrics = {}
@@ -167,7 +141,7 @@ class MultiTask:
   def predict_fn(self, params, batch, *, model):
     """Per row, from its own task's head: the predicted class (or score), the gold label
     and the task index."""
-    logits = self._logits(params, batch, None, model)
+    logits = task_inputs.apply(params, batch, None, model)
     prediction = jnp.zeros(batch['label'].shape, jnp.float32)  # [batch]
     for k, (task, n) in enumerate(zip(self.tasks, self.num_labels, strict=True)):
       mine = logits[task][:, 0] if n == 1 else jnp.argmax(logits[task], -1).astype(jnp.float32)

@@ -26,6 +26,7 @@ import numpy as np
 import optax
 
 from models import heads
+from objectives import task_inputs
 
 # Rows are built by make_rows ([CLS] question [SEP] window [SEP]); nothing is packed.
 FRAMING = ('cls_id', 'sep_id')
@@ -114,15 +115,7 @@ def make_preprocess(objective_cfg, tokenizer, seed: int):
 
 
 def _logits(params, batch, rng, model):
-  start, end = model.apply(
-    {'params': params},
-    batch['inputs'],
-    batch['segment_ids'],
-    batch['positions'],
-    batch['token_types'],
-    deterministic=rng is None,
-    rngs=None if rng is None else {'dropout': rng},
-  )
+  start, end = task_inputs.apply(params, batch, rng, model)  # [batch, length] each
   real = batch['segment_ids'] > 0  # [batch, length]
   return jnp.where(real, start, _MASKED), jnp.where(real, end, _MASKED)
 

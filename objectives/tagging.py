@@ -29,13 +29,11 @@ import numpy as np
 
 from data import conll
 from models import heads
-from objectives import metrics
+from objectives import metrics, task_inputs
 from training import task_metrics
 
 # CoNLL-2003's IOB2 tags in the order the classifier's outputs are numbered.
 CONLL_LABELS = ('O', 'B-PER', 'I-PER', 'B-ORG', 'I-ORG', 'B-LOC', 'I-LOC', 'B-MISC', 'I-MISC')
-# The arrays the model takes, in TokenClassifier's argument order.
-MODEL_INPUTS = ('inputs', 'segment_ids', 'positions', 'token_types')
 
 
 def parse_labels(objective_cfg) -> tuple[str, ...]:
@@ -142,29 +140,19 @@ class Tagging:
     del objective_cfg, tokenizer, seed  # Fine-tuning draws nothing on the host.
 
     def preprocess(rows: dict) -> dict:
-      return {
-        'inputs': rows['tokens'].astype(np.int32),
-        'segment_ids': rows['segment_ids'].astype(np.int32),
-        'positions': rows['positions'].astype(np.int32),
-        'token_types': rows['token_types'].astype(np.int32),
-        'targets': rows['labels'].astype(np.int32),
-        # Padding rows are all zeros: no weight, no word.
-        'weights': rows['label_weights'].astype(np.float32),
-        'word_numbers': rows['word_numbers'].astype(np.int32),
-        'example_id': rows['example_id'].astype(np.int32),
-      }
+      return dict(
+        task_inputs.encoder_inputs(rows),
+        targets=rows['labels'].astype(np.int32),
+        weights=rows['label_weights'].astype(np.float32),  # Padding rows: all 0, no word.
+        word_numbers=rows['word_numbers'].astype(np.int32),
+      )
 
     return preprocess
 
   @staticmethod
   def logits(params, batch, rng, *, model) -> jax.Array:
     """[batch, length, labels] tag logits; `rng=None` runs without dropout."""
-    return model.apply(
-      {'params': params},
-      *(batch[name] for name in MODEL_INPUTS),
-      deterministic=rng is None,
-      rngs=None if rng is None else {'dropout': rng},
-    )
+    return task_inputs.apply(params, batch, rng, model)
 
   def loss_fn(self, params, batch, rng, *, model):
     """Mean cross-entropy over the words' first sub-tokens; metrics loss and accuracy."""

@@ -13,7 +13,7 @@ from configs import conll as conll_config
 from data import conll
 from data.wordpiece import WordPieceTokenizer
 from models import heads, presets
-from objectives import tagging
+from objectives import tagging, task_inputs
 from training import evaluation, model_setup, trainer
 from training import run as run_lib
 from training import state as state_lib
@@ -134,7 +134,7 @@ def _model_and_batch(tokenizer, pad_rows=1):
     'bert-tiny', vocab_size=len(_VOCAB), num_layers=1, d_model=16, num_heads=2, mlp_dim=32
   )
   model = tagging.build_model(cfg)
-  args = [jnp.asarray(batch[k]) for k in tagging.MODEL_INPUTS]
+  args = [jnp.asarray(batch[k]) for k in task_inputs.MODEL_INPUTS]
   params = jax.jit(model.init)(jax.random.key(0), *args)['params']  # Jitted: faster on CPU.
   return model, params, batch
 
@@ -146,7 +146,7 @@ def test_loss_matches_a_hand_computed_cross_entropy_under_jit(tokenizer):
   loss_fn = jax.jit(lambda p, b: tagging.loss_fn(p, b, None, model=model))
   loss, values = loss_fn(params, batch)
   logits = np.asarray(
-    model.apply({'params': params}, *(batch[k] for k in tagging.MODEL_INPUTS)), np.float64
+    model.apply({'params': params}, *(batch[k] for k in task_inputs.MODEL_INPUTS)), np.float64
   )
   log_probs = logits - np.log(np.exp(logits).sum(-1, keepdims=True))
   # The labelled positions by hand: 4 + 2 + 2 + 4 first sub-tokens.
@@ -170,7 +170,7 @@ def test_predict_fn_gives_argmax_tags_per_token(tokenizer):
   model, params, batch = _model_and_batch(tokenizer, pad_rows=2)
   out = jax.jit(lambda p, b: tagging.predict_fn(p, b, model=model))(params, batch)
   assert out['tags'].shape == (6, 10) and out['tags'].dtype == jnp.int32
-  logits = model.apply({'params': params}, *(batch[k] for k in tagging.MODEL_INPUTS))
+  logits = model.apply({'params': params}, *(batch[k] for k in task_inputs.MODEL_INPUTS))
   np.testing.assert_array_equal(out['tags'], np.argmax(logits, -1))
   np.testing.assert_array_equal(out['word_numbers'], batch['word_numbers'])
   assert int(out['tags'].max()) < len(LABELS)
