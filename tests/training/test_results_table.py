@@ -242,3 +242,24 @@ def test_duplicate_seeds_warn(tmp_path):
   table = results_table.build_table(results_table.gather(str(tmp_path / '*')), 'glue')
   assert any('share a seed' in w for w in table['warnings'])
   assert _by_name(table)['sst2']['median'] == pytest.approx(85.0)
+
+
+def test_eval_py_table_command(tmp_path):
+  """The command line: `eval.py --table glue --runs PATTERN --out PREFIX`."""
+  import subprocess
+  import sys
+
+  root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+  _glue_runs(str(tmp_path / 'runs'))
+  out = str(tmp_path / 'table')
+  result = subprocess.run(
+    [sys.executable, os.path.join(root, 'eval.py'), '--table=glue',
+     f'--runs={tmp_path}/runs/*/seed*', f'--out={out}'],
+    capture_output=True, text=True, cwd=root, timeout=120,
+  )  # fmt: skip
+  assert result.returncode == 0, result.stderr[-3000:]
+  assert '| sst2 | 3 | 91.00 |' in result.stdout
+  with open(out + '.json') as f:
+    table = json.load(f)
+  assert _by_name(table)['rte']['median'] == pytest.approx(72.5)
+  assert os.path.exists(out + '.md')
