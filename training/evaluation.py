@@ -122,7 +122,11 @@ def evaluate_checkpoint(config, workdir: str) -> dict:
   the best checkpoint (`<workdir>/best`, kept during fine-tuning), or the newest when
   the run kept none, on every eval split; eval.json then carries what the results
   table gathers (benchmark, task, seed, scores, the config's published reference).
+  Where the config leaves the checkpoint or a data location empty, the run's own
+  (its config.json) is used, so `eval.py --config configs/glue.py:sst2 --workdir DIR`
+  needs no more flags than training had.
   """
+  _fill_from_run(config, workdir)
   run = run_lib.Run(config, workdir)
   step = run.checkpointer.latest_step()
   if step is None:
@@ -146,6 +150,27 @@ def evaluate_checkpoint(config, workdir: str) -> dict:
     with open(os.path.join(workdir, 'eval.json'), 'w') as f:
       json.dump(result, f, indent=2)
   return result
+
+
+# Where a run's model and data come from: taken from its config.json when left empty.
+_RUN_LOCATIONS = ('init_from', 'data.tokenizer_path', 'data.glue_dir', 'data.conll_dir',
+                  'data.squad_file', 'data.eval_squad_file', 'data.clue_dir')  # fmt: skip
+
+
+def _fill_from_run(config, workdir: str) -> None:
+  path = os.path.join(workdir, 'config.json')
+  if not os.path.isfile(path):
+    return
+  with open(path) as f:
+    saved = json.load(f)
+  for key in _RUN_LOCATIONS:
+    *parents, name = key.split('.')
+    node, saved_node = config, saved
+    for parent in parents:
+      node, saved_node = node[parent], saved_node.get(parent, {})
+    if name in node and not node[name] and saved_node.get(name):
+      node[name] = saved_node[name]
+      print(f'{key} = {saved_node[name]} (from {path})')
 
 
 def _evaluate_task_run(run, workdir: str, latest_params, abstract_params, param_shardings):

@@ -235,3 +235,9 @@ def test_init_from_a_pretraining_run_loads_its_encoder(spm_path, tmp_path):
   config.total_steps, config.eval_every_steps, config.optimizer.warmup_steps = 2, 2, 1
   trainer.train(config, str(tmp_path / 'ft'))  # The whole path: init_from, then train.
   assert best_checkpoint.BestCheckpoint(str(tmp_path / 'ft')).step() == 2
+  # eval.py's command with nothing but the task: the checkpoint and data come from the run.
+  bare = glue_config.get_config('sst2')
+  bare.seq_len, bare.batch_size = 32, 8
+  result = evaluation.evaluate_checkpoint(bare, str(tmp_path / 'ft'))
+  assert bare.init_from == pretrain_dir and bare.data.glue_dir == str(tmp_path / 'glue')
+  assert result['checkpoint'] == 'best' and result['examples'] == {'dev': 8}
