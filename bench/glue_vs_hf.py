@@ -87,20 +87,38 @@ def _torch_batch(batch: dict, torch):
   )
 
 
-def run_theirs(config, model_dir: str, workdir: str) -> dict:
-  """The same task, batches and schedule with transformers' BertForSequenceClassification."""
+def our_classifier_init(config, workdir: str) -> dict:
+  """The fresh classifier layer our trainer starts from (the same seed, the same init)."""
+  from training import run as run_lib
+  from training import state as state_lib
+
+  run = run_lib.Run(config, workdir)
+  state, _ = state_lib.create(
+    run.model, run.tx, mesh=run.mesh, rules=run.rules, seed=config.seed, seq_len=config.seq_len
+  )
+  return {k: np.asarray(v) for k, v in state.params['classifier'].items()}
+
+
+def run_theirs(config, model_dir: str, workdir: str, classifier=None) -> dict:
+  """The same task, batches and schedule with transformers' BertForSequenceClassification;
+  `classifier` ({'kernel', 'bias'}) replaces its fresh output layer (parity runs)."""
   import torch
   from transformers import BertForSequenceClassification
 
   torch.manual_seed(config.seed)
   num_labels = config.objective.num_labels
+  dropout = config.model.dropout_rate
   model = BertForSequenceClassification.from_pretrained(
     model_dir,
     num_labels=num_labels,
     problem_type='regression' if num_labels == 1 else 'single_label_classification',
-    hidden_dropout_prob=0.1,
-    attention_probs_dropout_prob=0.1,
+    hidden_dropout_prob=dropout,
+    attention_probs_dropout_prob=dropout,
   )
+  if classifier is not None:
+    with torch.no_grad():
+      model.classifier.weight.copy_(torch.from_numpy(classifier['kernel'].T.copy()))
+      model.classifier.bias.copy_(torch.from_numpy(classifier['bias']))
   opt_cfg = config.optimizer
   decay = [p for p in model.parameters() if p.ndim >= 2]  # optimizers.decay_mask's rule.
   no_decay = [p for p in model.parameters() if p.ndim < 2]
@@ -114,7 +132,7 @@ def run_theirs(config, model_dir: str, workdir: str) -> dict:
   shards = ShardSpec.create(config.batch_size, config.data.num_shards, 0, 1)
   loader = exp.loader('train', shards)  # The batches train.py's loader gives ours.
   model.train()
-  start = time.perf_counter()
+  start, losses = time.perf_counter(), []
   for step in range(config.total_steps):
     batch = next(loader)
     labels = torch.from_numpy(batch['label'])
@@ -122,6 +140,7 @@ def run_theirs(config, model_dir: str, workdir: str) -> dict:
     for group in optimizer.param_groups:
       group['lr'] = float(schedule(step))
     loss = model(**_torch_batch(batch, torch), labels=labels).loss
+    losses.append(float(loss))
     optimizer.zero_grad()
     loss.backward()
     torch.nn.utils.clip_grad_norm_(model.parameters(), opt_cfg.clip_norm)
@@ -142,7 +161,35 @@ def run_theirs(config, model_dir: str, workdir: str) -> dict:
     config.objective, {'prediction': predictions, 'label': gold}, None
   )
   return {'score': scored['scores'][config.objective.task], 'metrics': scored['metrics'],
-          'seconds_per_step': seconds_per_step, 'examples': len(gold)}  # fmt: skip
+          'seconds_per_step': seconds_per_step, 'examples': len(gold),
+          'losses': losses}  # fmt: skip
+
+
+def parity(task: str, settings: Settings, model_dir: str, converted_dir: str, glue_dir: str,
+           root: str) -> dict:  # fmt: skip
+  """Both sides without dropout and from the same classifier init: the per-step training
+  losses must agree (up to float32 and kernel differences) if the two implementations
+  compute the same function, gradients and updates."""
+  config = task_config(task, settings, 0, converted_dir, glue_dir)
+  config.model.dropout_rate, config.log_every_steps = 0.0, 1
+  workdir = os.path.join(root, f'{task}_parity')
+  classifier = our_classifier_init(config, workdir + '_init')
+  ours = run_ours(config, workdir)
+  with open(os.path.join(workdir, 'metrics.jsonl')) as f:
+    logged = {r['step']: r['loss'] for r in map(json.loads, f) if 'loss' in r}
+  ours_losses = [logged[step] for step in range(1, config.total_steps + 1)]
+  theirs = run_theirs(config, model_dir, workdir + '_hf', classifier)
+  gaps = np.abs(np.array(ours_losses) - np.array(theirs['losses']))
+  return {
+    'task': task,
+    'steps': config.total_steps,
+    'ours_losses': ours_losses,
+    'theirs_losses': theirs['losses'],
+    'max_abs_loss_gap': float(gaps.max()),
+    'first_step_loss_gap': float(gaps[0]),
+    'ours_score': ours['score'],
+    'theirs_score': theirs['score'],
+  }
 
 
 def summarize(results: dict) -> tuple[dict, str]:
@@ -199,6 +246,10 @@ def main(argv=None) -> dict:
     '--workdir', default=None, help='Default: a temporary one. Rerun with it to resume.'
   )
   parser.add_argument('--out', default=None, help='Write <out>.json and <out>.md.')
+  parser.add_argument(
+    '--parity_task', default='', help='Only a dropout-free, same-init run of this task: '
+    'compares the per-step losses of both sides.'
+  )  # fmt: skip
   args = parser.parse_args(argv)
   import torch
 
@@ -211,6 +262,14 @@ def main(argv=None) -> dict:
   converted_dir = os.path.join(root, 'minilm')
   if not os.path.exists(os.path.join(converted_dir, 'model.json')):
     hf.import_hf(model_dir, converted_dir, 'bert')
+  if args.parity_task:
+    record = parity(args.parity_task, settings, model_dir, converted_dir,
+                    os.path.abspath(args.glue_dir), root)  # fmt: skip
+    print(json.dumps({k: v for k, v in record.items() if not k.endswith('losses')}))
+    if args.out:
+      with open(args.out + '.json', 'w') as f:
+        json.dump(record, f, indent=2)
+    return record
   tasks = args.tasks.split(',')
   results = {task: [] for task in tasks}
   done = _finished_runs(os.path.join(root, 'runs.jsonl'), settings)
