@@ -118,7 +118,7 @@ def run_theirs(config, model_dir: str, workdir: str, classifier=None) -> dict:
   if classifier is not None:
     with torch.no_grad():
       model.classifier.weight.copy_(torch.from_numpy(classifier['kernel'].T.copy()))
-      model.classifier.bias.copy_(torch.from_numpy(classifier['bias']))
+      model.classifier.bias.copy_(torch.from_numpy(np.array(classifier['bias'])))
   opt_cfg = config.optimizer
   decay = [p for p in model.parameters() if p.ndim >= 2]  # optimizers.decay_mask's rule.
   no_decay = [p for p in model.parameters() if p.ndim < 2]
@@ -140,7 +140,7 @@ def run_theirs(config, model_dir: str, workdir: str, classifier=None) -> dict:
     for group in optimizer.param_groups:
       group['lr'] = float(schedule(step))
     loss = model(**_torch_batch(batch, torch), labels=labels).loss
-    losses.append(float(loss))
+    losses.append(loss.item())
     optimizer.zero_grad()
     loss.backward()
     torch.nn.utils.clip_grad_norm_(model.parameters(), opt_cfg.clip_norm)

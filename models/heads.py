@@ -331,7 +331,8 @@ class Seq2SeqLM(nn.Module):
     )
 
 
-def _classes_dense(cfg: TransformerConfig, num_labels: int, name: str) -> nn.Dense:
+def classes_dense(cfg: TransformerConfig, num_labels: int, name: str) -> nn.Dense:
+  """A task output layer: [.., embed] -> [.., num_labels], N(0, init_std) kernel, zero bias."""
   return nn.Dense(
     num_labels,
     kernel_init=transformer.normal_init(cfg, 'embed', 'classes', fan_in=cfg.d_model),
@@ -355,7 +356,7 @@ class SequenceClassifier(nn.Module):
     self.encoder = transformer.Encoder(self.cfg, name='encoder')
     self.pooler = Pooler(self.cfg, name='pooler')
     self.dropout = nn.Dropout(self.cfg.dropout_rate)
-    self.classifier = _classes_dense(self.cfg, self.num_labels, 'classifier')
+    self.classifier = classes_dense(self.cfg, self.num_labels, 'classifier')
 
   def __call__(self, tokens, segment_ids, positions=None, token_types=None, deterministic=True):
     x = self.encoder(tokens, segment_ids, positions, token_types, deterministic)
@@ -373,7 +374,7 @@ class TokenClassifier(nn.Module):
   def setup(self):
     self.encoder = transformer.Encoder(self.cfg, name='encoder')
     self.dropout = nn.Dropout(self.cfg.dropout_rate)
-    self.classifier = _classes_dense(self.cfg, self.num_labels, 'classifier')
+    self.classifier = classes_dense(self.cfg, self.num_labels, 'classifier')
 
   def __call__(self, tokens, segment_ids, positions=None, token_types=None, deterministic=True):
     x = self.encoder(tokens, segment_ids, positions, token_types, deterministic)
@@ -390,7 +391,7 @@ class SpanExtractor(nn.Module):
 
   def setup(self):
     self.encoder = transformer.Encoder(self.cfg, name='encoder')
-    self.qa_outputs = _classes_dense(self.cfg, 2, 'qa_outputs')
+    self.qa_outputs = classes_dense(self.cfg, 2, 'qa_outputs')
 
   def __call__(self, tokens, segment_ids, positions=None, token_types=None, deterministic=True):
     x = self.encoder(tokens, segment_ids, positions, token_types, deterministic)

@@ -56,14 +56,7 @@ class MultiTaskClassifier(nn.Module):
     self.pooler = heads.Pooler(cfg, name='pooler')
     self.dropout = nn.Dropout(cfg.dropout_rate)
     self.classifiers = [
-      nn.Dense(
-        n,
-        kernel_init=transformer.normal_init(cfg, 'embed', 'classes', fan_in=cfg.d_model),
-        bias_init=transformer.zeros_init('classes'),
-        dtype=cfg.compute_dtype,
-        param_dtype=cfg.storage_dtype,
-        name=f'classifier_{task}',
-      )
+      heads.classes_dense(cfg, n, f'classifier_{task}')
       for task, n in zip(self.tasks, self.num_labels, strict=True)
     ]
 
