@@ -68,6 +68,7 @@ _T5 = dict(
   activation='relu',
   layer_norm_eps=1e-6,
   attention_dropout_rate=0.1,
+  activation_dropout_rate=0.1,  # T5's one dropout rate also drops the MLP's hidden units.
   scale_tied_output=True,
   fan_in_init=True,
   pooler=False,

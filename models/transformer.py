@@ -68,6 +68,9 @@ class TransformerConfig(ModelConfig):
   layer_norm_eps: float = 1e-12
   dropout_rate: float = 0.1
   attention_dropout_rate: float = 0.1
+  # Dropout on the MLP's hidden activations: T5 and BART have it; BERT, GPT and their
+  # kin drop only the sub-layer outputs (residual dropout), never the intermediate ones.
+  activation_dropout_rate: float = 0.0
   tie_embeddings: bool = True  # Output projection is the input embedding.
   scale_tied_output: bool = False  # T5 v1.0: final states x d_model**-0.5 before the tied output.
   init_std: float = 0.02
@@ -395,7 +398,7 @@ class Mlp(nn.Module):
     else:
       h = act(dense(cfg.mlp_dim, name='wi')(x))
     h = nn.with_logical_constraint(h, ('batch', 'length', 'act_mlp'))  # [batch, length, mlp]
-    h = nn.Dropout(cfg.dropout_rate)(h, deterministic=deterministic)
+    h = nn.Dropout(cfg.activation_dropout_rate)(h, deterministic=deterministic)
     return nn.Dense(
       cfg.d_model,
       use_bias=cfg.use_bias,

@@ -76,6 +76,7 @@ class XLNetConfig(ModelConfig):
   layer_norm_eps: float = 1e-12
   dropout_rate: float = 0.1  # Embeddings, positions, sub-layer outputs, the top query stream.
   attention_dropout_rate: float = 0.1  # On the attention probabilities (`dropatt`).
+  activation_dropout_rate: float = 0.1  # On the FFN's inner activations, as XLNet's FFN.
   init_std: float = 0.02
   dtype: str = 'float32'  # Compute dtype.
   param_dtype: str = 'float32'

@@ -82,6 +82,8 @@ def model_config(config, vocab_size: int):
     cfg = _fine_tuned_config(config, overrides)
   else:
     cfg = presets.get_config(config.model.preset, **overrides)
+  if config.model.dropout_rate is not None and getattr(cfg, 'activation_dropout_rate', 0.0) > 0:
+    cfg = dataclasses.replace(cfg, activation_dropout_rate=config.model.dropout_rate)  # T5, BART.
   max_positions = getattr(cfg, 'max_positions', None)
   if max_positions is not None and config.seq_len > max_positions:
     raise ValueError(

@@ -70,6 +70,7 @@ def config_from_hf(hf: dict) -> TransformerConfig:
     layer_norm_eps=_LAYER_NORM_EPS,
     dropout_rate=c['dropout'],
     attention_dropout_rate=c['attention_dropout'],
+    activation_dropout_rate=c['activation_dropout'],
     init_std=c['init_std'],
     pooler=False,
   )
@@ -93,7 +94,7 @@ def config_to_hf(cfg: TransformerConfig) -> dict:
     activation_function=mapping.activation_to_hf(cfg),
     dropout=cfg.dropout_rate,
     attention_dropout=cfg.attention_dropout_rate,
-    activation_dropout=0.0,
+    activation_dropout=cfg.activation_dropout_rate,
     init_std=cfg.init_std,
     scale_embedding=False,
     tie_word_embeddings=True,

@@ -69,6 +69,7 @@ def config_from_hf(hf: dict) -> TransformerConfig:
     layer_norm_eps=c['layer_norm_epsilon'],
     dropout_rate=c['dropout_rate'],
     attention_dropout_rate=c['dropout_rate'],
+    activation_dropout_rate=c['dropout_rate'],
     tie_embeddings=tied,
     scale_tied_output=tied,
     fan_in_init=True,
