@@ -5,8 +5,8 @@
 Hardware: any laptop CPU, no network (the corpus is the Python standard
 library's documentation topics; the SentencePiece model is trained into the
 workdir on the fly). Expected (measured on a 2-core CPU, 1 device): the mean MLM
-loss of the first 25 steps is 8.17 (ln 4096 = 8.32 is chance), 6.47 at step 100,
-6.06 at step 500; held-out MLM loss 6.36, accuracy 0.096; about 10k tokens/s,
+loss of the first 25 steps is 8.17 (ln 4096 = 8.32 is chance), 6.48 at step 100,
+6.06 at step 500; held-out MLM loss 6.36, accuracy 0.097; about 10k tokens/s,
 3.5 minutes in all. These are this repository's own figures, not a paper's.
 """
 
