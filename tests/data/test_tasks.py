@@ -11,10 +11,8 @@ import pytest
 from configs import clue as clue_config
 from data import clue, tasks, tokenizers
 from data.tokenizers import load_tokenizer
+from tests.training import finetune_runs
 from tests.training.test_finetune import tiny
-from training import evaluation, trainer
-from training import run as run_lib
-from training import state as state_lib
 
 ZH = '/work/shared/data/zh'
 _GOOD = '好棒赞爱美'
@@ -197,13 +195,7 @@ def test_short_fine_tune_on_chinese_reviews_improves_dev_accuracy(tmp_path):
   config.optimizer.learning_rate, config.optimizer.warmup_steps = 3e-3, 4
   config.model.dropout_rate, config.log_every_steps = 0.0, 10
   workdir = str(tmp_path / 'run')
-  run = run_lib.Run(config, workdir)
-  state, shardings = state_lib.create(
-    run.model, run.tx, mesh=run.mesh, rules=run.rules, seed=0, seq_len=config.seq_len
-  )
-  before = evaluation.evaluate_task(run, state.params, run.predict_step(shardings.params))
-  trainer.train(config, workdir)
-  result = evaluation.evaluate_checkpoint(config, workdir)
+  before, result = finetune_runs.train_and_evaluate(config, workdir)
   assert result['examples'] == {'dev': 48} and result['benchmark'] == 'clue'
   assert result['scores']['chnsenticorp'] >= 0.85 > before['scores']['chnsenticorp'] + 0.2, (
     before,

@@ -14,9 +14,8 @@ from data import conll
 from data.wordpiece import WordPieceTokenizer
 from models import heads, presets
 from objectives import tagging, task_inputs
-from training import evaluation, model_setup, trainer
-from training import run as run_lib
-from training import state as state_lib
+from tests.training import finetune_runs
+from training import model_setup
 
 # A cased WordPiece vocabulary, ids 0-4 the specials, then EU=5, re=6, ##jects=7, German=8,
 # .=9, Peter=10, Black=11, ##burn=12, in=13, Bonn=14.
@@ -294,13 +293,7 @@ def test_short_fine_tune_improves_entity_f1(spm_path, tmp_path):
   config.optimizer.learning_rate, config.optimizer.warmup_steps = 5e-3, 4
   config.model.dropout_rate = 0.0  # 40 steps need no regularization.
   workdir = str(tmp_path / 'run')
-  run = run_lib.Run(config, workdir)
-  state, shardings = state_lib.create(
-    run.model, run.tx, mesh=run.mesh, rules=run.rules, seed=0, seq_len=config.seq_len
-  )
-  before = evaluation.evaluate_task(run, state.params, run.predict_step(shardings.params))
-  trainer.train(config, workdir)
-  result = evaluation.evaluate_checkpoint(config, workdir)
+  before, result = finetune_runs.train_and_evaluate(config, workdir)
   assert result['examples'] == {'valid': 48}
   assert result['benchmark'] == 'conll' and result['task'] == 'conll2003'
   after, start = result['metrics'], before['metrics']

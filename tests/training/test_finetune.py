@@ -14,6 +14,7 @@ from configs import glue as glue_config
 from configs import quickstart
 from data import tasks
 from data.tokenizers import load_tokenizer
+from tests.training import finetune_runs
 from training import best_checkpoint, evaluation, pretrained, results_table, trainer
 from training import run as run_lib
 from training import state as state_lib
@@ -177,13 +178,7 @@ def test_short_fine_tune_improves_dev_accuracy_and_feeds_the_table(spm_path, tmp
   config.optimizer.learning_rate, config.optimizer.warmup_steps = 3e-3, 4
   config.model.dropout_rate = 0.0
   config.log_every_steps = 10
-  run = run_lib.Run(config, workdir)
-  state, shardings = state_lib.create(
-    run.model, run.tx, mesh=run.mesh, rules=run.rules, seed=0, seq_len=config.seq_len
-  )
-  before = evaluation.evaluate_task(run, state.params, run.predict_step(shardings.params))
-  trainer.train(config, workdir)
-  result = evaluation.evaluate_checkpoint(config, workdir)
+  before, result = finetune_runs.train_and_evaluate(config, workdir)
   assert result['checkpoint'] == 'best' and result['step'] in (30, 60)
   assert result['scores']['sst2'] >= 0.85 > before['scores']['sst2'] + 0.2, (before, result)
   with open(os.path.join(workdir, 'eval.json')) as f:

@@ -12,8 +12,9 @@ import pytest
 
 from configs import mtdnn as mtdnn_config
 from data import tasks
+from tests.training import finetune_runs
 from tests.training.test_finetune import tiny
-from training import evaluation, trainer
+from training import evaluation
 from training import run as run_lib
 from training import state as state_lib
 
@@ -178,13 +179,7 @@ def test_short_multitask_run_improves_both_tasks(spm_path, tmp_path):
   config.optimizer.learning_rate, config.optimizer.warmup_steps = 3e-3, 4
   config.optimizer.schedule = 'constant'
   config.model.dropout_rate, config.log_every_steps = 0.0, 10
-  run = run_lib.Run(config, workdir)
-  state, shardings = state_lib.create(
-    run.model, run.tx, mesh=run.mesh, rules=run.rules, seed=0, seq_len=config.seq_len
-  )
-  before = evaluation.evaluate_task(run, state.params, run.predict_step(shardings.params))
-  trainer.train(config, workdir)
-  result = evaluation.evaluate_checkpoint(config, workdir)
+  before, result = finetune_runs.train_and_evaluate(config, workdir)
   after = result['scores']
   assert after['rte'] >= 0.8 > before['scores']['rte'] + 0.2, (before, result)
   assert after['stsb'] >= 0.6 and after['stsb'] > before['scores']['stsb'] + 0.3, (before, result)
