@@ -7,15 +7,16 @@
 With --config, prints a table and writes <workdir>/eval.json: for pretraining
 objectives the held-out loss, accuracy and perplexity of the newest checkpoint;
 for a fine-tuning task the task's official metrics of the best checkpoint on its
-dev split(s) (training/evaluation.py). With --table, reads the eval.json of every
+dev split(s) (evaluation/checkpoint_eval.py). With --table, reads the eval.json of every
 run directory matching --runs and prints per task the median and mean over seeds,
-the benchmark average and the published reference (training/results_table.py);
+the benchmark average and the published reference (evaluation/results_table.py);
 --out also writes <out>.md and <out>.json.
 """
 
 from absl import app, flags
 from ml_collections import config_flags
 
+from evaluation import checkpoint_eval, results_table
 from training import launch
 
 _CONFIG = config_flags.DEFINE_config_file('config', None, 'Experiment config file.')
@@ -30,16 +31,12 @@ def main(argv):
   if _TABLE.value:
     if not _RUNS.value:
       raise app.UsageError('--table needs --runs, a glob of run directories.')
-    from training import results_table
-
     results_table.main(_TABLE.value, _RUNS.value, _OUT.value)
     return
   if _CONFIG.value is None or not _WORKDIR.value:
     raise app.UsageError('Pass --config and --workdir (or --table and --runs).')
   launch.initialize_distributed()
-  from training import evaluation  # After distributed init.
-
-  evaluation.evaluate_checkpoint(_CONFIG.value, _WORKDIR.value)
+  checkpoint_eval.evaluate_checkpoint(_CONFIG.value, _WORKDIR.value)
 
 
 if __name__ == '__main__':

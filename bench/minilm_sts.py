@@ -54,7 +54,7 @@ def read_sts(path: str) -> tuple[list[str], list[str], np.ndarray]:
 
 
 def embed_ours(c: converted.Converted, tokenizer: WordPieceTokenizer, sentences: list[str]):
-  """L2-normalized mean-pooled final hidden states [n, d_model] (training/sentence_embeddings)."""
+  """L2-normalized mean-pooled final hidden states [n, d_model] (evaluation/sentence_embeddings)."""
   model = heads.Backbone(c.config)
   params = converted.head_params(c, 'backbone')
 

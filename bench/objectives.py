@@ -28,7 +28,7 @@ length, padding included) over the median time of `--repeats` calls, after
 `--warmup` untimed calls, cycling over a few distinct batches. Prints a table and
 the records as JSON; `--json FILE` writes them to FILE; the exit status is 1 if
 an objective failed. Imports no TensorFlow or TFDS (objectives load through
-training/model_setup.py, the embedded corpus and SentencePiece need neither).
+objectives/api.py, the embedded corpus and SentencePiece need neither).
 """
 
 import argparse
@@ -44,8 +44,10 @@ import traceback
 
 import numpy as np
 
-from bench import config_loader, throughput
-from training import model_setup
+from bench import throughput
+from configs import loading
+from data import sources, tokenizers
+from objectives import api
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # Distinct batches cycled through while timing (each row has its own example id).
@@ -59,11 +61,11 @@ def find_objectives() -> list[dict]:
   a module that fails to import gets an 'error' instead of a run.
   """
   configs = sorted(glob.glob(os.path.join(REPO, 'configs', '*.py')))
-  configs = [p for p in configs if not p.endswith('__init__.py')]
+  configs = [p for p in configs if os.path.basename(p) not in ('__init__.py', 'loading.py')]
   base = os.path.join(REPO, 'configs', 'base.py')
   by_module = {}  # module -> [(config path, objective section as a dict)]
   for path in [base] + [p for p in configs if p != base]:
-    objective = config_loader.load_config(path).objective
+    objective = loading.load(path).objective
     by_module.setdefault(objective.module, []).append((path, objective.to_dict()))
   entries = []
   for path in sorted(glob.glob(os.path.join(REPO, 'objectives', '*.py'))):
@@ -105,10 +107,7 @@ def load_tokenizer(spec: str, vocab_size: int, workdir: str):
   """
   if spec == 'synthetic':
     return throughput.SyntheticTokenizer(vocab_size), None
-  config_loader.install_ml_collections_stand_in()  # data/ imports config_dict.
-  from data import sources, tokenizers  # No TensorFlow: the embedded source is local.
-
-  data_cfg = config_loader.load_config(os.path.join(REPO, 'configs', 'base.py')).data
+  data_cfg = loading.load(os.path.join(REPO, 'configs', 'base.py')).data
   documents = sources.load_documents(data_cfg, 'train')
   if spec == 'embedded':
     path = tokenizers.train_sentencepiece(
@@ -147,13 +146,13 @@ def text_rows(rng, rows: int, length: int, tokenizer, framing, stream, example_o
 
 def bench_one(entry: dict, args, tokenizer, stream) -> dict:
   """Times one objective's preprocess; returns its record."""
-  config = config_loader.load_config(entry['config'])
+  config = loading.load(entry['config'])
   config.seq_len, config.batch_size = args.seq_len, args.batch
-  objective = model_setup.load_objective(entry['module'], config.objective)
+  objective = api.load(entry['module'], config.objective)
   record = dict(entry, config=os.path.relpath(entry['config'], REPO))
   if getattr(objective, 'make_rows', None) is not None:
     return dict(record, skipped='builds its own rows (make_rows), not packed rows')
-  length = model_setup.packed_length(objective, config)
+  length = api.packed_length(objective, config.objective, config.seq_len)
   preprocess = objective.make_preprocess(config.objective, tokenizer, config.seed)
   rng = np.random.default_rng(config.seed)
   batches = [

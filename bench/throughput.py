@@ -15,12 +15,12 @@ alone, not the input pipeline.
 
 Prints a table, then the same record as JSON on stdout; `--json FILE` also
 writes it to FILE. Tokens/s counts every position of the batch (padding
-included), as the training log does; MFU follows training/flops.py (6 x matmul
+included), as the training log does; MFU follows models/flops.py (6 x matmul
 params + attention, causal not halved).
 
-Imports no TensorFlow, TFDS, Grain or ml_collections (bench/config_loader.py
-stands in for the latter when it is missing), so it runs on a bare
-accelerator machine with only JAX, Flax and optax installed.
+Imports no TensorFlow, TFDS or Grain, so it runs on a bare accelerator machine with
+JAX, Flax, optax and Orbax; the config is read by ml_collections (configs/loading.py),
+a small pure-Python wheel to carry there if the machine lacks it.
 """
 
 import argparse
@@ -33,9 +33,10 @@ import time
 import jax
 import numpy as np
 
-from bench import config_loader
-from models import presets
-from training import flops, model_setup, optimizers, partitioning
+from configs import loading
+from models import flops, presets
+from objectives import api
+from training import mfu, model_setup, optimizers, partitioning
 from training import state as state_lib
 
 # Shortest synthetic segment (framing included), as in data/packing.py.
@@ -126,7 +127,7 @@ def synthetic_batches(config, objective, vocab_size: int, num: int, rows: int) -
     rows_i = synthetic_rows(
       rng,
       rows,
-      model_setup.packed_length(objective, config),
+      api.packed_length(objective, config.objective, config.seq_len),
       vocab_size=vocab_size,
       prefix_id=prefix_id,
       suffix_id=suffix_id,
@@ -164,7 +165,7 @@ def run(config, *, steps: int, warmup: int, num_batches: int = 4) -> dict:
   """Builds the config's training step, times it on synthetic batches, returns the record."""
   if steps < 1 or warmup < 0:
     raise ValueError(f'--steps={steps} must be >= 1 and --warmup={warmup} >= 0.')
-  objective = model_setup.load_objective(config.objective.module, config.objective)
+  objective = api.load(config.objective.module, config.objective)
   vocab_size = presets.get_config(config.model.preset).vocab_size
   model_cfg = model_setup.model_config(config, vocab_size)
   model = objective.build_model(model_cfg)
@@ -216,7 +217,7 @@ def run(config, *, steps: int, warmup: int, num_batches: int = 4) -> dict:
   flops_per_token = flops.model_flops_per_token(model, model_cfg, config.seq_len)
   peak, peak_source = config.peak_flops_per_device, 'configured peak_flops_per_device'
   if not peak:
-    peak, peak_source = flops.measured_peak_flops(), 'measured float32 matmul peak'
+    peak, peak_source = mfu.measured_peak_flops(), 'measured float32 matmul peak'
   memory, memory_source = peak_memory()
   device = jax.devices()[0]
   return {
@@ -304,7 +305,7 @@ def main(argv: list[str] | None = None) -> dict:
   parser.add_argument('--json', default=None, help='Also write the record to this file.')
   args, rest = parser.parse_known_args(argv)
   try:
-    config = config_loader.load_config(args.config, rest)
+    config = loading.load(args.config, rest)
   except (ValueError, FileNotFoundError) as e:
     parser.error(str(e))
   record = run(config, steps=args.steps, warmup=args.warmup)

@@ -2,7 +2,7 @@
 noising, text infilling (30% of the tokens, Poisson(3) spans) + sentence permutation.
 
   python train.py --config configs/bart_base.py --workdir /tmp/bart
-  python -m data.show --config configs/bart_base.py --workdir /tmp/bart
+  python -m tools.show --config configs/bart_base.py --workdir /tmp/bart
 
 Hardware: any laptop CPU, no network. The 'bart-base' preset (post-LN
 encoder-decoder, learned positions offset 2) at a tiny width (2 + 2 layers, 128

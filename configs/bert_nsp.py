@@ -1,7 +1,7 @@
 """BERT's pretraining recipe, MLM + NSP on sentence pairs, at quickstart scale (CPU).
 
   python train.py --config configs/bert_nsp.py --workdir /tmp/bert_nsp
-  python -m data.show --config configs/bert_nsp.py --workdir /tmp/bert_nsp
+  python -m tools.show --config configs/bert_nsp.py --workdir /tmp/bert_nsp
 
 Hardware: any laptop CPU, no network. The rows are built as Google's
 create_pretraining_data.py builds them (data/sentence_pairs.py: short sequences

@@ -1,6 +1,6 @@
 """Task-adaptive pretraining (TAPT): masked-LM on the task's own text, then fine-tuning.
 
-  python -m data.task_text --config configs/glue.py:sst2 \\
+  python -m tools.task_text --config configs/glue.py:sst2 \\
       --config.data.glue_dir=../shared/data/glue --out /tmp/sst2_text.txt
   python train.py --config configs/dapt.py:sst2 --workdir /tmp/tapt \\
       --config.init_from=CKPT --config.data.text_files=/tmp/sst2_text.txt
@@ -37,7 +37,7 @@ from configs import base, glue
 
 # (examples in the train split, mean tokens per example): text_a + text_b, a CoNLL sentence,
 # a SQuAD context. Measured with bert-base-uncased's WordPiece on up to 3,000 examples of the
-# data.task_text output (GLUE download-script files, CoNLL-2003): cola, sst2, mrpc, stsb, rte,
+# tools.task_text output (GLUE download-script files, CoNLL-2003): cola, sst2, mrpc, stsb, rte,
 # wnli, conll; estimated, not measured: qqp, mnli, qnli, squad.
 TEXT_SIZES = {
   'cola': (glue.TRAIN_SIZES['cola'], 9),
@@ -64,7 +64,7 @@ def get_config(task: str = 'sst2'):
   c = base.get_config()
   c.objective.module = 'objectives.mlm'  # base.py's MLM rates: 15%, 80/10/10, dynamic.
   c.data.source = 'text'
-  c.data.text_files = ''  # The file `python -m data.task_text` wrote; required.
+  c.data.text_files = ''  # The file `python -m tools.task_text` wrote; required.
   c.data.eval_fraction = 0.05  # Every 20th task document: the held-out MLM loss.
   c.seq_len = SEQ_LEN
   c.batch_size = BATCH_SIZE

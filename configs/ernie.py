@@ -3,7 +3,7 @@
   python train.py --config configs/ernie.py --workdir /tmp/ernie
   python train.py --config configs/ernie.py --workdir /tmp/ernie_entity \\
       --config.objective.ernie_stage=entity
-  python -m data.show --config configs/ernie.py
+  python -m tools.show --config configs/ernie.py
 
 Recipe: Sun et al. 2019, "ERNIE: Enhanced Representation through Knowledge
 Integration", section 3.2: MLM whose units are basic language units (words;

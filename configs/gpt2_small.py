@@ -5,7 +5,7 @@
 
 Hardware: 8x A100/H100 or a TPU v4-16 (mesh data=-1; add mesh.fsdp for larger
 batches). Data: TFDS `c4/en` prepared as array_record; tokenizer: a SentencePiece
-model trained with `python -m data.train_tokenizer --config configs/gpt2_small.py
+model trained with `python -m tools.train_tokenizer --config configs/gpt2_small.py
 --output spm --config.data.vocab_size=50257` (GPT-2's byte-level BPE loader comes
 with the model-families issue).
 

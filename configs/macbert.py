@@ -3,7 +3,7 @@
   python train.py --config configs/macbert.py --workdir /tmp/macbert
   python train.py --config configs/macbert.py --workdir /tmp/macbert \\
       --config.objective.synonyms_path=synonyms.tsv     # word<TAB>syn1 syn2 ...
-  python -m data.show --config configs/macbert.py
+  python -m tools.show --config configs/macbert.py
 
 Recipe: Cui et al. 2020, "Revisiting Pre-trained Models for Chinese Natural
 Language Processing", section 3.3 (MLM as correction): whole-word n-grams of 1-4

@@ -2,7 +2,7 @@
 of 50% of each segment's tokens; the decoder predicts only that fragment.
 
   python train.py --config configs/mass.py --workdir /tmp/mass
-  python -m data.show --config configs/mass.py --workdir /tmp/mass
+  python -m tools.show --config configs/mass.py --workdir /tmp/mass
 
 Hardware: any laptop CPU, no network. The 'mass-base' preset at a tiny width
 (2 + 2 layers, 128 wide). Expected: not yet measured on this corpus; the

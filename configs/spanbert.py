@@ -1,7 +1,7 @@
 """SpanBERT's span masking (Joshi et al. 2020) at quickstart scale on the embedded corpus (CPU).
 
   python train.py --config configs/spanbert.py --workdir /tmp/spanbert
-  python -m data.show --config configs/spanbert.py
+  python -m tools.show --config configs/spanbert.py
 
 Hardware: any laptop CPU, no network. The masking is SpanBERT's (section 3.1):
 whole-word spans of Geo(0.2) words truncated to at most 10 (mean 3.8), 15% of

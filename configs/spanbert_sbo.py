@@ -2,7 +2,7 @@
 quickstart scale (CPU).
 
   python train.py --config configs/spanbert_sbo.py --workdir /tmp/spanbert
-  python -m data.show --config configs/spanbert_sbo.py --workdir /tmp/spanbert
+  python -m tools.show --config configs/spanbert_sbo.py --workdir /tmp/spanbert
 
 Hardware: any laptop CPU, no network. Spans of whole words with lengths from
 Geo(0.2) clipped at 10 until 15% of the tokens are masked, 80/10/10 per span

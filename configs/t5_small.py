@@ -1,7 +1,7 @@
 """T5-small span corruption (Raffel et al. 2020) on the embedded corpus, shaped for a CPU.
 
   python train.py --config configs/t5_small.py --workdir /tmp/t5_small
-  python -m data.show --config configs/t5_small.py --workdir /tmp/t5_small
+  python -m tools.show --config configs/t5_small.py --workdir /tmp/t5_small
 
 Hardware: any laptop CPU, no network. The objective is T5's exactly (noise
 density 0.15, mean span length 3, sentinels from the top of the vocabulary

@@ -2,7 +2,7 @@
 BERT trained with bidirectional, left-to-right, right-to-left and seq2seq attention masks.
 
   python train.py --config configs/unilm.py --workdir /tmp/unilm
-  python -m data.show --config configs/unilm.py
+  python -m tools.show --config configs/unilm.py
 
 Hardware: any laptop CPU, no network. The kinds are mixed per packed segment in the
 paper's proportions (section 2.3: 1/3 bidirectional, 1/3 seq2seq, 1/6 each way of

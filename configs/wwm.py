@@ -1,7 +1,7 @@
 """Whole-word masking MLM (BERT wwm release) at quickstart scale on the embedded corpus (CPU).
 
   python train.py --config configs/wwm.py --workdir /tmp/wwm
-  python -m data.show --config configs/wwm.py
+  python -m tools.show --config configs/wwm.py
 
 Hardware: any laptop CPU. Words come from the SentencePiece pieces ('▁' starts a
 word); with a WordPiece vocab.txt, from '##'. For Chinese (Chinese-BERT-wwm) set

@@ -2,7 +2,7 @@
 
   python train.py --config configs/xlm_tlm.py --workdir /tmp/xlm_tlm \
       --config.data.text_files=/path/to/pairs.tsv
-  python -m data.show --config configs/xlm_tlm.py --config.data.text_files=/path/to/pairs.tsv
+  python -m tools.show --config configs/xlm_tlm.py --config.data.text_files=/path/to/pairs.tsv
 
 Hardware: any laptop CPU. Each line of the corpus is `source<TAB>target`
 (blank lines may separate documents); pairs are packed up to 8 to a row, each

@@ -1,7 +1,7 @@
 """XLNet permutation language modelling: xlnet-tiny on the embedded corpus (CPU).
 
   python train.py --config configs/xlnet.py --workdir /tmp/xlnet
-  python -m data.show --config configs/xlnet.py
+  python -m tools.show --config configs/xlnet.py
 
 Hardware: any laptop CPU, no network. Each row of 128 tokens is read as two
 chunks of 64, the second with the first as memory; each (chunk, document) piece

@@ -18,7 +18,7 @@ import dataclasses
 import os
 import re
 
-from data import sources
+from data import jsonl
 from data.wordpiece import CJK_RANGES
 
 Record = dict  # {'text_a': str, 'text_b': str | None, 'label': int | None, 'idx': int}
@@ -96,7 +96,7 @@ def read_fewclue(fewclue_dir: str, task: str, split: str) -> tuple[list[Record],
   if not os.path.isfile(path):
     raise FileNotFoundError(f'FewCLUE {task} {split}: no file {path}.')
   records = []
-  for where, example in sources.jsonl_records(path):
+  for where, example in jsonl.jsonl_records(path):
     for name in (spec.text_a, spec.text_b):
       if name is not None and name not in example:
         raise ValueError(f'{where}: no field {name!r} (fields: {sorted(example)}).')

@@ -22,8 +22,8 @@ from collections.abc import Callable, Sequence
 import grain
 import numpy as np
 
+from data import word_units
 from data.packing import PackedRows
-from objectives import word_units
 
 
 @dataclasses.dataclass(frozen=True)
@@ -84,7 +84,7 @@ def _read(stream: grain.MapDataset) -> grain.IterDataset:
 
 def _tokenized(doc: dict, tokenizer, starts_table) -> dict:
   """{'tokens', 'epoch', 'doc'} of a document, and, for a JSONL document with annotated
-  spans (data/sources.SpannedText), 'token_arrays': per-token unit starts, one array
+  spans (data/jsonl.SpannedText), 'token_arrays': per-token unit starts, one array
   per span kind, which packing carries into the rows (ERNIE's entity_starts, ...)."""
   text = doc['text']
   spans = getattr(text, 'spans', None)

@@ -18,7 +18,7 @@ from its front or back at random, and framed as [CLS] A [SEP] B [SEP], one
 attention segment with token types 0 then 1.
 
 Randomness: every draw of an instance is a function of (seed, epoch, example id)
-through objectives/host_random, the example id being the row counter times
+through data/host_random, the example id being the row counter times
 num_shards plus the shard, as in data/packing.py; the state (data/document_rows.py:
 the parent's state before the current document, the next sentence, rows emitted)
 restores exactly.
@@ -30,8 +30,7 @@ import re
 import grain
 import numpy as np
 
-from data import document_rows
-from objectives import host_random
+from data import document_rows, host_random
 
 KINDS = ('nsp', 'sop')
 # A sentence ends at . ! ? followed by space (a line break included), at their CJK

@@ -360,7 +360,7 @@ def postprocess(
     (predictions, no_answer_scores): id -> best non-null answer text ('' if no window has a
     valid span), and for v2.0 id -> null score - best span score (BERT's null_odds; +inf when
     there is no valid span); {} for v1.1. A v2.0 question is answered '' when its score is
-    above the threshold (BERT's default 0.0; training/task_metrics.best_thresholds tunes it).
+    above the threshold (BERT's default 0.0; evaluation/task_metrics.best_thresholds tunes it).
   """
   predictions, no_answer = {}, {}
   for record, (start_logits, end_logits), (token_to_word, max_context) in zip(

@@ -50,7 +50,7 @@ import os
 
 import numpy as np
 
-from data import glue
+from data import clue, conll, glue, squad
 
 CLUE_SOURCES = ('fewclue', 'chnsenticorp', 'thucnews')
 SOURCES = ('glue', 'conll', 'squad', *CLUE_SOURCES)
@@ -118,8 +118,6 @@ def load_examples(data_cfg, split: str, eval_split: str | None = None) -> list[d
   if source in CLUE_SOURCES:
     if split == 'train':
       name = data_cfg.get('train_split', '') or 'train'
-    from data import clue  # data/clue.py imports data/sources.py, which imports this module.
-
     records = _clue_examples(data_cfg, source, name)
     if data_cfg.get('chinese_chars', False):
       records = [
@@ -132,15 +130,11 @@ def load_examples(data_cfg, split: str, eval_split: str | None = None) -> list[d
       ]
     return records
   if source == 'conll':
-    from data import conll
-
     path = os.path.join(data_cfg.conll_dir, f'{name}.txt')
     return [
       {'words': words, 'tags': tags, 'idx': i}
       for i, (words, tags) in enumerate(conll.read_conll(path))
     ]
-  from data import squad  # source == 'squad'
-
   path = data_cfg.squad_file if split == 'train' else data_cfg.eval_squad_file
   if path:
     return squad.read_squad(path)
@@ -174,7 +168,6 @@ def _multitask_examples(data_cfg, name: str) -> list[dict]:
 
 
 def _clue_examples(data_cfg, source: str, split: str) -> list[dict]:
-  from data import clue
 
   directory = data_cfg.get('clue_dir', '') or ''
   if not directory:

@@ -1,14 +1,10 @@
-"""The tokenizer interface, SentencePiece models, and finding or training one.
+"""SentencePiece models, and finding, loading or training a run's tokenizer.
 
-Every tokenizer exposes the same special ids (pad, unk, cls, sep, mask, bos,
-eos) so objectives never care which kind is loaded. A SentencePiece model
-trained here has pad=0, unk=1, bos=2, eos=3 and [CLS], [SEP], [MASK] as
-user-defined symbols 4, 5, 6. `fingerprint()` hashes the model file, so a
-checkpoint can check it is paired with the tokenizer it was trained with.
+The interface is data/tokenizer_api.py; WordPiece vocabularies are data/wordpiece.py.
+A SentencePiece model trained here has pad=0, unk=1, bos=2, eos=3 and [CLS], [SEP],
+[MASK] as user-defined symbols 4, 5, 6.
 """
 
-import abc
-import hashlib
 import io
 import os
 from collections.abc import Callable, Sequence
@@ -18,70 +14,11 @@ import sentencepiece as spm
 from ml_collections import config_dict
 
 from data.sources import load_documents
+from data.tokenizer_api import Tokenizer
+from data.wordpiece import WordPieceTokenizer
 
 SPECIAL_PIECES = ('[CLS]', '[SEP]', '[MASK]')
 MODEL_TYPES = ('unigram', 'bpe', 'char', 'word')
-
-
-class Tokenizer(abc.ABC):
-  """Common interface of SentencePiece and WordPiece tokenizers.
-
-  Attributes:
-    path: The file the tokenizer was loaded from.
-    vocab_size: Number of ids; every id is in [0, vocab_size).
-    pad_id, unk_id, cls_id, sep_id, mask_id, bos_id, eos_id: Special ids.
-  """
-
-  path: str
-  vocab_size: int
-  pad_id: int
-  unk_id: int
-  cls_id: int
-  sep_id: int
-  mask_id: int
-  bos_id: int
-  eos_id: int
-
-  def __init__(self, path: str, file_bytes: bytes):
-    self.path = path
-    self._sha256 = hashlib.sha256(file_bytes).hexdigest()
-
-  def _check_special_ids(self) -> None:
-    names = ('pad_id', 'unk_id', 'cls_id', 'sep_id', 'mask_id', 'bos_id', 'eos_id')
-    for name in names:
-      value = getattr(self, name)
-      if not 0 <= value < self.vocab_size:
-        raise ValueError(f'{self.path}: {name}={value} is not in [0, {self.vocab_size}).')
-
-  @property
-  def special_ids(self) -> np.ndarray:
-    """Sorted int32 ids that are never masked or predicted: pad, unk, cls, sep, mask, bos, eos."""
-    ids = [self.pad_id, self.unk_id, self.cls_id, self.sep_id, self.mask_id, self.bos_id]
-    return np.unique(np.asarray(ids + [self.eos_id], np.int32))
-
-  def fingerprint(self) -> str:
-    """Returns the sha256 hex digest of the model or vocab file bytes."""
-    return self._sha256
-
-  @abc.abstractmethod
-  def encode(self, text: str) -> np.ndarray:
-    """Returns the int32 ids of `text`, with no special tokens added."""
-
-  def encode_with_offsets(self, text: str) -> tuple[np.ndarray, np.ndarray]:
-    """(ids, ends): the ids of `text` and, for each, the character index just past its
-    last character (how annotated character spans find their tokens)."""
-    raise NotImplementedError(
-      f'{type(self).__name__} gives no character offsets; annotated spans '
-      '(data.span_fields) need a SentencePiece tokenizer.'
-    )
-
-  @abc.abstractmethod
-  def decode(self, ids: Sequence[int] | np.ndarray) -> str:
-    """Returns the text of `ids`, skipping padding."""
-
-  @abc.abstractmethod
-  def id_to_piece(self, i: int) -> str:
-    """Returns the vocabulary piece of id `i`."""
 
 
 class SentencePieceTokenizer(Tokenizer):
@@ -102,7 +39,7 @@ class SentencePieceTokenizer(Tokenizer):
     if missing or disabled:
       raise ValueError(
         f'SentencePiece model {model_path} lacks pieces {missing} and/or ids {disabled}; '
-        'train it with data.train_tokenizer (pad_id=0, unk_id=1, bos_id=2, eos_id=3, '
+        'train it with tools.train_tokenizer (pad_id=0, unk_id=1, bos_id=2, eos_id=3, '
         f'user_defined_symbols={list(SPECIAL_PIECES)}).'
       )
     self.cls_id, self.sep_id, self.mask_id = (self._sp.piece_to_id(p) for p in SPECIAL_PIECES)
@@ -219,8 +156,6 @@ def load_tokenizer(path: str) -> Tokenizer:
   if path.endswith('.model'):
     return SentencePieceTokenizer(path)
   if path.endswith('.txt'):
-    from data.wordpiece import WordPieceTokenizer  # wordpiece imports this module.
-
     return WordPieceTokenizer(path, lowercase=None)
   raise ValueError(
     f'Tokenizer file {path!r} is neither a SentencePiece .model nor a WordPiece vocab .txt.'

@@ -17,7 +17,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from data.tokenizers import Tokenizer
+from data.tokenizer_api import Tokenizer
 
 MAX_CHARS_PER_WORD = 100
 SPECIAL_TOKENS = {

@@ -32,7 +32,7 @@ import dataclasses
 
 import flax.linen as nn
 
-from models import heads, transformer
+from models import flops, heads, transformer
 from models.transformer import TransformerConfig
 
 
@@ -149,14 +149,13 @@ class ElectraPretraining(nn.Module):
     return _with_embed(variables, own)
 
   def train_flops_per_token(self, seq_len: int) -> float:
-    """Both networks' training FLOPs per token (training/flops.py's convention): the
+    """Both networks' training FLOPs per token (models/flops.py's convention): the
     generator with its MLM head over the vocabulary, the discriminator with its
     d x d + d x 1 head instead of a vocabulary projection."""
-    from training import flops  # Accounting lives with training; imported only when asked.
-
     cfg = self.cfg
     discriminator = flops.train_flops_per_token(cfg, seq_len, mlm_head=False)
-    discriminator += 6 * (cfg.d_model * cfg.d_model + cfg.d_model - cfg.d_model * cfg.vocab_size)
+    head = cfg.d_model * cfg.d_model + cfg.d_model  # Its head replaces the vocabulary's.
+    discriminator += 6 * (head - cfg.token_dim * cfg.vocab_size)
     return discriminator + flops.train_flops_per_token(self.generator_cfg, seq_len, mlm_head=True)
 
   def generate(self, tokens, segment_ids, positions=None, token_types=None, deterministic=True):

@@ -15,6 +15,7 @@ import importlib
 import jax
 import jax.numpy as jnp
 
+from models import heads
 from models.transformer import TransformerConfig
 
 # Post-LN encoder with token types and an embedding LayerNorm (Devlin et al. 2019).
@@ -261,8 +262,6 @@ def count_params(cfg) -> int:
   """Parameters of the model as released (see the module docstring), via jax.eval_shape."""
   if not isinstance(cfg, TransformerConfig):
     return cfg.count_params()
-  from models import heads
-
   tokens = jnp.zeros((1, 8), jnp.int32)
   if cfg.num_decoder_layers:
     model = heads.Seq2SeqLM(cfg)

@@ -7,8 +7,8 @@ regression (one output, STS-B) the squared error. The loader's eval padding rows
 (no real token) weigh nothing.
 
 Config (`objective.*`): `num_labels` (1 = regression), `task` (a GLUE task name
-picks the official metrics of training/task_metrics.glue_metrics; any other name
-is scored by accuracy).
+is scored with the task's official metrics, evaluation/task_metrics.glue_metrics; any
+other name by accuracy).
 """
 
 import dataclasses
@@ -19,8 +19,7 @@ import optax
 
 from data import glue, tasks
 from models import heads
-from objectives import task_inputs
-from training import task_metrics
+from objectives.shared import task_inputs
 
 
 @dataclasses.dataclass(frozen=True)
@@ -74,21 +73,15 @@ class Classification:
     prediction = logits[:, 0] if self.regression else jnp.argmax(logits, -1)
     return {'prediction': prediction, 'label': batch['label']}
 
-  def evaluate_predictions(self, objective_cfg, outputs: dict, records) -> dict:
-    """The task's official metrics; `scores` holds the one the GLUE table reports."""
+  def decode_predictions(self, objective_cfg, outputs: dict, records) -> dict:
+    """The split's predicted classes (or scores) and gold labels, for the task's metric:
+    GLUE's official metrics for a GLUE task, accuracy otherwise."""
     del objective_cfg, records  # The labels travel with the rows.
     predictions, labels = outputs['prediction'], outputs['label']
     if not self.regression:
-      labels = labels.astype(np.int64)
-    if self.task in glue.TASKS:
-      metrics = task_metrics.glue_metrics(self.task, predictions, labels)
-      # The metric BERT's Table 1 prints per task (the reference column's).
-      main = {'cola': 'mcc', 'ax': 'mcc', 'mrpc': 'f1', 'qqp': 'f1', 'stsb': 'spearman'}
-      score = metrics[main.get(self.task, 'accuracy')]
-    else:
-      metrics = {'accuracy': task_metrics.accuracy(predictions, labels)}
-      score = metrics['accuracy']
-    return {'metrics': metrics, 'scores': {self.task: score}}
+      predictions, labels = predictions.astype(np.int64), labels.astype(np.int64)
+    metric = 'glue' if self.task in glue.TASKS else 'accuracy'
+    return {'metric': metric, 'task': self.task, 'predictions': predictions, 'labels': labels}
 
   def eval_summary(self, values: dict) -> dict:
     return values

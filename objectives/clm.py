@@ -9,11 +9,11 @@ BOS tokens EOS, so the model learns to end a document.
 import numpy as np
 
 from models import heads
-from objectives import token_lm
-from objectives.token_lm import eval_summary, loss_fn  # noqa: F401  (objective API)
+from objectives.shared import token_lm
+from objectives.shared.token_lm import eval_summary, loss_fn  # noqa: F401  (objective API)
 
 FRAMING = ('bos_id', 'eos_id')
-# `python -m data.show` renders the segments as text with their predicted count.
+# `python -m tools.show` renders the segments as text with their predicted count.
 SHOW = 'causal'
 
 

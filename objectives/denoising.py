@@ -26,12 +26,14 @@ BART does. Every draw is a function of (seed, epoch, example id, position).
 
 import numpy as np
 
+from data import host_random
 from models import heads
-from objectives import host_random, mlm, seq2seq
-from objectives.seq2seq import eval_summary, loss_fn  # noqa: F401  (objective API)
+from objectives import mlm
+from objectives.shared import seq2seq
+from objectives.shared.seq2seq import eval_summary, loss_fn  # noqa: F401  (objective API)
 
 FRAMING = ('bos_id', 'eos_id')
-# `python -m data.show` prints the encoder's (corrupted) text beside the decoder's target.
+# `python -m tools.show` prints the encoder's (corrupted) text beside the decoder's target.
 SHOW = 'seq2seq'
 
 # host_random streams; mlm.make_masker uses 0..2.

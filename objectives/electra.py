@@ -35,7 +35,8 @@ import jax.numpy as jnp
 import optax
 
 from models import electra as electra_model
-from objectives import metrics, mlm
+from objectives import mlm
+from objectives.shared import metrics
 
 # Key of the samples drawn in evaluation (rng=None), fixed so that evaluations repeat.
 _EVAL_KEY = 0
@@ -120,7 +121,7 @@ class Electra:
   rtd_weight: float = 50.0
 
   FRAMING = mlm.FRAMING  # [CLS] tokens [SEP], as BERT.
-  SHOW = 'masked'  # data.show renders the generator's masked input.
+  SHOW = 'masked'  # tools.show renders the generator's masked input.
 
   def __post_init__(self):
     if not self.rtd_weight >= 0:

@@ -1,6 +1,6 @@
 """ELMo's bidirectional language modelling: forward and backward LMs over characters.
 
-Host side: the rows keep their token ids as `inputs` (what `data.show` renders)
+Host side: the rows keep their token ids as `inputs` (what `tools.show` renders)
 and gain `chars` [batch, length, chars], each token's row of the character table
 (models/elmo.py `char_table`, built once from the tokenizer's pieces). The
 forward LM at position t predicts token t + 1 (`targets`, `weights`), the
@@ -20,10 +20,10 @@ import jax.numpy as jnp
 import numpy as np
 
 from models import elmo
-from objectives import metrics, token_lm
+from objectives.shared import metrics, token_lm
 
 FRAMING = ('bos_id', 'eos_id')
-# `python -m data.show` renders the segments as text with their (forward) predicted count.
+# `python -m tools.show` renders the segments as text with their (forward) predicted count.
 SHOW = 'causal'
 
 

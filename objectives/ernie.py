@@ -3,7 +3,7 @@ Knowledge Integration", section 3.2).
 
 MLM (objectives/mlm.py) whose units are larger than tokens, at three levels:
   * basic: the basic language unit, a word for English and a character for
-    Chinese: the words of objectives/word_units.py from the pieces (a Chinese
+    Chinese: the words of data/word_units.py from the pieces (a Chinese
     WordPiece vocabulary has one piece per character, each its own word);
   * phrase: phrases are units, other words stay basic units;
   * entity: named entities are units, other words stay basic units.
@@ -23,7 +23,7 @@ Where units come from.
     segment changes still split units. The loader makes them from JSONL
     annotations: `data.source='jsonl'`, `data.span_fields='entity_starts:entities,
     phrase_starts:phrases'`, each field a list of [start, end) character spans
-    (data/sources.py, objectives/word_units.span_unit_starts). The paper's units
+    (data/sources.py, data/word_units.span_unit_starts). The paper's units
     come from lexical analysis, chunking and NER tools run over the corpus beforehand.
   * Otherwise a deterministic heuristic chunker over the pieces, for English:
     - entity: a maximal run of capitalised words that are not stopwords ("Python
@@ -36,15 +36,17 @@ Where units come from.
     - both are cut into units of at most `max_unit_words` words.
     With `word_segmenter='jieba'` (Chinese), phrases are jieba's words over the
     characters, as the paper uses segmentation tools for Chinese.
-The loss is MLM's (objectives/token_lm.py).
+The loss is MLM's (objectives/shared/token_lm.py).
 """
 
 import unicodedata
 
 import numpy as np
 
-from objectives import host_random, mlm, token_lm, word_units
-from objectives.token_lm import eval_summary, loss_fn  # noqa: F401  (objective API)
+from data import host_random, word_units
+from objectives import mlm
+from objectives.shared import token_lm
+from objectives.shared.token_lm import eval_summary, loss_fn  # noqa: F401  (objective API)
 
 FRAMING = mlm.FRAMING
 SHOW = 'masked'

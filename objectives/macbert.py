@@ -36,7 +36,7 @@ A word with several candidates takes one uniformly at random. The words of the
 batch are found in the table with a trie walked one piece depth at a time over
 the whole batch, so lookups are exact and vectorized.
 
-Words come from the pieces as in whole-word masking (objectives/word_units.py),
+Words come from the pieces as in whole-word masking (data/word_units.py),
 `objective.word_segmenter='jieba'` segments Chinese, and `batch['word_starts']`,
 when the loader supplies it, replaces the pieces' starts. MacBERT's other change,
 sentence-order prediction, is not part of this objective.
@@ -47,11 +47,13 @@ import functools
 import numpy as np
 from absl import logging
 
-from objectives import host_random, mlm, token_lm, word_units
-from objectives.token_lm import eval_summary, loss_fn  # noqa: F401  (objective API)
+from data import host_random, word_units
+from objectives import mlm
+from objectives.shared import token_lm
+from objectives.shared.token_lm import eval_summary, loss_fn  # noqa: F401  (objective API)
 
 FRAMING = mlm.FRAMING
-# data.show renders a similar-word replacement as a random one ({replacement→original}).
+# tools.show renders a similar-word replacement as a random one ({replacement→original}).
 SHOW = 'masked'
 build_model = mlm.build_model
 

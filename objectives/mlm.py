@@ -16,13 +16,14 @@ Jitted side: cross-entropy over the selected positions only.
 
 import numpy as np
 
+from data import host_random
 from models import heads
-from objectives import host_random, token_lm
-from objectives.token_lm import eval_summary, loss_fn  # noqa: F401  (objective API)
+from objectives.shared import token_lm
+from objectives.shared.token_lm import eval_summary, loss_fn  # noqa: F401  (objective API)
 
 # Each packed segment is framed as [CLS] tokens [SEP], as in BERT.
 FRAMING = ('cls_id', 'sep_id')
-# How `python -m data.show` renders a row: corrupted positions marked against the original.
+# How `python -m tools.show` renders a row: corrupted positions marked against the original.
 SHOW = 'masked'
 
 

@@ -22,7 +22,7 @@ Evaluation: one eval split per task ('rte:dev', data/tasks.eval_splits), each sc
 with its task's GLUE metrics; `scores` holds one column per task ({'mrpc': ..,
 'rte': .., 'stsb': ..}, the columns configs/glue.py reports), and the trainer keeps
 the checkpoint that is best on the first task's score. (MT-DNN's model selection by
-the tasks' average dev score would need training/evaluation.py to pass it first.)
+the tasks' average dev score would need evaluation/ to pass it first.)
 
 Config (`objective.*`): `tasks`, the comma-separated GLUE tasks, the same list as
 `data.task` (configs/mtdnn.py).
@@ -37,7 +37,8 @@ import optax
 
 from data import glue
 from models import heads, transformer
-from objectives import classification, task_inputs
+from objectives import classification
+from objectives.shared import task_inputs
 
 
 class MultiTaskClassifier(nn.Module):
@@ -141,9 +142,10 @@ class MultiTask:
       prediction = jnp.where(batch['task'] == k, mine, prediction)
     return {'prediction': prediction, 'label': batch['label'], 'task': batch['task']}
 
-  def evaluate_predictions(self, objective_cfg, outputs: dict, records) -> dict:
-    """One task's split (all its rows share a task index): that task's GLUE metrics,
-    named '<task>_<metric>', and its score column."""
+  def decode_predictions(self, objective_cfg, outputs: dict, records) -> dict:
+    """One task's split (all its rows share a task index): that task's predictions for
+    its GLUE metrics (the evaluation names them '<task>_<metric>': data/tasks.py gives
+    a multi-task set's splits as 'task:split')."""
     found = np.unique(outputs['task'])
     if len(found) != 1:
       raise ValueError(f'An eval split of several tasks {found.tolist()}: expected one task.')
@@ -151,14 +153,8 @@ class MultiTask:
     if records and records[0].get('task', k) != k:
       raise ValueError(f'Eval rows of task {k} but records of task {records[0]["task"]}.')
     task, n = self.tasks[k], self.num_labels[k]
-    predictions = outputs['prediction'] if n == 1 else outputs['prediction'].astype(np.int64)
     single = classification.Classification(task=task, num_labels=n)
-    outputs = {**outputs, 'prediction': predictions}
-    values = single.evaluate_predictions(objective_cfg, outputs, records)
-    return {
-      'metrics': {f'{task}_{name}': value for name, value in values['metrics'].items()},
-      'scores': values['scores'],
-    }
+    return single.decode_predictions(objective_cfg, outputs, records)
 
   def eval_summary(self, values: dict) -> dict:
     return values

@@ -26,14 +26,14 @@ The optimized loss is sum_i weight_i * loss_i, logged as `total_loss`.
 """
 
 import dataclasses
-import importlib
 from types import ModuleType
 
 import jax.numpy as jnp
 import numpy as np
 
 from models import heads
-from objectives import metrics, token_lm
+from objectives import api
+from objectives.shared import metrics, token_lm
 
 # Arrays of the trunk's batch passed to MaskedLM, in order (token types for sentence pairs).
 _MODEL_INPUTS = ('inputs', 'segment_ids', 'positions', 'token_types')
@@ -62,7 +62,7 @@ def _part_name(module: ModuleType) -> str:
 
 @dataclasses.dataclass(frozen=True)
 class Multitask:
-  """The objective API (training/model_setup.py) for a trunk plus auxiliary parts."""
+  """The objective API (objectives/api.py) for a trunk plus auxiliary parts."""
 
   trunk: ModuleType
   aux: tuple[ModuleType, ...]
@@ -80,15 +80,14 @@ class Multitask:
   @property
   def make_rows(self):
     """The row builder of the one part that has one (None: the loader packs)."""
-    builders = [m.make_rows for m in (self.trunk, *self.aux) if hasattr(m, 'make_rows')]
+    builders = [api.row_builder(m) for m in (self.trunk, *self.aux)]
+    builders = [b for b in builders if b is not None]
     if len(builders) > 1:
       raise ValueError('At most one objective part may build its own rows (make_rows).')
     return builders[0] if builders else None
 
   def packed_length(self, objective_cfg, seq_len: int) -> int:
-    if hasattr(self.trunk, 'packed_length'):
-      return self.trunk.packed_length(objective_cfg, seq_len)
-    return seq_len
+    return api.packed_length(self.trunk, objective_cfg, seq_len)
 
   def build_model(self, model_cfg):
     model = self.trunk.build_model(model_cfg)
@@ -136,18 +135,13 @@ class Multitask:
 
 
 def configure(objective_cfg) -> Multitask:
-  """The combined objective of `objective_cfg.parts` (training/model_setup.load_objective)."""
-  parts = parse_parts(objective_cfg.get('parts', ''))
-  modules = []
-  for path, _ in parts:
-    try:
-      modules.append(importlib.import_module(path))
-    except ModuleNotFoundError as e:
-      raise ValueError(f'objective.parts names {path!r}, which cannot be imported ({e}).') from e
-  for module in modules[1:]:
-    missing = [n for n in ('AUX_HEAD', 'make_aux_preprocess', 'aux_loss') if not hasattr(module, n)]
-    if missing:
-      raise ValueError(
-        f'{module.__name__} cannot be an auxiliary objective part: it lacks {", ".join(missing)}.'
-      )
-  return Multitask(modules[0], tuple(modules[1:]), tuple(w for _, w in parts), objective_cfg)
+  """The combined objective of `objective_cfg.parts` (objectives/api.load calls this)."""
+  parts = parse_parts(objective_cfg.parts)
+  trunk = api.import_module(parts[0][0], 'objective.parts item')
+  missing = api.missing(trunk, api.Objective)
+  if missing:
+    raise ValueError(
+      f'objective.parts trunk {parts[0][0]!r} is not an objective: it lacks {", ".join(missing)}.'
+    )
+  aux = tuple(api.load_part(path) for path, _ in parts[1:])
+  return Multitask(trunk, aux, tuple(w for _, w in parts), objective_cfg)

@@ -3,7 +3,7 @@
 Host side, vectorized over the batch. A packed row is cut into `num_chunks`
 equal chunks (default 2), and each document's part inside one chunk, a *piece*,
 gets its own factorization order: an argsort of per-position uniforms from
-objectives/host_random (a pure function of (seed, epoch, example id), so every
+data/host_random (a pure function of (seed, epoch, example id), so every
 epoch permutes afresh and a restored run permutes as the uninterrupted one).
 Framing tokens, other special tokens and padding take no part in an order and
 are never predicted. Partial prediction (Section 2.3): a piece of n tokens
@@ -27,7 +27,7 @@ predictions] (with `target_weights`; unused slots point at position 0 and weigh 
 
 `inputs` are the tokens themselves (the query stream, not the input, hides a
 predicted token), `targets` the tokens and `weights` 1 at the predicted positions:
-`python -m data.show` marks the predictions as <kept> tokens.
+`python -m tools.show` marks the predictions as <kept> tokens.
 
 Jitted side: the chunks run in order, each with the previous chunk's layer states
 as memory (gradient stopped, as in Transformer-XL). The loss is the mean
@@ -39,14 +39,15 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from data import host_random
 from models import xlnet
-from objectives import host_random, metrics, token_lm
-from objectives.token_lm import eval_summary  # noqa: F401  (objective API)
+from objectives.shared import metrics, token_lm
+from objectives.shared.token_lm import eval_summary  # noqa: F401  (objective API)
 
 # XLNet ends a segment with <sep> <cls>; here segments are framed [CLS] tokens [SEP] like
 # BERT's. Framing tokens are context only (rank 0, seen by every token of the document).
 FRAMING = ('cls_id', 'sep_id')
-# How `python -m data.show` renders a row: predicted positions marked (as kept tokens).
+# How `python -m tools.show` renders a row: predicted positions marked (as kept tokens).
 SHOW = 'masked'
 
 DEFAULT_NUM_PREDICT_FRACTION = 6

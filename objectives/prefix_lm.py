@@ -9,9 +9,10 @@ keep their packed length (`seq_len`) on both sides, so nothing is clipped.
 
 import numpy as np
 
+from data import host_random
 from models import heads
-from objectives import host_random, seq2seq
-from objectives.seq2seq import eval_summary, loss_fn  # noqa: F401  (objective API)
+from objectives.shared import seq2seq
+from objectives.shared.seq2seq import eval_summary, loss_fn  # noqa: F401  (objective API)
 
 FRAMING = ('bos_id', 'eos_id')
 SHOW = 'seq2seq'

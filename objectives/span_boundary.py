@@ -13,7 +13,7 @@ loss is the cross-entropy over the masked positions, the same targets as MLM's,
 and SpanBERT adds the two with weight 1.
 """
 
-from objectives import metrics
+from objectives.shared import metrics
 
 AUX_HEAD = 'span_boundary'
 _SPAN_KEYS = ('span_left', 'span_right', 'span_offset')

@@ -25,20 +25,22 @@ length whose corruption as one segment fills `seq_len` encoder tokens exactly.
 Rows holding several documents round per segment, so they can need a token or
 two more (at most 2 for seq_len 128, 6 for 512, e.g. 13 documents of 9 tokens);
 such a row's longest segment takes that many more noise tokens (its span count
-unchanged), so the encoder never exceeds `seq_len` and nothing is clipped. The decoder length `targets_length` is the worst case over every way
-a row can be split into segments, so no target is ever cut either.
+unchanged), so the encoder never exceeds `seq_len` and nothing is clipped. The
+decoder length `decoder_length` is the worst case over every way a row can be split
+into segments, so no target is ever cut either.
 """
 
 import functools
 
 import numpy as np
 
+from data import host_random
 from models import heads
-from objectives import host_random, seq2seq
-from objectives.seq2seq import eval_summary, loss_fn  # noqa: F401  (objective API)
+from objectives.shared import seq2seq
+from objectives.shared.seq2seq import eval_summary, loss_fn  # noqa: F401  (objective API)
 
 FRAMING = ('bos_id', 'eos_id')
-# `python -m data.show` prints the encoder's (corrupted) text beside the decoder's target.
+# `python -m tools.show` prints the encoder's (corrupted) text beside the decoder's target.
 SHOW = 'seq2seq'
 
 
@@ -100,8 +102,9 @@ def packed_length(objective_cfg, seq_len: int) -> int:
   return _lengths(seq_len, *_check(objective_cfg))[0]
 
 
-def targets_length(objective_cfg, seq_len: int) -> int:
-  """Decoder tokens per row: enough for any mix of documents in a packed row."""
+def decoder_length(objective_cfg, seq_len: int) -> int:
+  """Decoder tokens per row: enough for any mix of documents in a packed row (also the
+  decoder length of the FLOP count, objectives/api.decoder_length)."""
   return _lengths(seq_len, *_check(objective_cfg))[1]
 
 
@@ -142,7 +145,7 @@ def sentinel_ids(objective_cfg, tokenizer, seq_len: int) -> np.ndarray:
 
 
 def show_names(objective_cfg, tokenizer, seq_len: int) -> dict[int, str]:
-  """How `python -m data.show` writes the sentinels: <extra_id_0>, <extra_id_1>, ..."""
+  """How `python -m tools.show` writes the sentinels: <extra_id_0>, <extra_id_1>, ..."""
   return {
     int(i): f'<extra_id_{k}>' for k, i in enumerate(sentinel_ids(objective_cfg, tokenizer, seq_len))
   }

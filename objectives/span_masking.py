@@ -8,7 +8,7 @@ starting word uniformly among the row's candidate words; the span is that word
 and the l - 1 following ones. The 80/10/10 choice is drawn once per span: all
 its tokens become [MASK], or all random ordinary tokens, or all stay.
 
-Words are objectives/word_units.py's (SentencePiece '▁', WordPiece '##').
+Words are data/word_units.py's (SentencePiece '▁', WordPiece '##').
 Candidates are the non-special tokens of real segments; a segment's first and
 last tokens (the [CLS] / [SEP] framing) never are, so every span has a left and
 a right neighbour in its own segment. Departures from SpanBERT's code, each so
@@ -37,7 +37,7 @@ budget; the next round takes only the rows still under budget, and at most
 `_ROUNDS` run (a row that cannot place its budget in `_DRAWS * _ROUNDS` starts
 stays under it; 512-token rows of text need about 20, and at most 40).
 
-Besides MLM's batch (objectives/token_lm.py), preprocess adds, per position of a
+Besides MLM's batch (objectives/shared/token_lm.py), preprocess adds, per position of a
 masked span: `span_left` / `span_right`, the positions of the tokens just
 before / after the span, and `span_offset`, the position within the span (all
 int32 [batch, length], 0 elsewhere), for the span boundary objective.
@@ -45,8 +45,10 @@ int32 [batch, length], 0 elsewhere), for the span boundary objective.
 
 import numpy as np
 
-from objectives import host_random, mlm, token_lm, word_units
-from objectives.token_lm import eval_summary, loss_fn  # noqa: F401  (objective API)
+from data import host_random, word_units
+from objectives import mlm
+from objectives.shared import token_lm
+from objectives.shared.token_lm import eval_summary, loss_fn  # noqa: F401  (objective API)
 
 FRAMING = mlm.FRAMING
 SHOW = 'masked'

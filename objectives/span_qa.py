@@ -6,8 +6,8 @@ token, or [CLS] (position 0) when the window does not hold the answer or there i
 The head (models/heads.SpanExtractor) gives a start and an end logit per token; the loss is the
 mean of the start and end cross-entropies over the rows (Devlin et al. 2019, Sec. 4.2-4.3).
 Evaluation decodes the best span over a question's windows with BERT's n-best rules
-(data/squad.py `postprocess`) and scores it with the official SQuAD script's rules
-(training/task_metrics.py).
+(data/squad.py `postprocess`); the evaluation scores it with the official SQuAD script's
+rules (evaluation/task_metrics.py).
 
 Config keys (`objective.*`, added by configs/squad.py): version (1 or 2), doc_stride (128),
 max_query_length (64), n_best_size (20), max_answer_length (30).
@@ -25,12 +25,13 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from data import squad
 from models import heads
-from objectives import task_inputs
+from objectives.shared import task_inputs
 
 # Rows are built by make_rows ([CLS] question [SEP] window [SEP]); nothing is packed.
 FRAMING = ('cls_id', 'sep_id')
-# data.show: question | window, the gold answer in [[...]].
+# tools.show: question | window, the gold answer in [[...]].
 SHOW = 'spans'
 
 # The row arrays preprocess passes on to the model batch (besides inputs, built from tokens).
@@ -69,8 +70,6 @@ def make_rows(objective_cfg, stream, docs, tokenizer, *, seq_len, seed, shard, n
   """
   import grain  # Imported only by the input pipeline, not the train step.
 
-  from data import squad
-
   del docs, seed, shard, num_shards  # Rows depend on the record alone; no randomness.
   settings = _feature_settings(objective_cfg, seq_len)
   if settings['doc_stride'] <= 0:
@@ -97,7 +96,7 @@ def make_preprocess(objective_cfg, tokenizer, seed: int):
   """Returns `preprocess(rows) -> batch`: the rows as model inputs and span targets.
 
   The batch also carries 'weights' [batch, length], 1 on the gold answer's tokens, which is
-  what data.show marks; the loss reads 'weight' [batch] (0 for padding rows).
+  what tools.show marks; the loss reads 'weight' [batch] (0 for padding rows).
   """
   del objective_cfg, tokenizer, seed
 
@@ -178,8 +177,9 @@ def _group_windows(outputs: dict) -> dict[int, tuple]:
   return grouped
 
 
-def evaluate_predictions(objective_cfg, outputs: dict, records: list) -> dict:
-  """SQuAD exact match and F1 (fractions) of the predicted spans.
+def decode_predictions(objective_cfg, outputs: dict, records: list) -> dict:
+  """The predicted answer of every question: the best span over its windows (BERT's n-best
+  rules, data/squad.postprocess), for the SQuAD scorer (evaluation/task_metrics.py).
 
   Args:
     objective_cfg: `version`, `n_best_size`, `max_answer_length`.
@@ -187,16 +187,11 @@ def evaluate_predictions(objective_cfg, outputs: dict, records: list) -> dict:
     records: the eval split's records (data/squad.py).
 
   Returns:
-    {'metrics', 'scores'}. v1.1: metrics exact, f1; scores squad_em, squad_f1. v2.0: metrics
-    exact, f1 at BERT's default threshold 0, best_exact, best_f1 and their thresholds
-    (evaluate-v2.0's sweep), has_ans_* / no_ans_* at the best-F1 threshold; scores
-    squad2_em, squad2_f1 at the best-F1 threshold (BERT's README reruns prediction with it).
-    metrics['coverage'] is the fraction of questions predicted; only those are scored.
+    {'metric': 'squad', 'version_2', 'predictions' {question id: text}, 'no_answer'
+    {question id: null score minus best span score} (v2.0), 'answers' {question id: gold
+    answers}, 'coverage': the fraction of questions predicted}; only those are scored.
   """
-  from data import squad  # Host-side decoding only.
-  from training import task_metrics
-
-  version_2 = int(objective_cfg.get('version', 1)) == 2
+  version_2 = int(objective_cfg.version) == 2
   grouped = _group_windows(outputs)
   if not grouped or max(grouped) >= len(records) or min(grouped) < 0:
     raise ValueError(f'example ids must index the {len(records)} records; got {sorted(grouped)}')
@@ -205,38 +200,15 @@ def evaluate_predictions(objective_cfg, outputs: dict, records: list) -> dict:
     seen,
     [grouped[i][0] for i in sorted(grouped)],
     [grouped[i][1] for i in sorted(grouped)],
-    n_best_size=objective_cfg.get('n_best_size', 20),
-    max_answer_length=objective_cfg.get('max_answer_length', 30),
+    n_best_size=objective_cfg.n_best_size,
+    max_answer_length=objective_cfg.max_answer_length,
     version_2=version_2,
   )
-  dataset = {r['id']: r['answers'] for r in seen}
-  coverage = len(seen) / len(records)
-  if not version_2:
-    scores = task_metrics.squad_scores(predictions, dataset)
-    em, f1 = scores['exact_match'] / 100, scores['f1'] / 100
-    return {
-      'metrics': {'exact': em, 'f1': f1, 'coverage': coverage},
-      'scores': {'squad_em': em, 'squad_f1': f1},
-    }
-  default = task_metrics.squad_scores(predictions, dataset, no_answer, threshold=0.0)
-  best = task_metrics.best_thresholds(predictions, dataset, no_answer)
-  threshold = best['best_f1_threshold']
-  tuned = task_metrics.squad_scores(predictions, dataset, no_answer, threshold=threshold)
-  metrics = {
-    'exact': default['exact_match'] / 100,
-    'f1': default['f1'] / 100,
-    'best_exact': best['best_exact_match'] / 100,
-    'best_exact_threshold': best['best_exact_match_threshold'],
-    'best_f1': best['best_f1'] / 100,
-    'best_f1_threshold': threshold,
-    'coverage': coverage,
-  }
-  for name, answerable in (('has_ans', True), ('no_ans', False)):
-    subset = {qid: truths for qid, truths in dataset.items() if bool(truths) == answerable}
-    if subset:
-      part = task_metrics.squad_scores(predictions, subset, no_answer, threshold=threshold)
-      metrics[f'{name}_exact'], metrics[f'{name}_f1'] = part['exact_match'] / 100, part['f1'] / 100
   return {
-    'metrics': metrics,
-    'scores': {'squad2_em': tuned['exact_match'] / 100, 'squad2_f1': best['best_f1'] / 100},
+    'metric': 'squad',
+    'version_2': version_2,
+    'predictions': predictions,
+    'no_answer': no_answer,
+    'answers': {r['id']: r['answers'] for r in seen},
+    'coverage': len(seen) / len(records),
   }

@@ -12,9 +12,9 @@ pieces at all) are never trained on, and at evaluation they are predicted 'O' an
 as such against their gold tags (a cut-off entity is a miss, never a silent drop). On
 CoNLL-2003 with seq_len 128 and BERT's cased WordPiece that concerns a handful of sentences.
 
-Evaluation (`evaluate_predictions`): each row's argmax tag at its words' first sub-tokens
-is mapped back to the words of its record, and conlleval's entity-level precision, recall
-and F1 (training/task_metrics.entity_f1) are computed over all predicted sentences.
+Evaluation (`decode_predictions`): each row's argmax tag at its words' first sub-tokens is
+mapped back to the words of its record; the evaluation computes conlleval's entity-level
+precision, recall and F1 over all predicted sentences (evaluation/task_metrics.entity_f1).
 
 The label set is `objective.labels`, comma-separated, in id order (configs/conll.py sets
 CoNLL-2003's nine tags); the order fixes the classifier's output ids, so a checkpoint is
@@ -29,8 +29,7 @@ import numpy as np
 
 from data import conll
 from models import heads
-from objectives import metrics, task_inputs
-from training import task_metrics
+from objectives.shared import metrics, task_inputs
 
 # CoNLL-2003's IOB2 tags in the order the classifier's outputs are numbered.
 CONLL_LABELS = ('O', 'B-PER', 'I-PER', 'B-ORG', 'I-ORG', 'B-LOC', 'I-LOC', 'B-MISC', 'I-MISC')
@@ -100,7 +99,7 @@ class Tagging:
   labels: tuple[str, ...] = CONLL_LABELS
 
   FRAMING = ('cls_id', 'sep_id')  # [CLS] sentence [SEP], as BERT.
-  # data.show: each word with /TAG at its first sub-token.
+  # tools.show: each word with /TAG at its first sub-token.
   SHOW = 'tagging'
 
   @property
@@ -181,8 +180,9 @@ class Tagging:
       predicted[example] = words
     return predicted
 
-  def evaluate_predictions(self, objective_cfg, outputs: dict, records: list) -> dict:
-    """conlleval's entity-level scores of the predicted sentences.
+  def decode_predictions(self, objective_cfg, outputs: dict, records: list) -> dict:
+    """The gold and predicted word tags of the predicted sentences, for conlleval's
+    entity-level scores.
 
     Args:
       objective_cfg: unused (the labels are the configured ones).
@@ -191,30 +191,19 @@ class Tagging:
       records: the eval split's records {'words', 'tags', 'idx'}.
 
     Returns:
-      {'metrics': {'precision', 'recall', 'f1', 'token_accuracy'}, 'scores': {'conll_f1'}},
-      fractions. Words a row does not label (cut off by seq_len) count as predicted 'O';
-      records without a row (an evaluation cut short by eval_steps) are not scored.
+      {'metric': 'conll', 'gold': [[tag, ...] per sentence], 'predicted': [...]}, sentences
+      in record order. Words a row does not label (cut off by seq_len) count as predicted
+      'O'; records without a row (an evaluation cut short by eval_steps) are left out.
     """
     del objective_cfg
     predicted = self.predicted_tags(outputs, records)
     if not predicted:
       raise ValueError('no predicted sentences to score.')
     order = sorted(predicted)
-    gold = [list(records[i]['tags']) for i in order]
-    guess = [predicted[i] for i in order]
-    scores = task_metrics.entity_f1(gold, guess)
-    right = sum(
-      g == p for gs, ps in zip(gold, guess, strict=True) for g, p in zip(gs, ps, strict=True)
-    )
-    words = sum(len(g) for g in gold)
     return {
-      'metrics': {
-        'precision': float(scores['precision']),
-        'recall': float(scores['recall']),
-        'f1': float(scores['f1']),
-        'token_accuracy': right / words if words else 0.0,
-      },
-      'scores': {'conll_f1': float(scores['f1'])},
+      'metric': 'conll',
+      'gold': [list(records[i]['tags']) for i in order],
+      'predicted': [predicted[i] for i in order],
     }
 
   @staticmethod
@@ -236,4 +225,4 @@ build_model, make_rows, make_preprocess = (
   Tagging.make_preprocess,
 )
 loss_fn, predict_fn, eval_summary = _DEFAULT.loss_fn, _DEFAULT.predict_fn, Tagging.eval_summary
-evaluate_predictions = _DEFAULT.evaluate_predictions
+decode_predictions = _DEFAULT.decode_predictions

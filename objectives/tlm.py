@@ -12,8 +12,9 @@ heads.MaskedLM with the language ids fed as token types.
 
 import numpy as np
 
-from objectives import mlm, token_lm
-from objectives.token_lm import eval_summary  # noqa: F401  (objective API)
+from objectives import mlm
+from objectives.shared import token_lm
+from objectives.shared.token_lm import eval_summary  # noqa: F401  (objective API)
 
 FRAMING = mlm.FRAMING
 SHOW = 'masked'

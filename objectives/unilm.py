@@ -32,9 +32,11 @@ masker never selects, so the three choices are independent.
 
 import numpy as np
 
+from data import host_random
 from models import transformer
-from objectives import host_random, metrics, mlm, prefix_lm, token_lm
-from objectives.token_lm import eval_summary  # noqa: F401  (objective API)
+from objectives import mlm, prefix_lm
+from objectives.shared import metrics, token_lm
+from objectives.shared.token_lm import eval_summary  # noqa: F401  (objective API)
 
 FRAMING = mlm.FRAMING
 SHOW = 'masked'

@@ -1,7 +1,7 @@
 """word2vec's negative sampling (Mikolov et al. 2013), for skip-gram and CBOW.
 
 Host side, vectorized over the batch, every draw a function of (seed, epoch,
-example id, position) (objectives/host_random.py):
+example id, position) (data/host_random.py):
 
   1. Words. Special tokens (the BOS / EOS framing, [UNK], ...) are not words.
      With `objective.subsample` = t > 0, a word of frequency f is kept with
@@ -34,12 +34,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from data import host_random
 from models import word2vec
-from objectives import host_random
 
 # Segments are framed as BOS tokens EOS by the packer; the framing is not a word.
 FRAMING = ('bos_id', 'eos_id')
-# `python -m data.show` renders the (subsampled) segments with their count of centers
+# `python -m tools.show` renders the (subsampled) segments with their count of centers
 # that have a context ('predicted positions'), then a few centers, contexts and noise.
 SHOW = 'pairs'
 

@@ -1,19 +1,21 @@
 """Whole-word masking (Google's BERT wwm release; Chinese-BERT-wwm with a segmenter).
 
-As objectives/mlm.py, but the unit of selection is the word (objectives/word_units.py):
+As objectives/mlm.py, but the unit of selection is the word (data/word_units.py):
 each candidate word is selected with probability `mask_rate`, so every token is
 covered with probability `mask_rate`; the [MASK] / random / kept choice
 (80/10/10) is drawn once per word, so a word is either wholly masked, wholly
 randomized or wholly kept. Draws are taken at the word's first position, from
 host_random, so they depend only on (seed, epoch, example id).
 
-The loss is MLM's (objectives/token_lm.py).
+The loss is MLM's (objectives/shared/token_lm.py).
 """
 
 import numpy as np
 
-from objectives import mlm, token_lm, word_units
-from objectives.token_lm import eval_summary, loss_fn  # noqa: F401  (objective API)
+from data import word_units
+from objectives import mlm
+from objectives.shared import token_lm
+from objectives.shared.token_lm import eval_summary, loss_fn  # noqa: F401  (objective API)
 
 FRAMING = mlm.FRAMING
 SHOW = 'masked'

@@ -77,6 +77,19 @@ class Checkpointer:
     )
     return restored.state, restored.data, restored.meta
 
+  def restore_as_saved(self, step: int):
+    """(state as host arrays in its saved tree, data state, meta) of checkpoint `step`,
+    with no target sharding: for tools that rewrite a checkpoint (tools/relayout.py)."""
+    restored = self._manager.restore(
+      step,
+      args=ocp.args.Composite(
+        state=ocp.args.StandardRestore(),
+        data=ocp.args.JsonRestore(),
+        meta=ocp.args.JsonRestore(),
+      ),
+    )
+    return restored.state, restored.data, restored.meta
+
   def close(self):
     self._manager.wait_until_finished()
     self._manager.close()

@@ -1,16 +1,17 @@
 """Builds the parts of a run from its config: tokenizer, objective, model, loaders.
 
-Shared by train.py, eval.py, data/show.py and the tests, so that all of them see
-the same model and the same batches for the same config.
+Shared by training, evaluation, tools/show.py and the tests, so that all of them see
+the same model and the same batches for the same config. Touches no device.
 """
 
 import dataclasses
 import functools
 
 from data import loader as loader_lib
-from data import sources, tasks, tokenizers
+from data import sources, tasks, tokenizer_api, tokenizers
 from models.transformer import TransformerConfig
-from training.model_setup import load_objective, model_config, packed_length
+from objectives import api
+from training import model_setup
 
 
 @dataclasses.dataclass
@@ -18,8 +19,8 @@ class Experiment:
   """Everything a run builds from its config before touching devices."""
 
   config: object
-  tokenizer: tokenizers.Tokenizer
-  objective: object  # The objective module, or what its `configure` returned.
+  tokenizer: tokenizer_api.Tokenizer
+  objective: api.Objective  # The objective module, or what its `configure` returned.
   model_cfg: TransformerConfig
 
   @property
@@ -38,14 +39,14 @@ class Experiment:
   ) -> loader_lib.Loader:
     """The loader of `split` ('train' or 'eval') for this process's shards."""
     train = split == 'train'
-    make_rows = getattr(self.objective, 'make_rows', None)  # Sentence pairs (NSP / SOP).
+    make_rows = api.row_builder(self.objective)  # Task rows, sentence pairs (NSP / SOP).
     if make_rows is not None:
       make_rows = functools.partial(make_rows, self.config.objective)
     return loader_lib.Loader(
       self.documents(split, eval_split),
       self.tokenizer,
       shards=shards,
-      seq_len=packed_length(self.objective, self.config),
+      seq_len=api.packed_length(self.objective, self.config.objective, self.config.seq_len),
       framing=self.objective.FRAMING,
       preprocess=self.objective.make_preprocess(
         self.config.objective, self.tokenizer, self.config.seed
@@ -59,11 +60,9 @@ class Experiment:
 
 def build(config, workdir: str, *, process_index: int = 0, barrier=None) -> Experiment:
   """Loads (or trains, once, into the workdir) the tokenizer and sizes the model."""
-  objective = load_objective(config.objective.module, config.objective)
-  if config.get('init_from', '') and not config.data.tokenizer_path:
-    from training import pretrained  # Fine-tuning: the checkpoint's own tokenizer.
-
-    tokenizer = tokenizers.load_tokenizer(pretrained.describe(config.init_from).tokenizer_path)
+  objective = api.load(config.objective.module, config.objective)
+  if config.init_from and not config.data.tokenizer_path:  # Fine-tuning: the checkpoint's.
+    tokenizer = tokenizers.load_tokenizer(model_setup.describe(config.init_from).tokenizer_path)
   elif config.data.source in tasks.SOURCES and not config.data.tokenizer_path:
     raise ValueError(
       f'data.source={config.data.source!r} is a fine-tuning task: set config.init_from (its '
@@ -73,4 +72,5 @@ def build(config, workdir: str, *, process_index: int = 0, barrier=None) -> Expe
     tokenizer = tokenizers.get_or_train_tokenizer(
       config, workdir, process_index=process_index, barrier=barrier
     )
-  return Experiment(config, tokenizer, objective, model_config(config, tokenizer.vocab_size))
+  model_cfg = model_setup.model_config(config, tokenizer.vocab_size)
+  return Experiment(config, tokenizer, objective, model_cfg)

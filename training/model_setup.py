@@ -1,51 +1,84 @@
-"""The objective module and the model config of a run, without the data stack.
+"""The model a config describes: its preset sized for the run, or the checkpoint it starts from.
 
-Kept apart from training/experiment.py (which imports the Grain loader and the
-tokenizers) so that benchmarks and model-only tools import no TensorFlow, TFDS,
-Grain or ml_collections.
+`model_config(config, vocab_size)` is the model config of a run: `config.model.preset`
+with the run's overrides, or, when fine-tuning (`config.init_from`), the config of the
+checkpoint it starts from. `describe(path)` reads that checkpoint's model config and
+tokenizer without its weights: a converted checkpoint (`python -m models.convert`:
+model.json, params/, tokenizer files) or a train.py run directory (config.json,
+checkpoints/, tokenizer/), whose model config is again `model_config` of its own config
+(a fine-tuned run may itself start from a checkpoint, so the two call each other).
+
+Imports nothing of the data stack (Grain, TFDS) or TensorFlow: benchmarks and
+model-only tools use it on a bare accelerator machine.
 """
 
 import dataclasses
-import importlib
+import glob
+import json
+import os
 
+import ml_collections
+
+from data import tokenizers
 from models import presets
-
-# What every objective defines (objectives/mlm.py is an example); it may also define
-# `packed_length(objective_cfg, seq_len)` (see `packed_length` below).
-_OBJECTIVE_API = ('FRAMING', 'SHOW', 'build_model', 'make_preprocess', 'loss_fn', 'eval_summary')
+from models.transformer import TransformerConfig
 
 
-def load_objective(module_path: str, objective_cfg=None):
-  """The objective named in `config.objective.module`.
+@dataclasses.dataclass
+class Pretrained:
+  """What a run needs to know about a checkpoint before loading its weights."""
 
-  A module that needs its config to assemble itself (a combination of objectives,
-  objectives/multitask.py; ELECTRA's generator size) defines
-  `configure(objective_cfg)`, which returns the object providing the API; any
-  other module is the objective itself.
-  """
-  try:
-    module = importlib.import_module(module_path)
-  except ModuleNotFoundError as e:
-    raise ValueError(
-      f'objective.module={module_path!r} cannot be imported ({e}); '
-      "expected a module path such as 'objectives.mlm' or 'objectives.clm'."
-    ) from e
-  objective = module
-  if hasattr(module, 'configure') and objective_cfg is not None:
-    objective = module.configure(objective_cfg)
-  missing = [name for name in _OBJECTIVE_API if not hasattr(objective, name)]
-  if missing:
-    raise ValueError(f'Objective module {module_path!r} lacks {", ".join(missing)}.')
-  return objective
+  path: str
+  kind: str  # 'converted' or 'run'.
+  config: TransformerConfig
+  tokenizer_path: str
 
 
-def packed_length(objective, config) -> int:
-  """Tokens per packed row before the objective's preprocessing: `seq_len`, unless the
-  objective changes lengths (T5 span corruption packs longer rows so that its
-  corrupted inputs fill `seq_len` exactly) and says so with `packed_length`."""
-  if hasattr(objective, 'packed_length'):
-    return objective.packed_length(config.objective, config.seq_len)
-  return config.seq_len
+def is_run(path: str) -> bool:
+  """Whether `path` is a train.py run directory (config.json and checkpoints/)."""
+  return os.path.isdir(os.path.join(path, 'checkpoints')) and os.path.exists(
+    os.path.join(path, 'config.json')
+  )
+
+
+def describe(path: str) -> Pretrained:
+  """The model config and tokenizer location of checkpoint `path` (no weights)."""
+  path = os.path.abspath(path)
+  if os.path.isfile(os.path.join(path, 'model.json')):
+    with open(os.path.join(path, 'model.json')) as f:
+      meta = json.load(f)
+    fields = {f.name for f in dataclasses.fields(TransformerConfig)}
+    config = TransformerConfig(**{k: v for k, v in meta['config'].items() if k in fields})
+    vocab = [os.path.join(path, os.path.basename(p)) for p in meta['tokenizer_files']]
+    vocab = [p for p in vocab if p.endswith(('.txt', '.model')) and os.path.isfile(p)]
+    return Pretrained(path, 'converted', config, vocab[0] if vocab else '')
+  if is_run(path):
+    config, tokenizer_path = run_model(path)
+    return Pretrained(path, 'run', config, tokenizer_path)
+  raise FileNotFoundError(
+    f'{path!r} is neither a converted checkpoint (model.json) nor a train.py run '
+    '(config.json and checkpoints/).'
+  )
+
+
+def _run_tokenizer_file(workdir: str, config) -> str:
+  kept = sorted(glob.glob(os.path.join(workdir, 'tokenizer', '*.model')))  # The trainer's copy.
+  kept += sorted(glob.glob(os.path.join(workdir, 'tokenizer', '*.txt')))
+  path = config.data.tokenizer_path or (kept[0] if kept else '')
+  if not path or not os.path.exists(path):
+    raise FileNotFoundError(f'{workdir}: no tokenizer in {workdir}/tokenizer.')
+  return path
+
+
+def run_model(workdir: str) -> tuple[TransformerConfig, str]:
+  """(model config with looped layers, tokenizer path) of run `workdir`, without weights."""
+  with open(os.path.join(workdir, 'config.json')) as f:
+    config = ml_collections.ConfigDict(json.load(f))
+  tokenizer_path = _run_tokenizer_file(workdir, config)
+  cfg = model_config(config, tokenizers.load_tokenizer(tokenizer_path).vocab_size)
+  if getattr(cfg, 'scan_layers', False):
+    cfg = cfg.replace(scan_layers=False, remat='none')  # Run params are read looped.
+  return cfg, tokenizer_path
 
 
 def model_config(config, vocab_size: int):
@@ -96,9 +129,7 @@ def model_config(config, vocab_size: int):
 def _fine_tuned_config(config, overrides: dict):
   """The config of `init_from`'s model with the run's dtype, dropout and adapter overrides;
   its sizes are the checkpoint's (a size set in config.model is an error)."""
-  from training import pretrained
-
-  cfg = pretrained.describe(config.init_from).config
+  cfg = describe(config.init_from).config
   sizes = [
     k for k in ('num_layers', 'd_model', 'num_heads', 'mlp_dim', 'embed_dim') if k in overrides
   ]

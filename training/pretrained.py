@@ -1,61 +1,71 @@
-"""The checkpoint a fine-tuning run starts from (`config.init_from`).
+"""The weights of the checkpoint a fine-tuning run starts from (`config.init_from`).
 
-`init_from` is either a converted checkpoint (`python -m models.convert`: model.json,
-params/, tokenizer files; e.g. all-MiniLM-L6-v2 or bert-base-uncased) or a train.py
-run directory (its newest checkpoint's params). The pretrained model's config sizes
-the fine-tuned model (the run's `model.preset` is not used) and its tokenizer is the
-run's unless `data.tokenizer_path` names one; the run's dtype, dropout and adapter
-settings still apply. `merge` copies every pretrained leaf whose path the fine-tuned
-model also has (the encoder, the pooler) and keeps the fresh initialization of the
-rest (the task head, adapters); pretraining heads the model lacks are left behind.
+`init_from` is a converted checkpoint (`python -m models.convert`, e.g. all-MiniLM-L6-v2
+or bert-base-uncased) or a train.py run directory (its newest checkpoint's params);
+training/model_setup.describe reads its model config and tokenizer. The pretrained
+model's config sizes the fine-tuned model (the run's `model.preset` is not used) and its
+tokenizer is the run's unless `data.tokenizer_path` names one; the run's dtype, dropout
+and adapter settings still apply. `merge` copies every pretrained leaf whose path the
+fine-tuned model also has (the encoder, the pooler) and keeps the fresh initialization
+of the rest (the task head, adapters); pretraining heads the model lacks are left
+behind. `load_run` also hands a run to the exporter (`python -m models.convert --to hf`)
+and to LM evaluation as a `Converted`.
 """
 
-import dataclasses
 import json
 import os
 
 import jax
 import numpy as np
+import orbax.checkpoint as ocp
 
-from models.convert import converted, from_run
-from models.transformer import TransformerConfig
-
-
-@dataclasses.dataclass
-class Pretrained:
-  """What a fine-tuning run needs to know about `init_from` before loading its weights."""
-
-  path: str
-  kind: str  # 'converted' or 'run'.
-  config: TransformerConfig
-  tokenizer_path: str
+from models import convert
+from models.convert import converted, mapping, scan
+from models.convert.converted import Converted
+from training import model_setup
 
 
-def describe(path: str) -> Pretrained:
-  """Reads the model config and tokenizer location of `path` (no weights)."""
-  path = os.path.abspath(path)
-  if os.path.isfile(os.path.join(path, 'model.json')):
-    with open(os.path.join(path, 'model.json')) as f:
-      meta = json.load(f)
-    fields = {f.name for f in dataclasses.fields(TransformerConfig)}
-    config = TransformerConfig(**{k: v for k, v in meta['config'].items() if k in fields})
-    vocab = [os.path.join(path, os.path.basename(p)) for p in meta['tokenizer_files']]
-    vocab = [p for p in vocab if p.endswith(('.txt', '.model')) and os.path.isfile(p)]
-    return Pretrained(path, 'converted', config, vocab[0] if vocab else '')
-  if from_run.is_run(path):
-    config, tokenizer_path = from_run.run_model(path)
-    return Pretrained(path, 'run', config, tokenizer_path)
-  raise FileNotFoundError(
-    f'init_from={path!r} is neither a converted checkpoint (model.json) nor a train.py run '
-    '(config.json and checkpoints/).'
-  )
+def latest_params(workdir: str) -> tuple[dict, int]:
+  """(params as NumPy arrays, layers looped; step) of run `workdir`'s newest checkpoint;
+  the optimizer state stays behind."""
+  manager = ocp.CheckpointManager(os.path.join(workdir, 'checkpoints'), item_names=('state',))
+  step = manager.latest_step()
+  if step is None:
+    raise FileNotFoundError(f'No checkpoint in {workdir}/checkpoints.')
+  restored = manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore()))
+  manager.close()
+  params = scan.jax_to_numpy(restored.state['params'])
+  with open(os.path.join(workdir, 'config.json')) as f:
+    if json.load(f)['model'].get('scan_layers'):
+      params = scan.to_looped(params)
+  return params, step
 
 
-def load_params(pretrained: Pretrained) -> dict:
+def load_params(pretrained: model_setup.Pretrained) -> dict:
   """The pretrained parameters as a nested dict of NumPy arrays (layers looped)."""
   if pretrained.kind == 'converted':
     return converted.load(pretrained.path).params
-  return from_run.latest_params(pretrained.path)[0]
+  return latest_params(pretrained.path)[0]
+
+
+def load_run(workdir: str, family_name: str) -> Converted:
+  """The newest checkpoint of run `workdir` as a `Converted` of family `family_name`
+  (params only; the optimizer state stays behind), e.g. to export it. The family names
+  the format to write: a `bert-*` preset trained with MLM is `bert`, `gpt2-*` with CLM
+  `gpt2`, `t5-*` or `bart-*` with denoising `t5` or `bart`."""
+  cfg, tokenizer_path = model_setup.run_model(workdir)
+  params, step = latest_params(workdir)
+  family = convert.get_family(family_name)
+  models = {name: head.model(cfg) for name, head in family.heads.items()}
+  heads = mapping.check_tree(mapping.flatten(params), models, family.stack)
+  return Converted(
+    family=family_name,
+    config=cfg,
+    params=params,
+    heads=heads,
+    source=f'{os.path.abspath(workdir)} step {step}',
+    tokenizer_files=[tokenizer_path],
+  )
 
 
 def _flatten(tree, prefix=()) -> dict:

@@ -1,50 +1,95 @@
-"""The training loop: build, resume, step, log, evaluate, checkpoint."""
+"""The training loop: build, resume, step, log, evaluate (through a hook), checkpoint.
+
+Evaluation is not training's business: every `eval_every_steps` (and at the last step)
+the loop calls the `Evaluator` it was given and logs what it returns.
+evaluation/during_training.py builds the held-out or task evaluator (the latter keeps
+the best checkpoint of a fine-tuning run), and its `train_and_evaluate` is what train.py
+runs.
+"""
 
 import json
 import os
 import shutil
 import time
 from collections.abc import Callable
+from typing import Protocol
 
 import jax
 
-from objectives import metrics as metrics_lib
-from training import best_checkpoint, evaluation, flops, optimizers, partitioning, pretrained
-from training import logging as logging_lib
-from training import run as run_lib
+from models import flops
+from objectives import api
+from objectives.shared import metrics as metrics_lib
+from training import harness as harness_lib
+from training import metric_writer, mfu, model_setup, optimizers, partitioning, pretrained
 from training import state as state_lib
 
 
-def train(config, workdir: str, after_step: Callable[[int], None] | None = None) -> dict:
+class Evaluator(Protocol):
+  """Evaluates the params of a step during training; what it returns is logged as eval/."""
+
+  def __call__(self, step: int, params) -> dict[str, float]: ...
+
+  def close(self) -> None: ...
+
+
+# Builds the evaluator of a run from its harness and the state's shardings (a TrainState
+# of NamedShardings), once both exist.
+EvaluatorFactory = Callable[[harness_lib.Harness, state_lib.TrainState], Evaluator]
+
+
+def train(
+  config,
+  workdir: str,
+  *,
+  make_evaluator: EvaluatorFactory | None = None,
+  after_step: Callable[[int], None] | None = None,
+) -> dict:
   """Trains `config` in `workdir`, resuming from its newest checkpoint.
 
   Args:
     config: the experiment config (configs/base.py keys).
     workdir: run directory (checkpoints, metrics.jsonl, tensorboard/, tokenizer/).
+    make_evaluator: builds the evaluator called every `config.eval_every_steps` and at
+      the last step; required when `eval_every_steps` is positive.
     after_step: called with the step number after each step and its checkpoint
       save was started (train.py's fault injection for resume tests uses it).
 
   Returns:
     The last logged training figures.
+
+  Raises:
+    ValueError: `eval_every_steps` is positive but no evaluator is given.
   """
-  run = run_lib.Run(config, workdir)
-  exp, cfg = run.exp, config
-  writer = logging_lib.MetricWriter(workdir, cfg.total_steps)
-  loader = exp.loader('train', run.shards)
-  latest = run.checkpointer.latest_step()
+  cfg = config
+  if cfg.eval_every_steps and make_evaluator is None:
+    raise ValueError(
+      f'eval_every_steps={cfg.eval_every_steps} but no evaluator was given: run '
+      'evaluation.during_training.train_and_evaluate (what train.py runs), or set '
+      'eval_every_steps=0.'
+    )
+  harness = harness_lib.Harness(config, workdir)
+  exp = harness.exp
+  writer = metric_writer.MetricWriter(workdir, cfg.total_steps)
+  loader = exp.loader('train', harness.shards)
+  latest = harness.checkpointer.latest_step()
   if latest is None:
     state, shardings = state_lib.create(
-      run.model, run.tx, mesh=run.mesh, rules=run.rules, seed=cfg.seed, seq_len=cfg.seq_len
+      harness.model,
+      harness.tx,
+      mesh=harness.mesh,
+      rules=harness.rules,
+      seed=cfg.seed,
+      seq_len=cfg.seq_len,
     )
-    if cfg.get('init_from', ''):
-      state = _init_from_pretrained(state, shardings, run, writer)
+    if cfg.init_from:
+      state = _init_from_pretrained(state, shardings, harness, writer)
   else:
-    abstract, shardings = run.abstract_state()
-    state, data_state, meta = run.checkpointer.restore(latest, abstract)
-    run_lib.check_tokenizer(meta, exp, run.checkpointer.directory)
+    abstract, shardings = harness.abstract_state()
+    state, data_state, meta = harness.checkpointer.restore(latest, abstract)
+    harness_lib.check_tokenizer(meta, exp, harness.checkpointer.directory)
     loader.set_state(data_state)
-    writer.info(f'Resumed from step {latest} in {run.checkpointer.directory}.')
-  meta = run_lib.checkpoint_meta(cfg, exp)
+    writer.info(f'Resumed from step {latest} in {harness.checkpointer.directory}.')
+  meta = harness_lib.checkpoint_meta(cfg, exp)
   if jax.process_index() == 0:
     with open(os.path.join(workdir, 'config.json'), 'w') as f:
       json.dump(meta['config'], f, indent=2)
@@ -56,33 +101,35 @@ def train(config, workdir: str, after_step: Callable[[int], None] | None = None)
 
   train_step = state_lib.jit_train_step(
     shardings,
-    run.batch_sharding,
-    mesh=run.mesh,
-    rules=run.rules,
-    model=run.model,
+    harness.batch_sharding,
+    mesh=harness.mesh,
+    rules=harness.rules,
+    model=harness.model,
     loss_fn=exp.objective.loss_fn,
-    tx=run.tx,
+    tx=harness.tx,
     seed=cfg.seed,
   )
-  task = evaluation.is_task(exp.objective)
-  eval_step = (run.predict_step if task else run.eval_step)(shardings.params)
-  best = best_checkpoint.BestCheckpoint(workdir) if task else None
+  evaluator = make_evaluator(harness, shardings) if cfg.eval_every_steps else None
   schedule = optimizers.learning_rate_schedule(cfg.optimizer, cfg.total_steps)
   tokens_per_step = cfg.batch_size * cfg.seq_len
-  flops_per_token = flops.model_flops_per_token(run.model, exp.model_cfg, cfg.seq_len)
+  decoder_len = api.decoder_length(exp.objective, cfg.objective, cfg.seq_len)
+  flops_per_token = flops.model_flops_per_token(
+    harness.model, exp.model_cfg, cfg.seq_len, decoder_len
+  )
   peak, peak_source = cfg.peak_flops_per_device, 'configured peak_flops_per_device'
   if not peak:
-    peak, peak_source = flops.measured_peak_flops(), 'measured float32 matmul peak'
+    peak, peak_source = mfu.measured_peak_flops(), 'measured float32 matmul peak'
   writer.info(
-    f'{exp.model_cfg.num_layers} layers x {exp.model_cfg.d_model} | mesh {dict(run.mesh.shape)}'
-    f' | {jax.process_count()} process(es) | MFU against {peak / 1e9:.1f} GFLOP/s per device'
-    f' ({peak_source}) x {jax.device_count()} devices; {flops_per_token / 1e6:.3g} MFLOPs/token'
+    f'{exp.model_cfg.num_layers} layers x {exp.model_cfg.d_model} | mesh '
+    f'{dict(harness.mesh.shape)} | {jax.process_count()} process(es) | MFU against '
+    f'{peak / 1e9:.1f} GFLOP/s per device ({peak_source}) x {jax.device_count()} devices; '
+    f'{flops_per_token / 1e6:.3g} MFLOPs/token'
   )
 
   step = int(state.step)
   last_log, last_time, acc, logged = step, time.time(), None, {}
   while step < cfg.total_steps:
-    batch = partitioning.global_batch(next(loader), run.batch_sharding)
+    batch = partitioning.global_batch(next(loader), harness.batch_sharding)
     state, step_metrics = train_step(state, batch)
     acc = step_metrics if acc is None else metrics_lib.add(acc, step_metrics)
     step += 1
@@ -98,39 +145,33 @@ def train(config, workdir: str, after_step: Callable[[int], None] | None = None)
       writer.write(step, values)
       writer.progress(step, values, seconds)
       logged, last_log, last_time, acc = values, step, time.time(), None
-    if cfg.eval_every_steps and (step % cfg.eval_every_steps == 0 or step == cfg.total_steps):
-      if task:
-        result = evaluation.evaluate_task(run, state.params, eval_step)
-        eval_values = {**result['metrics'], **result['scores']}
-        if best.update(step, state.params, next(iter(result['scores'])), result):
-          eval_values['best_step'] = step
-      else:
-        eval_values = evaluation.evaluate(run, state.params, eval_step)
+    if evaluator is not None and (step % cfg.eval_every_steps == 0 or step == cfg.total_steps):
+      eval_values = evaluator(step, state.params)
       writer.write(step, eval_values, prefix='eval/')
       writer.info(f'eval at step {step}: ' + _format(eval_values))
       last_time = time.time()  # Evaluation time is not training time.
-    run.checkpointer.save(step, state, loader.get_state(), meta, force=step == cfg.total_steps)
+    harness.checkpointer.save(step, state, loader.get_state(), meta, force=step == cfg.total_steps)
     if after_step is not None:
       after_step(step)
-  run.checkpointer.close()
-  if best is not None:
-    best.close()
+  harness.checkpointer.close()
+  if evaluator is not None:
+    evaluator.close()
   writer.close()
   return logged
 
 
-def _init_from_pretrained(state, shardings, run, writer):
+def _init_from_pretrained(state, shardings, harness, writer):
   """The fresh state with the pretrained weights of `init_from` in place, and the optimizer
   state built from them (RecAdam's anchor is the pretrained point)."""
-  cfg = run.config
-  loaded = pretrained.load_params(pretrained.describe(cfg.init_from))
+  cfg = harness.config
+  loaded = pretrained.load_params(model_setup.describe(cfg.init_from))
   params, report = pretrained.merge(state.params, loaded, shardings.params)
   writer.info(
     f'init_from {cfg.init_from}: {len(report["loaded"])} pretrained tensors loaded, '
     f'{len(report["fresh"])} initialized fresh ({", ".join(report["fresh"][:6])}'
     f'{", ..." if len(report["fresh"]) > 6 else ""}), {len(report["unused"])} left unused.'
   )
-  init_opt = jax.jit(run.tx.init, out_shardings=shardings.opt_state)
+  init_opt = jax.jit(harness.tx.init, out_shardings=shardings.opt_state)
   return state.replace(params=params, opt_state=init_opt(params))
 
 

@@ -13,6 +13,8 @@ import argparse
 import sys
 
 from models import convert
+from models.convert import converted, hf, tf_bert, verify
+from training import model_setup, pretrained
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -49,13 +51,24 @@ def _summary(c) -> str:
   )
 
 
+def _export(src: str, out: str, family: str | None):
+  """A converted directory (its model.json names the family) or a train.py run (which needs
+  `family`: the format to write) as a Hugging Face directory."""
+  if model_setup.is_run(src):
+    if family is None:
+      raise ValueError(f'{src} is a train.py run: pass --family (e.g. bert, gpt2, t5).')
+    return hf.export_hf(pretrained.load_run(src, family), out)
+  c = converted.load(src)
+  if family not in (None, c.family):
+    raise ValueError(f'{src} holds a {c.family} checkpoint, not {family}.')
+  return hf.export_hf(c, out, tokenizer_files_from=src)
+
+
 def main(argv: list[str] | None = None) -> int:
   args = parse_args(argv)
-  from models.convert import hf, tf_bert
-
   try:
     if args.target == 'hf':
-      c = hf.export_hf(args.src, args.out, args.family)
+      c = _export(args.src, args.out, args.family)
       print(f'Wrote {args.out} (config.json, model.safetensors) from {_summary(c)}')
       return 0
     if args.source == 'tf-bert':
@@ -67,8 +80,6 @@ def main(argv: list[str] | None = None) -> int:
     print(f'error: {e}', file=sys.stderr)
     return 2
   if args.verify:
-    from models.convert import converted, verify
-
     diffs = verify.compare(args.src, converted.load(args.out))
     if not verify.report(diffs, args.tolerance):
       return 1

@@ -12,7 +12,7 @@ import shutil
 import warnings
 
 from models import convert
-from models.convert import checkpoint_io, converted, from_run, mapping, scan
+from models.convert import checkpoint_io, converted, mapping, scan
 from models.convert.converted import Converted
 
 # Config fields that do not travel through config.json: the pooler comes from
@@ -126,29 +126,21 @@ def to_hf(c: Converted) -> tuple[dict, dict]:
   return config, tensors
 
 
-def export_hf(src: str, out: str, family: str | None = None) -> Converted:
-  """Writes our converted checkpoint, or a train.py run, `src` as a Hugging Face directory.
+def export_hf(c: Converted, out: str, tokenizer_files_from: str | None = None) -> Converted:
+  """Writes `c` as a Hugging Face directory (config.json, model.safetensors, tokenizer).
 
   Args:
-    src: A converted directory (its model.json names the family), or a run
-      directory (models/convert/from_run.py), which needs `family`.
-    out: The Hugging Face directory to write.
-    family: For a run, the format to write; for a converted directory, None or its own.
+    c: a converted checkpoint (`converted.load(dir)`), or a train.py run read as one
+      (training/pretrained.load_run), whose `tokenizer_files` are then copied as they are.
+    out: the Hugging Face directory to write.
+    tokenizer_files_from: a converted directory whose source tokenizer files (vocab.txt,
+      merges.txt, spiece.model, ...) are copied instead of `c.tokenizer_files`.
   """
-  run = from_run.is_run(src)
-  if run:
-    if family is None:
-      raise ValueError(f'{src} is a train.py run: pass --family (e.g. bert, gpt2, t5).')
-    c = from_run.load_run(src, family)
-  else:
-    c = converted.load(src)
-    if family not in (None, c.family):
-      raise ValueError(f'{src} holds a {c.family} checkpoint, not {family}.')
   config, tensors = to_hf(c)
   checkpoint_io.write_hf_dir(out, config, tensors)
-  if run:  # The run's own tokenizer (SentencePiece or vocab.txt), as it is.
+  if tokenizer_files_from is not None:
+    checkpoint_io.copy_tokenizer_files(tokenizer_files_from, out)
+  else:
     for path in c.tokenizer_files:
       shutil.copy(path, out)
-  else:
-    checkpoint_io.copy_tokenizer_files(src, out)
   return c

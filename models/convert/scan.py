@@ -1,22 +1,18 @@
-"""Converts params (and whole training checkpoints) between the two layer layouts.
+"""Converts params (and the optimizer state that mirrors them) between the two layer layouts.
 
 Looped (`scan_layers=False`): one subtree per layer, `block_0`, `block_1`, ...
 Scanned (`scan_layers=True`): one subtree `blocks` whose leaves carry a leading
 `layers` axis. Both compute the same function (tests/models/test_scan.py), so a
 run may switch layouts between checkpoints:
 
-    python -m models.convert.scan --to scanned WORKDIR NEW_WORKDIR
+    python -m tools.relayout --to scanned WORKDIR NEW_WORKDIR
     python train.py --config ... --workdir NEW_WORKDIR --config.model.scan_layers=true
 
 The conversion walks any nested dict, so it applies to params and to the
 optimizer state that mirrors them (Adam's moments) alike.
 """
 
-import argparse
-import os
 import re
-import shutil
-import sys
 
 import numpy as np
 
@@ -82,62 +78,6 @@ def _leaves(tree):
     yield tree
 
 
-def convert_workdir(src: str, dst: str, to: str) -> int:
-  """Writes the newest checkpoint of run `src` into run `dst` in layout `to`.
-
-  The data state and meta are copied unchanged (the config in meta gets the
-  new `model.scan_layers`), so `train.py --workdir dst` resumes the same run.
-
-  Returns:
-    The converted step.
-  """
-  import orbax.checkpoint as ocp
-
-  from training import checkpointing
-
-  if os.path.exists(os.path.join(dst, 'checkpoints')):
-    raise ValueError(f'{dst} already holds checkpoints; pick a new run directory.')
-  # The run's other files (tokenizer, config.json, logs) come along.
-  shutil.copytree(src, dst, ignore=shutil.ignore_patterns('checkpoints'), dirs_exist_ok=True)
-  relayout = {'scanned': to_scanned, 'looped': to_looped}[to]
-  source = checkpointing.Checkpointer(src, keep=1, save_every=1)
-  step = source.latest_step()
-  if step is None:
-    raise ValueError(f'No checkpoint in {src}/checkpoints.')
-  restored = source._manager.restore(
-    step,
-    args=ocp.args.Composite(
-      state=ocp.args.StandardRestore(),
-      data=ocp.args.JsonRestore(),
-      meta=ocp.args.JsonRestore(),
-    ),
-  )
-  source.close()
-  state = relayout(jax_to_numpy(restored.state))
-  meta = dict(restored.meta)
-  if 'config' in meta and 'model' in meta['config']:
-    meta['config']['model']['scan_layers'] = to == 'scanned'
-  target = checkpointing.Checkpointer(dst, keep=1, save_every=1)
-  target.save(step, state, restored.data, meta, force=True)
-  target.close()
-  return step
-
-
 def jax_to_numpy(tree):
   """Host copies of the arrays of a restored tree (empty optimizer states stay None)."""
   return _map_tree(lambda x: None if x is None else np.asarray(x), tree)
-
-
-def main(argv=None) -> int:
-  parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
-  parser.add_argument('--to', choices=('scanned', 'looped'), required=True)
-  parser.add_argument('src', help='Run directory (its newest checkpoint is converted).')
-  parser.add_argument('dst', help='New run directory.')
-  args = parser.parse_args(argv)
-  step = convert_workdir(args.src, args.dst, args.to)
-  print(f'Converted step {step} of {args.src} to the {args.to} layout in {args.dst}.')
-  return 0
-
-
-if __name__ == '__main__':
-  sys.exit(main())

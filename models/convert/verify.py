@@ -13,7 +13,7 @@ import os
 
 import numpy as np
 
-from models import heads
+from models import convert, heads
 from models.convert import checkpoint_io
 from models.convert.converted import Converted, head_params
 
@@ -82,9 +82,7 @@ def _hf_model(src: str, auto_class: str, state: dict):
 
 def hf_outputs(src: str, c: Converted, batches: list) -> list[dict[str, np.ndarray]]:
   """transformers' outputs of the checkpoint in directory `src` on each of `batches`."""
-  import torch
-
-  from models import convert
+  import torch  # Optional (requirements-parity.txt): only verification runs transformers.
 
   family = convert.get_family(c.family)
   tensors = checkpoint_io.read_tensors(src)

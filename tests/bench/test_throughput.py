@@ -1,8 +1,8 @@
-"""Tests of bench/throughput.py and bench/config_loader.py.
+"""Tests of bench/throughput.py.
 
 The end-to-end tests run the benchmark in a subprocess whose `sitecustomize`
-refuses to import TensorFlow, TFDS, Grain and ml_collections, as on the bare
-accelerator machine the benchmark is meant for.
+refuses to import TensorFlow, TFDS and Grain, as on the bare accelerator machine
+the benchmark is meant for.
 """
 
 import importlib
@@ -17,13 +17,13 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from bench import config_loader, throughput
+from bench import throughput
 from configs import base
 from models import presets
 from objectives import clm, mlm
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-BLOCKED = ('tensorflow', 'tensorflow_datasets', 'grain', 'ml_collections')
+BLOCKED = ('tensorflow', 'tensorflow_datasets', 'grain')
 
 _SITECUSTOMIZE = f"""
 import sys
@@ -44,7 +44,7 @@ sys.meta_path.insert(0, _Blocker())
 
 @pytest.fixture(scope='module')
 def blocked_env(tmp_path_factory):
-  """Environment whose Python cannot import TF, TFDS, Grain or ml_collections."""
+  """Environment whose Python cannot import TF, TFDS or Grain."""
   site = tmp_path_factory.mktemp('blocker')
   (site / 'sitecustomize.py').write_text(textwrap.dedent(_SITECUSTOMIZE))
   env = dict(os.environ)  # Keeps conftest's 8 CPU devices.
@@ -149,42 +149,6 @@ def test_synthetic_mlm_batches_mask_fifteen_percent():
   assert set(clm_batch) == {'inputs', 'targets', 'weights', 'segment_ids', 'positions'}
   starts = (clm_batch['positions'] == 0) & (clm_batch['segment_ids'] > 0)
   assert (clm_batch['inputs'][starts] == 2).all()  # BOS opens every segment.
-
-
-def test_overrides_are_typed_and_unknown_keys_named():
-  config = config_loader.load_config(
-    os.path.join(REPO, 'configs', 'quickstart.py'),
-    ['--config.seq_len=64', '--config.model.dropout_rate', '0', '--config.mesh.strategy=dp'],
-  )
-  assert config.seq_len == 64 and config.mesh.strategy == 'dp'
-  assert config.model.dropout_rate == 0.0 and isinstance(config.model.dropout_rate, float)
-  with pytest.raises(ValueError, match=r"'model.presett'.*keys there: .*preset"):
-    config_loader.load_config('configs/quickstart.py', ['--config.model.presett=bert-base'])
-  with pytest.raises(ValueError, match='seq_len.*expected an int'):
-    config_loader.load_config('configs/quickstart.py', ['--config.seq_len=long'])
-  with pytest.raises(ValueError, match='Unrecognized argument'):
-    config_loader.load_config('configs/quickstart.py', ['--steps=3'])
-
-
-def test_stand_in_config_dict():
-  c = config_loader.ConfigDict()
-  c.seq_len = 128
-  c.rate = config_loader.placeholder(float)
-  c.model = config_loader.ConfigDict()
-  c.model.preset = 'bert-tiny'
-  c.lock()
-  with pytest.raises(AttributeError, match="'presett'"):
-    c.model.presett = 'x'
-  with pytest.raises(AttributeError, match="'seqlen'"):
-    _ = c.seqlen
-  config_loader.set_override(c, 'rate', '0.25')
-  config_loader.set_override(c, 'model.preset', 'gpt2-tiny')
-  assert json.loads(c.to_json()) == {'seq_len': 128, 'rate': 0.25, 'model': {'preset': 'gpt2-tiny'}}
-  copied = c.copy_and_resolve_references()
-  copied.seq_len = 64
-  assert c.seq_len == 128 and copied.is_locked
-  with pytest.raises(ValueError, match="'model.size'"):
-    config_loader.set_override(c, 'model.size', '1')
 
 
 def _trained_params(preset: str, objective_module: str) -> int:

@@ -8,9 +8,9 @@ import pytest
 from ml_collections import config_dict
 
 from configs import base
-from data import sources, tokenizers
+from data import jsonl, sources, tokenizers, word_units
 from data.loader import Loader, ShardSpec
-from objectives import ernie, word_units
+from objectives import ernie
 
 ENTITIES = ['Guido van Rossum', 'Python Software Foundation', 'Amsterdam']
 
@@ -41,19 +41,19 @@ def _write(tmp_path, records, name='docs.jsonl'):
 
 def test_read_jsonl_keeps_the_spans_and_names_bad_lines(tmp_path):
   path = _write(tmp_path, _records(3))
-  docs = sources.read_jsonl_documents([path], 'text', 'entity_starts:entities')
+  docs = jsonl.read_jsonl_documents([path], 'text', 'entity_starts:entities')
   assert len(docs) == 3 and isinstance(docs[0], str)
   start, end = docs[0].spans['entity_starts'][0]
   assert docs[0][start:end] == 'Guido van Rossum'
-  plain = sources.read_jsonl_documents([path], 'text', '')
+  plain = jsonl.read_jsonl_documents([path], 'text', '')
   assert not hasattr(plain[0], 'spans')
   bad = _write(tmp_path, [{'text': 'abc', 'entities': [[2, 9]]}], 'bad.jsonl')
   with pytest.raises(ValueError, match=r'bad.jsonl:1: field .entities. must be'):
-    sources.read_jsonl_documents([bad], 'text', 'entity_starts:entities')
+    jsonl.read_jsonl_documents([bad], 'text', 'entity_starts:entities')
   with pytest.raises(ValueError, match='no string field'):
-    sources.read_jsonl_documents([bad], 'body', '')
+    jsonl.read_jsonl_documents([bad], 'body', '')
   with pytest.raises(ValueError, match='row_key:json_field'):
-    sources.parse_span_fields('entities')
+    jsonl.parse_span_fields('entities')
 
 
 def test_sentencepiece_offsets_end_each_token_where_its_text_ends(spm_path):

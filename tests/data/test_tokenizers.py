@@ -120,7 +120,7 @@ def test_train_tokenizer_cli(tmp_path):
     [
       sys.executable,
       '-m',
-      'data.train_tokenizer',
+      'tools.train_tokenizer',
       '--config=configs/base.py',
       f'--output={prefix}',
       '--config.data.vocab_size=400',

@@ -204,7 +204,7 @@ def test_parity_round_trip(case, tmp_path):
   assert set(diffs) == expected
   assert max(diffs.values()) < TOL, diffs
 
-  hf.export_hf(out, back)
+  hf.export_hf(converted.load(out), back, tokenizer_files_from=out)
   for auto_class in reload_classes:
     _assert_loads_original(back, original, auto_class)
   _assert_same_params(converted.load(out), hf.import_hf(back, again, family))

@@ -8,7 +8,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from models import electra, presets
+from models import electra, flops, presets
 
 VOCAB = 50
 
@@ -208,16 +208,16 @@ def test_dropout_is_used_when_training(base):
 
 
 def test_train_flops_count_both_networks():
-  from training import flops
-
   disc = presets.get_config('electra-small', vocab_size=1000)
   gen = electra.generator_config(disc, 0.25)
   model = electra.ElectraPretraining(disc, gen)
-  d, layers = disc.d_model, disc.num_layers
-  # Discriminator: 12 layers of 4 d^2 attention + 2 d x 4d MLP matmuls, its d x d + d head;
-  # generator: the same at its width, plus its MLM transform and vocabulary projection.
+  d, layers, e = disc.d_model, disc.num_layers, disc.embed_dim
+  assert (d, e, gen.d_model, gen.embed_dim) == (256, 128, 64, 128)
+  # Discriminator: 12 layers of 4 d^2 attention + 2 d x 4d MLP matmuls, the E x d embedding
+  # projection, its d x d + d head; generator: the same at its width, its own projection
+  # of the shared E-wide embeddings, its MLM transform (g x E) and the vocabulary (E x V).
   g = gen.d_model
-  expected = 6 * (layers * (4 * d * d + 8 * d * d) + d * d + d)
-  expected += 6 * (layers * (4 * g * g + 8 * g * g) + g * g + g * 1000)
+  expected = 6 * (layers * (4 * d * d + 8 * d * d) + e * d + d * d + d)
+  expected += 6 * (layers * (4 * g * g + 8 * g * g) + e * g + g * e + e * 1000)
   expected += 12 * layers * 128 * (d + g)  # Attention scores of both.
   assert flops.model_flops_per_token(model, disc, 128) == expected

@@ -4,7 +4,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from objectives import seq2seq
+from objectives.shared import seq2seq
 
 
 def check_loss(model, batch: dict, params) -> None:

@@ -8,8 +8,7 @@ import numpy as np
 from ml_collections import config_dict
 
 from models import presets
-from objectives import contrastive, tlm
-from training import model_setup
+from objectives import api, contrastive, tlm
 
 VOCAB = 64
 TOKENIZER = types.SimpleNamespace(
@@ -73,7 +72,7 @@ def test_tlm_masks_both_sides_and_feeds_languages_as_token_types():
   assert not batch['weights'][:, [0, 31, 63]].any()
 
   # The loss under jit is the masked cross-entropy of the model fed the language ids.
-  objective = model_setup.load_objective('objectives.tlm', _cfg())
+  objective = api.load('objectives.tlm', _cfg())
   model = objective.build_model(
     presets.get_config(
       'bert-tiny', vocab_size=VOCAB, num_layers=1, d_model=32, num_heads=2, mlp_dim=64

@@ -1,4 +1,4 @@
-"""Tests of objectives/seq2seq.py and objectives/denoising.py (BART token masking)."""
+"""Tests of objectives/shared/seq2seq.py and objectives/denoising.py (BART token masking)."""
 
 from types import SimpleNamespace
 
@@ -7,8 +7,10 @@ import numpy as np
 import scipy.stats
 from ml_collections import config_dict
 
+from data import host_random
 from models import presets
-from objectives import denoising, host_random, mlm, seq2seq
+from objectives import denoising, mlm
+from objectives.shared import seq2seq
 from tests.objectives import seq2seq_reference
 from tests.objectives.test_mlm import TOKENIZER, _batch, _objective, _within
 

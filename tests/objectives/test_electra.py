@@ -12,9 +12,8 @@ import scipy.stats
 from ml_collections import config_dict
 
 from models import presets
-from objectives import electra, mlm
+from objectives import api, electra, mlm
 from tests.objectives.test_mlm import TOKENIZER, _batch, _check_rates
-from training import model_setup
 
 VOCAB = TOKENIZER.vocab_size
 # ELECTRA's code: 15% selected, 85% of them [MASK], the rest kept, no random tokens.
@@ -241,7 +240,7 @@ def test_losses_are_deterministic(setup):
 
 def test_configure_and_the_objective_api():
   cfg = _objective_cfg(module='objectives.electra', generator_fraction=0.5, rtd_weight=10.0)
-  objective = model_setup.load_objective('objectives.electra', cfg)
+  objective = api.load('objectives.electra', cfg)
   assert (objective.generator_fraction, objective.rtd_weight) == (0.5, 10.0)
   assert objective.FRAMING == ('cls_id', 'sep_id') and objective.SHOW == 'masked'
   defaults = electra.configure(_objective_cfg())

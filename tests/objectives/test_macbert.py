@@ -7,8 +7,9 @@ import pytest
 import scipy.stats
 from ml_collections import config_dict
 
+from data import word_units
 from data.wordpiece import WordPieceTokenizer
-from objectives import macbert, mlm, word_units
+from objectives import macbert, mlm
 
 SPECIAL = ['[PAD]', '[UNK]', '[CLS]', '[SEP]', '[MASK]']
 NUM_WORDS, NUM_SUFFIXES = 600, 40

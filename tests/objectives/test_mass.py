@@ -7,7 +7,8 @@ import scipy.stats
 from ml_collections import config_dict
 
 from models import presets
-from objectives import mass, seq2seq
+from objectives import mass
+from objectives.shared import seq2seq
 from tests.objectives.test_denoising import _framed_batch
 from tests.objectives.test_mlm import TOKENIZER
 

@@ -1,4 +1,4 @@
-"""Tests of objectives/mlm.py, objectives/host_random.py and objectives/metrics.py."""
+"""Tests of objectives/mlm.py, data/host_random.py and objectives/shared/metrics.py."""
 
 import math
 from types import SimpleNamespace
@@ -10,8 +10,10 @@ import pytest
 import scipy.stats
 from ml_collections import config_dict
 
+from data import host_random
 from models import presets
-from objectives import host_random, metrics, mlm
+from objectives import mlm
+from objectives.shared import metrics
 
 # Special ids scattered over the vocabulary, not just 0..6.
 TOKENIZER = SimpleNamespace(

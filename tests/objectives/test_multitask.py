@@ -10,8 +10,7 @@ import pytest
 from ml_collections import config_dict
 
 from models import heads, presets
-from objectives import multitask
-from training import model_setup
+from objectives import api, multitask
 
 VOCAB, LENGTH = 64, 16
 
@@ -39,12 +38,10 @@ def test_parse_parts():
 
 def test_configure_rejects_what_cannot_combine():
   with pytest.raises(ValueError, match='lacks AUX_HEAD'):
-    model_setup.load_objective('objectives.multitask', _cfg('objectives.mlm,objectives.clm'))
+    api.load('objectives.multitask', _cfg('objectives.mlm,objectives.clm'))
   with pytest.raises(ValueError, match='cannot be imported'):
-    model_setup.load_objective('objectives.multitask', _cfg('objectives.mlm,objectives.nope'))
-  causal = model_setup.load_objective(
-    'objectives.multitask', _cfg('objectives.clm,objectives.sentence_order')
-  )
+    api.load('objectives.multitask', _cfg('objectives.mlm,objectives.nope'))
+  causal = api.load('objectives.multitask', _cfg('objectives.clm,objectives.sentence_order'))
   gpt = presets.get_config('gpt2-tiny', vocab_size=VOCAB)
   with pytest.raises(ValueError, match='must train heads.MaskedLM'):
     causal.build_model(gpt)
@@ -70,7 +67,7 @@ def _pair_batch(rng):
 
 
 def test_loss_is_the_weighted_sum_of_the_parts_under_jit():
-  objective = model_setup.load_objective(
+  objective = api.load(
     'objectives.multitask', _cfg('objectives.mlm:1.0,objectives.sentence_order:0.5')
   )
   model = objective.build_model(_model_cfg())
@@ -110,9 +107,7 @@ def test_loss_is_the_weighted_sum_of_the_parts_under_jit():
 
 
 def test_preprocess_adds_token_types_and_labels_to_the_trunk_batch():
-  objective = model_setup.load_objective(
-    'objectives.multitask', _cfg('objectives.mlm,objectives.sentence_order')
-  )
+  objective = api.load('objectives.multitask', _cfg('objectives.mlm,objectives.sentence_order'))
   tokenizer = types.SimpleNamespace(
     special_ids=np.arange(5), vocab_size=VOCAB, mask_id=4, cls_id=2, sep_id=3
   )

@@ -10,8 +10,8 @@ import scipy.stats
 from ml_collections import config_dict
 
 from models import presets
-from objectives import seq2seq
 from objectives import span_corruption as sc
+from objectives.shared import seq2seq
 from tests.objectives import seq2seq_reference
 
 # Specials at T5-like places (pad 0, EOS 1) plus a few scattered; the top ids are ordinary.
@@ -95,7 +95,7 @@ def test_packed_length_is_t5s_arithmetic():
   noise, spans = sc.noise_counts(568, 0.15, 3.0)
   assert (noise, spans) == (85, 28)
   assert 568 - noise + spans + 1 == 512 and noise + spans + 1 == 114
-  assert sc.targets_length(objective, 512) >= 114
+  assert sc.decoder_length(objective, 512) >= 114
   assert sc.packed_length(objective, 128) == 141 + 2
   # num_sentinels = 0: as many as the longest segment (141 body tokens) needs.
   auto = sc.make_corruptor(_objective(num_sentinels=0), TOKENIZER, 0, SEQ_LEN)(_batch(8))
@@ -206,7 +206,7 @@ def test_never_corrupts_framing_or_padding_and_fits():
   body[:, -1] = False
   assert not out['noise'][~body].any()
   assert out['inputs'].shape == (256, SEQ_LEN)
-  assert out['targets'].shape[1] == sc.targets_length(_objective(), SEQ_LEN)
+  assert out['targets'].shape[1] == sc.decoder_length(_objective(), SEQ_LEN)
   assert not np.isin(out['inputs'], [TOKENIZER.bos_id]).any()
   # Positions restart per segment; padding is 0 everywhere.
   for key, seg in (('inputs', 'segment_ids'), ('targets', 'decoder_segment_ids')):

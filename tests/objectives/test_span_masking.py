@@ -9,8 +9,9 @@ import scipy.stats
 from ml_collections import config_dict
 
 from configs import spanbert
-from objectives import span_masking, token_lm, word_units
-from training import model_setup
+from data import word_units
+from objectives import api, span_masking
+from objectives.shared import token_lm
 
 # A WordPiece-style vocabulary: 5 specials, 60 word starts, 40 '##' continuations.
 PIECES = ['[PAD]', '[UNK]', '[CLS]', '[SEP]', '[MASK]']
@@ -299,7 +300,7 @@ def test_bad_replacement_rates():
 def test_objective_api_and_config():
   config = spanbert.get_config()
   assert config.objective.module == 'objectives.span_masking'
-  objective = model_setup.load_objective(config.objective.module, config.objective)
+  objective = api.load(config.objective.module, config.objective)
   assert objective.FRAMING == ('cls_id', 'sep_id') and objective.SHOW == 'masked'
   assert objective.loss_fn is token_lm.loss_fn  # MLM's loss over the span positions.
   assert (config.objective.span_geometric_p, config.objective.span_max_words) == (0.2, 10)

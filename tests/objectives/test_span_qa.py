@@ -11,6 +11,7 @@ from ml_collections import config_dict
 
 from data import squad
 from data.wordpiece import WordPieceTokenizer
+from evaluation import task_scores
 from models import heads, presets
 from objectives import span_qa
 
@@ -212,29 +213,30 @@ def _planted(tok, records, spans, version=1):
   return {k: np.stack(v)[order] for k, v in outputs.items()}
 
 
-def test_evaluate_predictions_v1_exact_and_partial(tok):
+def decode_and_score(objective_cfg, outputs, records):
+  """The decoded answers scored as the evaluation scores them (evaluation/task_scores.py)."""
+  return task_scores.score(span_qa.decode_predictions(objective_cfg, outputs, records))
+
+
+def test_decoded_predictions_v1_exact_and_partial(tok):
   records = _records()[:2]
   # long: words 21..23 "big red cat"; short: words 3..5 "on the mat".
-  result = span_qa.evaluate_predictions(
-    _objective(), _planted(tok, records, [(21, 23), (3, 5)]), records
-  )
+  result = decode_and_score(_objective(), _planted(tok, records, [(21, 23), (3, 5)]), records)
   assert result['scores'] == {'squad_em': 1.0, 'squad_f1': 1.0}
   assert result['metrics']['coverage'] == 1.0
   # long: "cat sat" against "big red cat" / "red cat": best F1 is vs "red cat": P = R = 1/2.
   # short: "the mat" against "on the mat": normalized "mat" vs "on mat" (articles dropped):
   # P = 1, R = 1/2, F1 = 2/3. EM 0 for both.
-  result = span_qa.evaluate_predictions(
-    _objective(), _planted(tok, records, [(23, 24), (4, 5)]), records
-  )
+  result = decode_and_score(_objective(), _planted(tok, records, [(23, 24), (4, 5)]), records)
   assert result['scores']['squad_em'] == 0.0
   assert result['scores']['squad_f1'] == pytest.approx((0.5 + 2 / 3) / 2)
 
 
-def test_evaluate_predictions_v2_null_answers(tok):
+def test_decoded_predictions_v2_null_answers(tok):
   records = _records()
   objective = _objective(version=2)
   outputs = _planted(tok, records, [(21, 23), (3, 5), None], version=2)
-  result = span_qa.evaluate_predictions(objective, outputs, records)
+  result = decode_and_score(objective, outputs, records)
   assert result['scores'] == {'squad2_em': 1.0, 'squad2_f1': 1.0}
   metrics = result['metrics']
   assert metrics['exact'] == metrics['f1'] == 1.0  # The default threshold 0 already works.
@@ -242,15 +244,15 @@ def test_evaluate_predictions_v2_null_answers(tok):
   # Answering the unanswerable one ("the cat") and leaving "short" unanswered: at threshold 0
   # both are wrong; EM = F1 = 1/3.
   outputs = _planted(tok, records, [(21, 23), None, (0, 1)], version=2)
-  result = span_qa.evaluate_predictions(objective, outputs, records)
+  result = decode_and_score(objective, outputs, records)
   assert result['metrics']['exact'] == pytest.approx(1 / 3)
   assert result['metrics']['f1'] == pytest.approx(1 / 3)
   assert result['metrics']['no_ans_exact'] == 0.0
 
 
-def test_evaluate_predictions_rejects_duplicate_windows(tok):
+def test_decoded_predictions_rejects_duplicate_windows(tok):
   records = _records()[:2]
   outputs = _planted(tok, records, [(21, 23), (3, 5)])
   doubled = {k: np.concatenate([v, v[:1]]) for k, v in outputs.items()}
   with pytest.raises(ValueError, match='predicted twice'):
-    span_qa.evaluate_predictions(_objective(), doubled, records)
+    decode_and_score(_objective(), doubled, records)

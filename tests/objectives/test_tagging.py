@@ -12,10 +12,11 @@ import pytest
 from configs import conll as conll_config
 from data import conll
 from data.wordpiece import WordPieceTokenizer
+from evaluation import task_scores
 from models import heads, presets
-from objectives import tagging, task_inputs
+from objectives import api, tagging
+from objectives.shared import task_inputs
 from tests.training import finetune_runs
-from training import model_setup
 
 # A cased WordPiece vocabulary, ids 0-4 the specials, then EU=5, re=6, ##jects=7, German=8,
 # .=9, Peter=10, Black=11, ##burn=12, in=13, Bonn=14.
@@ -104,7 +105,7 @@ def test_rows_reject_unknown_tags_and_misaligned_records(tokenizer):
 
 def test_configure_labels_and_model():
   cfg = conll_config.get_config()
-  objective = model_setup.load_objective(cfg.objective.module, cfg.objective)
+  objective = api.load(cfg.objective.module, cfg.objective)
   assert objective.labels == LABELS  # The config's order is the classifier's.
   model_cfg = presets.get_config('bert-tiny', vocab_size=16)
   model = objective.build_model(model_cfg)
@@ -175,7 +176,7 @@ def test_predict_fn_gives_argmax_tags_per_token(tokenizer):
   assert int(out['tags'].max()) < len(LABELS)
 
 
-def test_evaluate_predictions_scores_planted_tags_as_conlleval(tokenizer):
+def test_decoded_tags_score_as_conlleval(tokenizer):
   # seq_len 6: room for 4 sub-tokens, so record 0 loses '.' (gold O) and record 3 loses
   # 'Bonn' (gold B-LOC): both are then predicted 'O'.
   rows = _rows(_RECORDS, tokenizer, seq_len=6)
@@ -197,7 +198,7 @@ def test_evaluate_predictions_scores_planted_tags_as_conlleval(tokenizer):
     'word_numbers': rows['word_numbers'][order],
     'example_id': rows['example_id'][order],
   }
-  result = tagging.evaluate_predictions(None, outputs, _RECORDS)
+  result = task_scores.score(tagging.decode_predictions(None, outputs, _RECORDS))
   # Gold entities 2 + 1 + 1 + 2 = 6; predicted 2 + 2 + 0 + 1 = 5; right 2 + 0 + 0 + 1 = 3.
   precision, recall = 3 / 5, 3 / 6
   f1 = 2 * precision * recall / (precision + recall)
@@ -211,12 +212,12 @@ def test_evaluate_predictions_scores_planted_tags_as_conlleval(tokenizer):
   # Perfect predictions of everything that fits: only the cut-off LOC is missed.
   perfect = np.where(rows['word_numbers'] > 0, rows['labels'], 0)
   outputs = {**outputs, 'tags': perfect[order]}
-  result = tagging.evaluate_predictions(None, outputs, _RECORDS)['metrics']
+  result = task_scores.score(tagging.decode_predictions(None, outputs, _RECORDS))['metrics']
   assert result['precision'] == 1.0 and result['recall'] == pytest.approx(5 / 6)
   assert result['token_accuracy'] == pytest.approx(11 / 12)
   with pytest.raises(ValueError, match='two rows'):
     twice = {k: np.concatenate([v, v[:1]]) for k, v in outputs.items()}
-    tagging.evaluate_predictions(None, twice, _RECORDS)
+    tagging.decode_predictions(None, twice, _RECORDS)
 
 
 def test_conll_file_to_rows(tmp_path, tokenizer):

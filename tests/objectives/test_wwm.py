@@ -1,12 +1,13 @@
-"""Tests of objectives/word_units.py and objectives/wwm.py."""
+"""Tests of data/word_units.py and objectives/wwm.py."""
 
 import math
 
 import numpy as np
 from ml_collections import config_dict
 
+from data import word_units
 from data.wordpiece import WordPieceTokenizer
-from objectives import word_units, wwm
+from objectives import wwm
 
 SPECIAL = ['[PAD]', '[UNK]', '[CLS]', '[SEP]', '[MASK]']
 WORDS = [f'w{i}' for i in range(60)] + [f'##c{i}' for i in range(40)]

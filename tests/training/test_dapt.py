@@ -1,4 +1,4 @@
-"""Task-adaptive pretraining (configs/dapt.py, data/task_text.py): the task's text as a
+"""Task-adaptive pretraining (configs/dapt.py, tools/task_text.py): the task's text as a
 corpus, then the whole chain MLM pretraining -> TAPT -> fine-tuning through train()."""
 
 import json
@@ -11,11 +11,13 @@ import pytest
 
 from configs import dapt, quickstart
 from configs import glue as glue_config
-from data import sources, task_text, tasks
+from data import sources, tasks
+from evaluation import during_training
 from models.convert import converted
 from tests.training.test_finetune import write_sst2
-from training import pretrained, trainer
-from training import run as run_lib
+from tools import task_text
+from training import harness as harness_lib
+from training import model_setup, pretrained
 from training import state as state_lib
 
 
@@ -73,7 +75,7 @@ def test_pretrain_then_tapt_then_fine_tune(spm_path, tmp_path):
   params, MLM head included (the first step's logged loss is the loss of the pretrained
   params on the first batch); 2 fine-tuning steps from the TAPT run."""
   pretrain_dir, tapt_dir, ft_dir = (str(tmp_path / n) for n in ('mlm', 'tapt', 'ft'))
-  trainer.train(_tiny_mlm(spm_path), pretrain_dir)
+  during_training.train_and_evaluate(_tiny_mlm(spm_path), pretrain_dir)
 
   glue_dir = tmp_path / 'glue'
   write_sst2(glue_dir, 48, 8)
@@ -90,12 +92,12 @@ def test_pretrain_then_tapt_then_fine_tune(spm_path, tmp_path):
   config.model.dropout_rate = 0.0  # The logged first-step loss is then deterministic.
 
   # What train() will start from: every tensor of the run, the MLM head too.
-  run = run_lib.Run(config, tapt_dir)
+  run = harness_lib.Harness(config, tapt_dir)
   assert run.exp.model_cfg.num_layers == 2 and run.exp.model_cfg.d_model == 64
   state, shardings = state_lib.create(
     run.model, run.tx, mesh=run.mesh, rules=run.rules, seed=0, seq_len=config.seq_len
   )
-  loaded = pretrained.load_params(pretrained.describe(pretrain_dir))
+  loaded = pretrained.load_params(model_setup.describe(pretrain_dir))
   params, report = pretrained.merge(state.params, loaded, shardings.params)
   assert report['fresh'] == [] and report['unused'] == []
   assert any(name.startswith('mlm_') for name in report['loaded'])
@@ -105,20 +107,20 @@ def test_pretrain_then_tapt_then_fine_tune(spm_path, tmp_path):
   expected, _ = loss_of(params, first_batch)
   run.checkpointer.close()
 
-  trainer.train(config, tapt_dir)
+  during_training.train_and_evaluate(config, tapt_dir)
   with open(os.path.join(tapt_dir, 'metrics.jsonl')) as f:
     logged = [json.loads(line) for line in f]
   losses = [r['loss'] for r in logged if 'loss' in r]
   assert len(losses) == 5
   np.testing.assert_allclose(losses[0], float(expected), rtol=1e-4)
-  tapt = pretrained.load_params(pretrained.describe(tapt_dir))
+  tapt = pretrained.load_params(model_setup.describe(tapt_dir))
   moved = jax.tree.map(lambda a, b: float(np.abs(a - b).max()), tapt, loaded)
   assert max(jax.tree.leaves(moved)) > 0  # TAPT trained the params it loaded.
 
   # A converted encoder without an MLM head (sentence-transformers' MiniLM): the head
   # starts fresh and the encoder loads.
   converted_dir = str(tmp_path / 'converted')
-  described = pretrained.describe(pretrain_dir)
+  described = model_setup.describe(pretrain_dir)
   encoder_only = {'encoder': loaded['encoder']}
   os.makedirs(converted_dir)
   shutil.copyfile(described.tokenizer_path, os.path.join(converted_dir, 'spm.model'))
@@ -126,7 +128,7 @@ def test_pretrain_then_tapt_then_fine_tune(spm_path, tmp_path):
     converted_dir,
     converted.Converted('bert', described.config, encoder_only, [], tokenizer_files=['spm.model']),
   )
-  from_converted = pretrained.describe(converted_dir)
+  from_converted = model_setup.describe(converted_dir)
   assert from_converted.kind == 'converted' and from_converted.config == described.config
   # The same model as the TAPT run's: its fresh state is reused, loss_of is not recompiled.
   params, report = pretrained.merge(
@@ -142,7 +144,7 @@ def test_pretrain_then_tapt_then_fine_tune(spm_path, tmp_path):
   # No evaluation (its compile would double the cost): the step count and the log suffice.
   task.total_steps, task.eval_every_steps, task.optimizer.warmup_steps = 2, 0, 1
   task.log_every_steps = 1
-  trainer.train(task, ft_dir)
+  during_training.train_and_evaluate(task, ft_dir)
   with open(os.path.join(ft_dir, 'metrics.jsonl')) as f:
     assert [r['step'] for r in map(json.loads, f) if 'loss' in r] == [1, 2]
   with open(os.path.join(ft_dir, 'config.json')) as f:

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from configs import electra_small
-from training import trainer
+from evaluation import during_training
 
 
 @pytest.mark.slow
@@ -19,7 +19,7 @@ def test_electra_trains_at_tiny_width(tmp_path, spm_path):
   config.batch_size, config.seq_len, config.total_steps = 8, 64, 30
   config.log_every_steps, config.eval_every_steps = 1, 0
   config.optimizer.learning_rate, config.optimizer.warmup_steps = 3e-3, 3
-  trainer.train(config, str(tmp_path))
+  during_training.train_and_evaluate(config, str(tmp_path))
 
   with open(os.path.join(tmp_path, 'metrics.jsonl')) as f:
     rows = [json.loads(line) for line in f]

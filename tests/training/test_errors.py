@@ -9,7 +9,7 @@ from configs import quickstart
 from data import loader
 from tests.training import runs
 from training import experiment, optimizers, partitioning
-from training import run as run_lib
+from training import harness as harness_lib
 
 
 def _mesh_cfg(data=-1, fsdp=1, tensor=1):
@@ -95,5 +95,5 @@ def test_checkpoint_with_another_tokenizer_is_refused(spm_path):
   )
   meta = {'tokenizer': {'path': '/a/spm.model', 'sha256': 'a' * 64}}
   with pytest.raises(ValueError, match=r'trained with tokenizer /a/spm.model.*data.tokenizer_path'):
-    run_lib.check_tokenizer(meta, exp, '/run/checkpoints')
+    harness_lib.check_tokenizer(meta, exp, '/run/checkpoints')
   assert jax.device_count() == 8

@@ -12,10 +12,10 @@ torch = pytest.importorskip('torch', reason=REASON)
 transformers = pytest.importorskip('transformers', reason=REASON)
 
 from configs import quickstart  # noqa: E402
+from evaluation import during_training  # noqa: E402
 from models import heads  # noqa: E402
 from models.convert import __main__ as cli  # noqa: E402
-from models.convert import from_run  # noqa: E402
-from training import trainer  # noqa: E402
+from training import pretrained  # noqa: E402
 
 RUNS = {  # family -> (preset, objective, HF class)
   'bert': ('bert-tiny', 'objectives.mlm', 'BertForMaskedLM'),
@@ -39,11 +39,11 @@ def test_trained_run_exports_to_transformers(tmp_path, spm_path, family):
   config.log_every_steps, config.eval_every_steps = 1, 0
   config.optimizer.warmup_steps = 1
   run, out = str(tmp_path / 'run'), str(tmp_path / 'hf')
-  trainer.train(config, run)
+  during_training.train_and_evaluate(config, run)
   assert cli.main(['--to', 'hf', '--family', family, run, out]) == 0
   assert os.path.exists(os.path.join(out, 'spm.model'))
 
-  c = from_run.load_run(run, family)
+  c = pretrained.load_run(run, family)
   theirs = getattr(transformers, hf_class).from_pretrained(out).eval()
   rng = np.random.default_rng(0)
   tokens = rng.integers(7, c.config.vocab_size, size=(2, 12)).astype(np.int32)

@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 
 from configs import quickstart
+from evaluation import during_training
 from models import presets
-from training import trainer
 
 FAMILIES = {
   'bert-base': 'objectives.mlm',
@@ -44,7 +44,7 @@ def test_family_trains_at_tiny_width(tmp_path, spm_path, preset):
   config.batch_size, config.seq_len, config.total_steps = 8, 64, 12
   config.log_every_steps, config.eval_every_steps = 1, 0
   config.optimizer.learning_rate, config.optimizer.warmup_steps = 3e-3, 2
-  trainer.train(config, str(tmp_path))
+  during_training.train_and_evaluate(config, str(tmp_path))
 
   with open(os.path.join(tmp_path, 'metrics.jsonl')) as f:
     losses = [json.loads(line)['loss'] for line in f]

@@ -8,7 +8,7 @@ import pytest
 
 from configs import elmo as elmo_config
 from configs import word2vec as word2vec_config
-from training import trainer
+from evaluation import during_training
 
 
 def _losses(workdir) -> list[float]:
@@ -28,7 +28,7 @@ def _tiny(config, spm_path, steps, learning_rate):
 def test_elmo_trains_at_tiny_width(tmp_path, spm_path):
   config = _tiny(elmo_config.get_config(), spm_path, steps=12, learning_rate=1e-2)
   config.model.d_model = 32
-  trainer.train(config, str(tmp_path))
+  during_training.train_and_evaluate(config, str(tmp_path))
   losses = _losses(tmp_path)
   assert len(losses) == 12 and np.all(np.isfinite(losses))
   assert np.mean(losses[-3:]) < np.mean(losses[:3]) - 0.2, losses
@@ -40,7 +40,7 @@ def test_word2vec_trains_at_tiny_width(tmp_path, spm_path, preset):
   config = _tiny(word2vec_config.get_config(), spm_path, steps=12, learning_rate=3e-2)
   config.model.preset, config.model.d_model = preset, 32
   config.objective.subsample = 0.0
-  trainer.train(config, str(tmp_path))
+  during_training.train_and_evaluate(config, str(tmp_path))
   losses = _losses(tmp_path)
   assert len(losses) == 12 and np.all(np.isfinite(losses))
   assert np.mean(losses[-3:]) < np.mean(losses[:3]) - 0.2, losses

@@ -14,9 +14,10 @@ from configs import glue as glue_config
 from configs import quickstart
 from data import tasks
 from data.tokenizers import load_tokenizer
+from evaluation import best_checkpoint, checkpoint_eval, during_training, loop, results_table
 from tests.training import finetune_runs
-from training import best_checkpoint, evaluation, pretrained, results_table, trainer
-from training import run as run_lib
+from training import harness as harness_lib
+from training import model_setup, pretrained
 from training import state as state_lib
 
 _GOOD = ('great', 'wonderful', 'excellent', 'lovely', 'superb')
@@ -92,7 +93,7 @@ def test_classification_loss_by_hand_and_padding_rows_weigh_nothing(spm_path, tm
   write_sst2(tmp_path, 8, 8)
   for task, num_labels in (('sst2', 2), ('stsb', 1)):
     config = tiny(glue_config.get_config(task), spm_path, tmp_path)
-    run = run_lib.Run(config, str(tmp_path / task))
+    run = harness_lib.Harness(config, str(tmp_path / task))
     state, _ = state_lib.create(
       run.model, run.tx, mesh=run.mesh, rules=run.rules, seed=0, seq_len=config.seq_len
     )
@@ -124,28 +125,28 @@ def test_eval_sees_every_example_once_across_shards_and_padding(spm_path, tmp_pa
   write_sst2(tmp_path, 16, 37)  # 37 dev examples: 2 shards x 4 rows leave a padded batch.
   config = tiny(glue_config.get_config('sst2'), spm_path, tmp_path)
   config.data.num_shards = 2
-  run = run_lib.Run(config, str(tmp_path / 'run'))
+  run = harness_lib.Harness(config, str(tmp_path / 'run'))
   state, shardings = state_lib.create(
     run.model, run.tx, mesh=run.mesh, rules=run.rules, seed=0, seq_len=config.seq_len
   )
-  outputs = evaluation.predict_split(
+  outputs = loop.predict_split(
     run, state.params, run.predict_step(shardings.params), eval_split='dev'
   )
   assert sorted(outputs['example_id'].tolist()) == list(range(37))
   labels = [r['label'] for r in run.exp.documents('eval')]
   np.testing.assert_array_equal(outputs['label'], np.asarray(labels)[outputs['example_id']])
-  result = evaluation.evaluate_task(run, state.params, run.predict_step(shardings.params))
+  result = loop.evaluate_task(run, state.params, run.predict_step(shardings.params))
   assert result['examples'] == {'dev': 37} and set(result['scores']) == {'sst2'}
 
 
 def test_mnli_scores_both_dev_splits_with_their_suffixes(spm_path, tmp_path):
   write_mnli(tmp_path, 10)
   config = tiny(glue_config.get_config('mnli'), spm_path, tmp_path)
-  run = run_lib.Run(config, str(tmp_path / 'run'))
+  run = harness_lib.Harness(config, str(tmp_path / 'run'))
   state, shardings = state_lib.create(
     run.model, run.tx, mesh=run.mesh, rules=run.rules, seed=0, seq_len=config.seq_len
   )
-  result = evaluation.evaluate_task(run, state.params, run.predict_step(shardings.params))
+  result = loop.evaluate_task(run, state.params, run.predict_step(shardings.params))
   assert set(result['scores']) == {'mnli_m', 'mnli_mm'}
   assert result['examples'] == {'dev_matched': 10, 'dev_mismatched': 11}
 
@@ -202,15 +203,15 @@ def test_init_from_a_pretraining_run_loads_its_encoder(spm_path, tmp_path):
   mlm.model.num_layers, mlm.model.d_model, mlm.model.num_heads, mlm.model.mlp_dim = 2, 64, 2, 128
   mlm.seq_len, mlm.batch_size, mlm.total_steps, mlm.eval_every_steps = 32, 8, 3, 0
   mlm.peak_flops_per_device, mlm.optimizer.warmup_steps = 1e9, 1
-  trainer.train(mlm, pretrain_dir)
+  during_training.train_and_evaluate(mlm, pretrain_dir)
 
   write_sst2(tmp_path / 'glue', 16, 8)
   config = glue_config.get_config('sst2')
   config.data.glue_dir, config.init_from = str(tmp_path / 'glue'), pretrain_dir
   config.seq_len, config.batch_size, config.peak_flops_per_device = 32, 8, 1e9
-  described = pretrained.describe(pretrain_dir)
+  described = model_setup.describe(pretrain_dir)
   assert described.kind == 'run' and described.config.d_model == 64
-  run = run_lib.Run(config, str(tmp_path / 'ft'))
+  run = harness_lib.Harness(config, str(tmp_path / 'ft'))
   assert run.exp.model_cfg.num_layers == 2 and run.exp.model_cfg.dropout_rate == 0.1
   state, shardings = state_lib.create(
     run.model, run.tx, mesh=run.mesh, rules=run.rules, seed=0, seq_len=config.seq_len
@@ -228,11 +229,13 @@ def test_init_from_a_pretraining_run_loads_its_encoder(spm_path, tmp_path):
       value = value[key.key]
     np.testing.assert_array_equal(np.asarray(leaf), value)
   config.total_steps, config.eval_every_steps, config.optimizer.warmup_steps = 2, 2, 1
-  trainer.train(config, str(tmp_path / 'ft'))  # The whole path: init_from, then train.
+  during_training.train_and_evaluate(
+    config, str(tmp_path / 'ft')
+  )  # The whole path: init_from, then train.
   assert best_checkpoint.BestCheckpoint(str(tmp_path / 'ft')).step() == 2
   # eval.py's command with nothing but the task: the checkpoint and data come from the run.
   bare = glue_config.get_config('sst2')
   bare.seq_len, bare.batch_size = 32, 8
-  result = evaluation.evaluate_checkpoint(bare, str(tmp_path / 'ft'))
+  result = checkpoint_eval.evaluate_checkpoint(bare, str(tmp_path / 'ft'))
   assert bare.init_from == pretrain_dir and bare.data.glue_dir == str(tmp_path / 'glue')
   assert result['checkpoint'] == 'best' and result['examples'] == {'dev': 8}

@@ -8,7 +8,7 @@ import pytest
 
 from configs import ernie, macbert
 from data import tokenizers
-from training import trainer
+from evaluation import during_training
 
 
 def _synonym_table(spm_path: str, path: str) -> str:
@@ -36,7 +36,7 @@ def test_mlm_variant_trains_at_tiny_width(tmp_path, spm_path, name):
   config.batch_size, config.seq_len, config.total_steps = 8, 64, 30
   config.log_every_steps, config.eval_every_steps = 1, 0
   config.optimizer.learning_rate, config.optimizer.warmup_steps = 3e-3, 3
-  trainer.train(config, str(tmp_path / 'run'))
+  during_training.train_and_evaluate(config, str(tmp_path / 'run'))
 
   with open(os.path.join(tmp_path, 'run', 'metrics.jsonl')) as f:
     losses = [json.loads(line)['loss'] for line in f]

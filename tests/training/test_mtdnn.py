@@ -12,10 +12,10 @@ import pytest
 
 from configs import mtdnn as mtdnn_config
 from data import tasks
+from evaluation import loop
 from tests.training import finetune_runs
 from tests.training.test_finetune import tiny
-from training import evaluation
-from training import run as run_lib
+from training import harness as harness_lib
 from training import state as state_lib
 
 _GOOD = ('great', 'wonderful', 'excellent', 'lovely', 'superb')
@@ -63,7 +63,7 @@ def write_stsb(glue_dir, n_train: int, n_dev: int, seed: int = 1) -> None:
 
 def _run(spm_path, glue_dir, workdir, tasks_arg: str = 'rte,stsb'):
   config = tiny(mtdnn_config.get_config(tasks_arg), spm_path, glue_dir)
-  return config, run_lib.Run(config, str(workdir))
+  return config, harness_lib.Harness(config, str(workdir))
 
 
 def test_config_and_eval_splits():
@@ -152,12 +152,12 @@ def test_each_task_is_scored_on_its_own_dev_split(spm_path, tmp_path):
     run.model, run.tx, mesh=run.mesh, rules=run.rules, seed=0, seq_len=config.seq_len
   )
   predict_step = run.predict_step(shardings.params)
-  outputs = evaluation.predict_split(run, state.params, predict_step, 'stsb:dev')
+  outputs = loop.predict_split(run, state.params, predict_step, 'stsb:dev')
   records = run.exp.documents('eval', 'stsb:dev')
   assert len(records) == 7 and all(r['task'] == 1 for r in records)
   np.testing.assert_allclose(outputs['label'], [records[i]['label'] for i in outputs['example_id']])
   assert not np.all(np.mod(outputs['prediction'], 1) == 0)  # STS-B's head: real scores.
-  result = evaluation.evaluate_task(run, state.params, predict_step)
+  result = loop.evaluate_task(run, state.params, predict_step)
   assert result['examples'] == {'rte:dev': 13, 'stsb:dev': 7}
   assert list(result['scores']) == ['rte', 'stsb']  # RTE's score picks the best checkpoint.
   assert set(result['metrics']) == {'rte_accuracy', 'stsb_pearson', 'stsb_spearman', 'stsb_corr'}

@@ -8,7 +8,7 @@ import pytest
 
 from configs import base
 from data import sentence_pairs, sources
-from training import trainer
+from evaluation import during_training
 
 
 def _cipher(sentence: str) -> str:
@@ -41,7 +41,7 @@ def test_parallel_objective_trains(tmp_path, parallel_file, name):
   config.batch_size, config.seq_len, config.total_steps = 8, 64, 30
   config.log_every_steps, config.eval_every_steps = 1, 0
   config.optimizer.learning_rate, config.optimizer.warmup_steps = 3e-3, 3
-  trainer.train(config, str(tmp_path))
+  during_training.train_and_evaluate(config, str(tmp_path))
 
   with open(os.path.join(tmp_path, 'metrics.jsonl')) as f:
     records = [json.loads(line) for line in f]

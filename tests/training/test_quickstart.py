@@ -6,7 +6,7 @@ import os
 import pytest
 
 from configs import quickstart
-from training import evaluation, trainer
+from evaluation import checkpoint_eval, during_training
 
 
 @pytest.mark.slow
@@ -18,7 +18,7 @@ def test_quickstart_trains_checkpoints_and_evaluates(tmp_path):
   config.checkpoint_every_steps = 20
   config.optimizer.warmup_steps = 10
   workdir = str(tmp_path)
-  trainer.train(config, workdir)
+  during_training.train_and_evaluate(config, workdir)
 
   assert os.path.exists(os.path.join(workdir, 'tokenizer', 'spm.model'))
   assert sorted(os.listdir(os.path.join(workdir, 'checkpoints'))) == ['20', '40']
@@ -32,7 +32,7 @@ def test_quickstart_trains_checkpoints_and_evaluates(tmp_path):
   assert train_logs[-1]['loss'] < train_logs[0]['loss'] - 0.5  # Clearly learning.
   assert any('eval/loss' in r for r in records)
 
-  result = evaluation.evaluate_checkpoint(config, workdir)
+  result = checkpoint_eval.evaluate_checkpoint(config, workdir)
   assert result['step'] == 40
   with open(os.path.join(workdir, 'eval.json')) as f:
     saved = json.load(f)

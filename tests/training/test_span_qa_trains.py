@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 from configs import squad as squad_config
-from training import evaluation, trainer
-from training import run as run_lib
+from evaluation import checkpoint_eval, during_training, loop
+from training import harness as harness_lib
 from training import state as state_lib
 
 # Each context holds exactly one colour word, the answer to "which colour is named ?".
@@ -62,14 +62,14 @@ def test_squad_fine_tune_learns_the_planted_answers(tmp_path):
   config.log_every_steps = 10
   config.optimizer.learning_rate, config.optimizer.warmup_steps = 3e-3, 4
 
-  run = run_lib.Run(config, workdir)
+  run = harness_lib.Harness(config, workdir)
   state, shardings = state_lib.create(
     run.model, run.tx, mesh=run.mesh, rules=run.rules, seed=0, seq_len=config.seq_len
   )
-  before = evaluation.evaluate_task(run, state.params, run.predict_step(shardings.params))
+  before = loop.evaluate_task(run, state.params, run.predict_step(shardings.params))
   run.checkpointer.close()
-  trainer.train(config, workdir)
-  result = evaluation.evaluate_checkpoint(config, workdir)
+  during_training.train_and_evaluate(config, workdir)
+  result = checkpoint_eval.evaluate_checkpoint(config, workdir)
 
   with open(os.path.join(workdir, 'metrics.jsonl')) as f:
     losses = [r['loss'] for r in map(json.loads, f) if 'loss' in r]

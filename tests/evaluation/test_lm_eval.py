@@ -1,4 +1,4 @@
-"""training/lm_eval.py: perplexity windows, candidate scoring, prompts, greedy decoding,
+"""LM evaluation (evaluation/perplexity.py, fewshot.py, generation.py, lm_scoring.py): perplexity windows, candidate scoring, prompts, greedy decoding,
 few-shot accuracy and loading, each against a hand-computed reference on a tiny decoder."""
 
 import os
@@ -9,10 +9,10 @@ import jax
 import numpy as np
 import pytest
 
-from configs import fewshot
+from configs import fewshot as fewshot_config
 from data import tokenizers
+from evaluation import fewshot, generation, lm_scoring, perplexity
 from models import heads, presets
-from training import lm_eval
 
 TEXT = (
   'The tokenizer module splits a string into tokens. Each token has a type and a value, '
@@ -64,12 +64,12 @@ def log_softmax_of(model, params, ids) -> np.ndarray:
 
 def test_perplexity_of_one_window_is_one_forward_pass(decoder, tokenizer):
   model, params = decoder
-  ids = lm_eval.frame_document(tokenizer, TEXT)
+  ids = perplexity.frame_document(tokenizer, TEXT)
   assert ids[0] == tokenizer.bos_id and ids[-1] == tokenizer.eos_id
   assert len(ids) - 1 <= 64
   log_probs = log_softmax_of(model, params, ids[:-1])
   nll = -log_probs[np.arange(len(ids) - 1), ids[1:]]
-  result = lm_eval.perplexity(model, params, tokenizer, TEXT, context_len=64, stride=32)
+  result = perplexity.perplexity(model, params, tokenizer, TEXT, context_len=64, stride=32)
   assert result['windows'] == 1 and result['tokens'] == len(ids) - 1
   np.testing.assert_allclose(result['nll_sum'], nll.sum(), rtol=1e-5)
   np.testing.assert_allclose(result['perplexity'], np.exp(nll.mean()), rtol=1e-5)
@@ -81,7 +81,7 @@ def test_perplexity_of_one_window_is_one_forward_pass(decoder, tokenizer):
   'n, context_len, stride', [(2, 8, 4), (9, 8, 4), (50, 8, 3), (50, 8, 8), (37, 16, 1), (5, 4, 4)]
 )
 def test_windows_score_every_target_once_with_enough_context(n, context_len, stride):
-  spans = lm_eval.windows(n, context_len, stride)
+  spans = perplexity.windows(n, context_len, stride)
   scored = [j for _, end, first in spans for j in range(first, end)]
   assert scored == list(range(1, n))  # Each target once, in order.
   for begin, end, first in spans:
@@ -92,19 +92,19 @@ def test_windows_score_every_target_once_with_enough_context(n, context_len, str
       # Target j sees ids[begin:j]: at least context_len - stride + 1 of them, or all.
       assert first - begin >= min(first, context_len - stride + 1)
   with pytest.raises(ValueError, match='stride'):
-    lm_eval.windows(n, context_len, context_len + 1)
+    perplexity.windows(n, context_len, context_len + 1)
 
 
 def test_sliding_perplexity_matches_per_token_brute_force(decoder, tokenizer):
   model, params = decoder
   context_len, stride = 12, 5
-  ids = lm_eval.frame_document(tokenizer, TEXT)
+  ids = perplexity.frame_document(tokenizer, TEXT)
   expected = 0.0
-  for begin, end, first in lm_eval.windows(len(ids), context_len, stride):
+  for begin, end, first in perplexity.windows(len(ids), context_len, stride):
     for j in range(first, end):  # Target j alone, from exactly the context the rule gives it.
       expected -= log_softmax_of(model, params, ids[begin:j])[-1, ids[j]]
   results = [
-    lm_eval.perplexity(
+    perplexity.perplexity(
       model, params, tokenizer, TEXT, context_len=context_len, stride=stride, batch_size=b
     )
     for b in (3, 16)
@@ -114,7 +114,7 @@ def test_sliding_perplexity_matches_per_token_brute_force(decoder, tokenizer):
     assert result['windows'] == 1 + -(-(len(ids) - 1 - context_len) // stride)
     np.testing.assert_allclose(result['nll_sum'], expected, rtol=1e-5)
   # Less context than one window over the whole text: a different (here larger) NLL.
-  full = lm_eval.perplexity(model, params, tokenizer, TEXT, context_len=64, stride=64)
+  full = perplexity.perplexity(model, params, tokenizer, TEXT, context_len=64, stride=64)
   assert not np.isclose(full['nll_sum'], expected, rtol=1e-4)
 
 
@@ -133,10 +133,10 @@ def test_score_candidates_is_the_sum_of_candidate_log_probs(decoder, tokenizer):
       positions = np.arange(len(context) - 1, len(ids) - 1)  # Inputs predicting the candidate.
       expected[i, k] = log_probs[positions, np.asarray(ids)[positions + 1]].sum()
       counts[k] = len(cand_ids)
-  got = lm_eval.score_candidates(model, params, tokenizer, prompts, candidates, batch_size=4)
+  got = fewshot.score_candidates(model, params, tokenizer, prompts, candidates, batch_size=4)
   assert got.shape == (2, 3)
   np.testing.assert_allclose(got, expected, rtol=1e-5)
-  mean = lm_eval.score_candidates(
+  mean = fewshot.score_candidates(
     model, params, tokenizer, prompts, candidates, length_normalize=True
   )
   np.testing.assert_allclose(mean, expected / counts, rtol=1e-5)
@@ -147,64 +147,64 @@ def test_score_candidates_is_the_sum_of_candidate_log_probs(decoder, tokenizer):
   log_probs = log_softmax_of(model, params, ids[:-1])
   positions = np.arange(len(ids) - len(cand_ids) - 1, len(ids) - 1)
   truncated = log_probs[positions, np.asarray(ids)[positions + 1]].sum()
-  got = lm_eval.score_candidates(model, params, tokenizer, prompts[:1], candidates, max_len=8)
+  got = fewshot.score_candidates(model, params, tokenizer, prompts[:1], candidates, max_len=8)
   np.testing.assert_allclose(got[0, 2], truncated, rtol=1e-5)
 
 
 def test_build_prompt_demonstrations_separator_and_pair_template():
-  rte = fewshot.get_config('rte')
+  rte = fewshot_config.get_config('rte')
   demos = [
     {'text_a': 'A cat sat.', 'text_b': 'An animal sat.', 'label': 0, 'idx': 3},
     {'text_a': 'It rained.', 'text_b': 'It was dry.', 'label': 1, 'idx': 7},
   ]
   query = {'text_a': 'He ran.', 'text_b': 'He moved.', 'label': 0, 'idx': 1}
-  assert lm_eval.build_prompt(rte, demos, query) == (
+  assert fewshot.build_prompt(rte, demos, query) == (
     'A cat sat.\nquestion: An animal sat. True or False?\nanswer: True\n\n'
     'It rained.\nquestion: It was dry. True or False?\nanswer: False\n\n'
     'He ran.\nquestion: He moved. True or False?\nanswer:'
   )
-  sst2 = fewshot.get_config('sst2')
+  sst2 = fewshot_config.get_config('sst2')
   single = {'text_a': 'great', 'text_b': None, 'label': 1, 'idx': 0}
-  assert lm_eval.build_prompt(sst2, [], single) == 'Review: great\nSentiment:'
-  assert lm_eval.build_prompt(sst2, [single], single) == (
+  assert fewshot.build_prompt(sst2, [], single) == 'Review: great\nSentiment:'
+  assert fewshot.build_prompt(sst2, [single], single) == (
     'Review: great\nSentiment: positive\n\nReview: great\nSentiment:'
   )
   with pytest.raises(ValueError, match='pair_template'):
-    lm_eval.build_prompt(sst2, [], query)
+    fewshot.build_prompt(sst2, [], query)
 
 
 def test_build_prompt_drops_the_earliest_demonstrations_to_fit(tokenizer):
-  config = fewshot.get_config('sst2')
+  config = fewshot_config.get_config('sst2')
   demos = [
     {'text_a': f'film number {i} was ' + 'quite good ' * 3, 'text_b': None, 'label': i % 2}
     for i in range(6)
   ]
   query = {'text_a': 'the last one', 'text_b': None, 'label': 0}
-  full = lm_eval.build_prompt(config, demos, query)
+  full = fewshot.build_prompt(config, demos, query)
   reserve = max(len(tokenizer.encode(c)) for c in config.prompt.candidates)
   budget = 1 + len(tokenizer.encode(full)) + reserve - 10  # Too small for all six.
   with config.unlocked():
     config.prompt.max_len = budget
-  cut = lm_eval.build_prompt(config, demos, query, tokenizer)
+  cut = fewshot.build_prompt(config, demos, query, tokenizer)
   kept = cut.count('Sentiment:') - 1
   assert 0 < kept < 6
   # The newest demonstrations stay (the ones next to the query), and one more would not fit.
-  assert cut == lm_eval.build_prompt(fewshot.get_config('sst2'), demos[6 - kept :], query)
+  assert cut == fewshot.build_prompt(fewshot_config.get_config('sst2'), demos[6 - kept :], query)
   assert 1 + len(tokenizer.encode(cut)) + reserve <= budget
-  longer = lm_eval.build_prompt(fewshot.get_config('sst2'), demos[5 - kept :], query)
+  longer = fewshot.build_prompt(fewshot_config.get_config('sst2'), demos[5 - kept :], query)
   assert 1 + len(tokenizer.encode(longer)) + reserve > budget
 
 
 def test_demonstrations_are_seeded_per_example_and_balanced():
   train = [{'text_a': str(i), 'label': int(i % 5 == 0), 'idx': i} for i in range(100)]
-  a = lm_eval.draw_demonstrations(train, 8, 0, 17)
-  assert a == lm_eval.draw_demonstrations(train, 8, 0, 17)
-  assert a != lm_eval.draw_demonstrations(train, 8, 0, 18)
-  assert a != lm_eval.draw_demonstrations(train, 8, 1, 17)
+  a = fewshot.draw_demonstrations(train, 8, 0, 17)
+  assert a == fewshot.draw_demonstrations(train, 8, 0, 17)
+  assert a != fewshot.draw_demonstrations(train, 8, 0, 18)
+  assert a != fewshot.draw_demonstrations(train, 8, 1, 17)
   assert len({r['idx'] for r in a}) == 8
-  assert lm_eval.draw_demonstrations(train, 0, 0, 17) == []
+  assert fewshot.draw_demonstrations(train, 0, 0, 17) == []
   for example in range(20):
-    b = lm_eval.draw_demonstrations(train, 7, 0, example, 'balanced')
+    b = fewshot.draw_demonstrations(train, 7, 0, example, 'balanced')
     labels = [r['label'] for r in b]
     assert len({r['idx'] for r in b}) == 7 and sorted([labels.count(0), labels.count(1)]) == [3, 4]
 
@@ -225,26 +225,26 @@ def test_greedy_generate_is_an_argmax_loop(decoder, tokenizer):
   model, params = decoder
   prompts = ['The parser reads', 'Each token has a', 'import the module and']
   expected = [manual_greedy(model, params, tokenizer, p, 6) for p in prompts]
-  got = lm_eval.greedy_generate(
+  got = generation.greedy_generate(
     model, params, tokenizer, prompts, 6, batch_size=2, stop_at_newline=False
   )
   assert got == expected
   assert any(got)  # Something was generated.
-  assert got == lm_eval.greedy_generate(
+  assert got == generation.greedy_generate(
     model, params, tokenizer, prompts, 6, batch_size=2, stop_at_newline=False
   )
 
 
 def test_match_candidate_normalizes():
   candidates = [' negative', ' positive']
-  assert lm_eval.match_candidate(' Positive.', candidates) == 1
-  assert lm_eval.match_candidate('negative review', candidates) == 0
-  assert lm_eval.match_candidate('positively', candidates) == -1
-  assert lm_eval.match_candidate('', candidates) == -1
+  assert generation.match_candidate(' Positive.', candidates) == 1
+  assert generation.match_candidate('negative review', candidates) == 0
+  assert generation.match_candidate('positively', candidates) == -1
+  assert generation.match_candidate('', candidates) == -1
 
 
 def test_fewshot_accuracy_with_a_planted_scorer(tokenizer):
-  config = fewshot.get_config('sst2')
+  config = fewshot_config.get_config('sst2')
   with config.unlocked():
     config.prompt.shots = 2
   train = [{'text_a': f'train {i}', 'text_b': None, 'label': i % 2, 'idx': i} for i in range(10)]
@@ -259,7 +259,7 @@ def test_fewshot_accuracy_with_a_planted_scorer(tokenizer):
     queries = [p.split('\n\n')[-1] for p in prompts]  # The query, after the demonstrations.
     return np.asarray([[0.0, 1.0] if 'good' in q else [1.0, 0.0] for q in queries])
 
-  result = lm_eval.fewshot_eval(None, None, tokenizer, config, train, evals, scorer=scorer)
+  result = fewshot.fewshot_eval(None, None, tokenizer, config, train, evals, scorer=scorer)
   # Predictions 1, 0, 1, 0, 1 against labels 1, 0, 0, 0, 1: four right.
   assert result['accuracy'] == pytest.approx(0.8)
   assert result['examples'] == 5 and result['shots'] == 2
@@ -271,7 +271,7 @@ def test_fewshot_accuracy_with_a_planted_scorer(tokenizer):
 
 def test_fewshot_rank_agrees_with_score_candidates(decoder, tokenizer):
   model, params = decoder
-  config = fewshot.get_config('rte')
+  config = fewshot_config.get_config('rte')
   with config.unlocked():
     config.prompt.shots = 1
   train = [
@@ -280,14 +280,14 @@ def test_fewshot_rank_agrees_with_score_candidates(decoder, tokenizer):
   evals = [
     {'text_a': 'It is on.', 'text_b': 'It works.', 'label': i % 2, 'idx': 10 + i} for i in range(6)
   ]
-  result = lm_eval.fewshot_eval(model, params, tokenizer, config, train, evals)
+  result = fewshot.fewshot_eval(model, params, tokenizer, config, train, evals)
   # max_len 0: demonstrations are dropped to fit the model's 64 positions.
   budget = model.cfg.max_positions
-  demos = [lm_eval.draw_demonstrations(train, 1, 0, r['idx']) for r in evals]
+  demos = [fewshot.draw_demonstrations(train, 1, 0, r['idx']) for r in evals]
   prompts = [
-    lm_eval.build_prompt(config, d, r, tokenizer, budget) for d, r in zip(demos, evals, strict=True)
+    fewshot.build_prompt(config, d, r, tokenizer, budget) for d, r in zip(demos, evals, strict=True)
   ]
-  scores = lm_eval.score_candidates(model, params, tokenizer, prompts, config.prompt.candidates)
+  scores = fewshot.score_candidates(model, params, tokenizer, prompts, config.prompt.candidates)
   predictions = scores.argmax(-1)
   assert result['accuracy'] == pytest.approx(np.mean(predictions == [r['label'] for r in evals]))
   assert result['predicted_counts'] == {
@@ -296,7 +296,7 @@ def test_fewshot_rank_agrees_with_score_candidates(decoder, tokenizer):
   }
   with config.unlocked():
     config.prompt.mode, config.prompt.max_new_tokens = 'generate', 3
-  generated = lm_eval.fewshot_eval(model, params, tokenizer, config, train, evals)
+  generated = fewshot.fewshot_eval(model, params, tokenizer, config, train, evals)
   assert sum(generated['predicted_counts'].values()) == 6  # Matched or 'unmatched'.
 
 
@@ -318,10 +318,10 @@ def test_load_decoder_from_a_converted_directory(decoder, tokenizer, spm_path, t
       tokenizer_files=['spm.model'],
     ),
   )
-  loaded_model, loaded_params, loaded_tokenizer = lm_eval.load_decoder(out)
+  loaded_model, loaded_params, loaded_tokenizer = lm_scoring.load_decoder(out)
   assert loaded_model.cfg == model.cfg
   assert loaded_tokenizer.fingerprint() == tokenizer.fingerprint()
-  ids = lm_eval.frame_document(tokenizer, TEXT)[:20]
+  ids = perplexity.frame_document(tokenizer, TEXT)[:20]
   np.testing.assert_allclose(
     log_softmax_of(loaded_model, loaded_params, ids), log_softmax_of(model, params, ids), rtol=1e-6
   )
@@ -331,9 +331,9 @@ def test_fewshot_config_covers_the_classification_tasks():
   from data import glue
 
   for task in ('sst2', 'cola', 'mrpc', 'qqp', 'mnli', 'qnli', 'rte', 'wnli'):
-    config = fewshot.get_config(task)
+    config = fewshot_config.get_config(task)
     assert config.is_locked and config.task == task
     assert len(config.prompt.candidates) == len(glue.get_task(task).labels)
     assert config.prompt.template or config.prompt.pair_template
   with pytest.raises(ValueError, match='stsb'):
-    fewshot.get_config('stsb')
+    fewshot_config.get_config('stsb')

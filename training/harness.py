@@ -1,7 +1,7 @@
-"""A run's assembled parts: mesh, rules, data shards, model, optimizer, checkpointer.
+"""The harness a run's steps execute in: mesh, rules, data shards, model, optimizer, checkpointer.
 
-Built once from the config by train.py (training/trainer.py) and eval.py
-(training/evaluation.py), so both see the same model, shardings and data.
+Built once from the config by the training loop (training/trainer.py) and by the
+evaluation of a run (evaluation/), so both see the same model, shardings and data.
 """
 
 import json
@@ -33,7 +33,7 @@ def check_tokenizer(meta: dict, exp, where: str):
     )
 
 
-class Run:
+class Harness:
   """Mesh, model, optimizer and jitted steps of one config, shared by train and eval."""
 
   def __init__(self, config, workdir: str):
@@ -69,7 +69,7 @@ class Run:
     )
 
   def predict_step(self, param_shardings):
-    """A task objective's `predict_fn` jitted over the mesh (training/evaluation.py)."""
+    """A task objective's `predict_fn` jitted over the mesh (evaluation/loop.py)."""
     return state_lib.jit_eval_step(
       param_shardings,
       self.batch_sharding,

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import scipy.stats
 
-from training import task_metrics as tm
+from evaluation import task_metrics as tm
 
 # --- GLUE: classification and regression. -------------------------------------------------------
 

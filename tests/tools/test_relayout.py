@@ -1,4 +1,4 @@
-"""A run trained with looped layers, converted by models/convert/scan.py, resumes with
+"""A run trained with looped layers, converted by tools/relayout.py, resumes with
 scanned layers and ends where the uninterrupted looped run ends."""
 
 import os
@@ -8,9 +8,10 @@ import numpy as np
 import pytest
 
 from configs import quickstart
+from evaluation import during_training
 from models.convert import scan
 from tests.training import runs
-from training import trainer
+from tools import relayout
 
 
 def _config(spm_path, steps, scan_layers):
@@ -41,10 +42,10 @@ def _final_params(workdir):
 @pytest.mark.slow
 def test_a_run_switches_layout_and_resumes_where_it_was(tmp_path, spm_path):
   reference, first, switched = (str(tmp_path / n) for n in ('reference', 'first', 'switched'))
-  trainer.train(_config(spm_path, 6, scan_layers=False), reference)
-  trainer.train(_config(spm_path, 4, scan_layers=False), first)
-  assert scan.main(['--to', 'scanned', first, switched]) == 0
-  trainer.train(_config(spm_path, 6, scan_layers=True), switched)
+  during_training.train_and_evaluate(_config(spm_path, 6, scan_layers=False), reference)
+  during_training.train_and_evaluate(_config(spm_path, 4, scan_layers=False), first)
+  assert relayout.main(['--to', 'scanned', first, switched]) == 0
+  during_training.train_and_evaluate(_config(spm_path, 6, scan_layers=True), switched)
   step, expected = _final_params(reference)
   step_switched, got = _final_params(switched)
   assert step == step_switched == 6

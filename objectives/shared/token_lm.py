@@ -10,7 +10,7 @@ import math
 
 import numpy as np
 
-from objectives import metrics
+from objectives.shared import metrics
 
 
 def model_batch(rows: dict, *, inputs, targets, weights) -> dict:

@@ -1,7 +1,7 @@
 """Shows what the model is fed: decoded rows of a config's batches, corruption marked.
 
-  python -m data.show --config configs/quickstart.py --num_examples 4
-  python -m data.show --config configs/quickstart.py --config.model.preset=gpt2-tiny \\
+  python -m tools.show --config configs/quickstart.py --num_examples 4
+  python -m tools.show --config configs/quickstart.py --config.model.preset=gpt2-tiny \\
       --config.objective.module=objectives.clm --json
 
 The batches are exactly the training (or `--split eval`) batches of the config,
@@ -35,7 +35,7 @@ from ml_collections import config_flags
 
 from data import loader as loader_lib
 from data import tokenizers
-from objectives import unilm
+from objectives import api, unilm
 from training import experiment
 
 
@@ -310,12 +310,10 @@ def show(
   tokenizer = exp.tokenizer
   shards = loader_lib.ShardSpec.create(config.batch_size, config.data.num_shards, 0, 1)
   loader = exp.loader(split, shards)
-  names = None
-  if hasattr(exp.objective, 'show_names'):  # Pieces the objective uses in a role of their own.
-    names = exp.objective.show_names(config.objective, tokenizer, config.seq_len)
+  names = api.show_names(exp.objective, config.objective, tokenizer, config.seq_len)
   text = _PieceText(tokenizer, names)
   kind = exp.objective.SHOW
-  labels = getattr(exp.objective, 'labels', None)  # A tagging objective's tag names, in id order.
+  labels = api.tag_names(exp.objective)
   render = _RENDERERS[kind]
   if kind == 'tagging':
     render = functools.partial(_render_tagging, labels=labels)

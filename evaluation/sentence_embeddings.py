@@ -15,7 +15,7 @@ from collections.abc import Callable, Sequence
 import jax.numpy as jnp
 import numpy as np
 
-from training import task_metrics
+from evaluation import task_metrics
 
 POOLING = ('mean', 'cls')
 

@@ -6,7 +6,7 @@ import os
 
 import pytest
 
-from training import results_table
+from evaluation import results_table
 
 BERT = 'Devlin et al. 2019, Table 1, BERT-BASE'
 

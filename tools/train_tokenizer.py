@@ -1,6 +1,6 @@
 """Trains the SentencePiece tokenizer of a config's training documents.
 
-  python -m data.train_tokenizer --config configs/base.py --output /tmp/tok/spm \
+  python -m tools.train_tokenizer --config configs/base.py --output /tmp/tok/spm \
     [--config.data.vocab_size=8000 --config.data.source=text ...]
 
 Writes `<output>.model`; point `--config.data.tokenizer_path` at it to reuse it.

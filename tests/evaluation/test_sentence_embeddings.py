@@ -6,7 +6,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from training import sentence_embeddings
+from evaluation import sentence_embeddings
 
 
 def test_pool_mean_and_cls_by_hand():

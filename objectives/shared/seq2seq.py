@@ -10,8 +10,8 @@ the decoder's logits.
 
 import numpy as np
 
-from objectives import token_lm
-from objectives.token_lm import eval_summary  # noqa: F401  (objective API)
+from objectives.shared import token_lm
+from objectives.shared.token_lm import eval_summary  # noqa: F401  (objective API)
 
 # The batch arrays `Seq2SeqLM` takes, in order.
 MODEL_INPUTS = (

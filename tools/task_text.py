@@ -1,6 +1,6 @@
 """A fine-tuning task's own training text, as a plain-text corpus for task-adaptive pretraining.
 
-  python -m data.task_text --config configs/glue.py:sst2 \\
+  python -m tools.task_text --config configs/glue.py:sst2 \\
       --config.data.glue_dir=../shared/data/glue --out /tmp/sst2_text.txt
 
 TAPT ("Don't Stop Pretraining", Gururangan et al. 2020, section 4) continues masked-LM

@@ -1,4 +1,4 @@
-"""Tests of data/show.py on the quickstart config (embedded corpus, 1000-piece vocabulary)."""
+"""Tests of tools/show.py on the quickstart config (embedded corpus, 1000-piece vocabulary)."""
 
 import json
 import os
@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 
 from configs import quickstart
-from data import show as show_lib
 from data import tokenizers
+from tools import show as show_lib
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 BATCH_KEYS = {'inputs', 'targets', 'weights', 'segment_ids', 'positions'}
@@ -147,7 +147,7 @@ def test_eval_split_differs_from_train(workdir, tokenizer):
 
 
 def test_command_line(workdir, tokenizer):
-  cmd = [sys.executable, '-m', 'data.show', '--config', 'configs/quickstart.py']
+  cmd = [sys.executable, '-m', 'tools.show', '--config', 'configs/quickstart.py']
   cmd += ['--config.data.vocab_size=1000', '--num_examples=2', '--json', f'--workdir={workdir}']
   proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True)
   assert proc.returncode == 0, proc.stderr[-2000:]
