@@ -1,7 +1,7 @@
 """Pretrain or fine-tune a model from a config file, evaluating as it goes.
 
   python train.py --config configs/quickstart.py --workdir /tmp/quickstart
-  python train.py --config configs/bert_base.py --workdir gs://b/run --config.batch_size=256
+  python train.py --config configs/paper/bert_base.py --workdir gs://b/run --config.batch_size=256
 
 Any config key can be overridden with --config.key=value; an unknown key is an
 error naming it. The run resumes by itself from the newest checkpoint in

@@ -60,12 +60,15 @@ def find_objectives() -> list[dict]:
   `config` is the path of the config file whose objective section it runs with;
   a module that fails to import gets an 'error' instead of a run.
   """
-  configs = sorted(glob.glob(os.path.join(REPO, 'configs', '*.py')))
+  configs = sorted(glob.glob(os.path.join(REPO, 'configs', '**', '*.py'), recursive=True))
   configs = [p for p in configs if os.path.basename(p) not in ('__init__.py', 'loading.py')]
   base = os.path.join(REPO, 'configs', 'base.py')
   by_module = {}  # module -> [(config path, objective section as a dict)]
   for path in [base] + [p for p in configs if p != base]:
-    objective = loading.load(path).objective
+    config = loading.load(path)
+    if 'objective' not in config:
+      continue  # An evaluation spec (configs/fewshot.py), not a training config.
+    objective = config.objective
     by_module.setdefault(objective.module, []).append((path, objective.to_dict()))
   entries = []
   for path in sorted(glob.glob(os.path.join(REPO, 'objectives', '*.py'))):

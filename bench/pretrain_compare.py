@@ -24,11 +24,11 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # (name, config file, extra overrides)
 OBJECTIVES = {
   'mlm': ('configs/quickstart.py', ()),
-  'wwm': ('configs/wwm.py', ()),
-  'spanbert': ('configs/spanbert_sbo.py', ()),
-  'electra': ('configs/electra_small.py', ()),
-  't5': ('configs/t5_small.py', ()),
-  'bert_nsp': ('configs/bert_nsp.py', ()),
+  'wwm': ('configs/cpu/wwm.py', ()),
+  'spanbert': ('configs/cpu/spanbert_sbo.py', ()),
+  'electra': ('configs/cpu/electra.py', ()),
+  't5': ('configs/cpu/t5.py', ()),
+  'bert_nsp': ('configs/cpu/bert_nsp.py', ()),
 }
 
 

@@ -2,24 +2,45 @@
 
 An experiment file starts from `get_config()` and overrides a few keys; the
 config is locked, so a mistyped key (on the command line or in a file) is an
-error that names it.
+error that names it, and an experiment file cannot add keys either.
+
+The `objective` section holds the keys every objective shares (`module`, `task`)
+and the union of the objectives' own sections: each module of objectives/ that
+declares its keys does so in `config()`, with their defaults and comments
+(objectives/mlm.py: mask_rate, ...), and they are merged here. A key belongs to
+one objective: two declaring the same key is an error, so no key has two
+defaults; objectives that reuse another's key (whole-word masking reads MLM's
+mask_rate) say so in their docstrings.
 """
 
+import importlib
+import pkgutil
+
 from ml_collections import config_dict
+
+import objectives
 
 
 def get_config() -> config_dict.ConfigDict:
   c = config_dict.ConfigDict()
   c.seed = 0  # Derives data order, masks (seed, epoch, example) and dropout (seed, step).
-  c.total_steps = 1000  # Optimizer steps to train for.
+  c.total_steps = 1000  # Optimizer steps to train for; when set, it wins over num_epochs.
+  c.num_epochs = 0.0  # Fine-tuning with total_steps 0: passes over the task's train records
+  # (total_steps = ceil(num_epochs x records / batch_size), sized from the records read).
+  c.evals_per_epoch = 0.0  # With num_epochs, and eval_every_steps 0: evaluations per epoch.
   c.batch_size = 32  # Global batch size in rows, across all hosts and devices.
   c.seq_len = 128  # Tokens per packed row.
   c.log_every_steps = 50  # Console, TensorBoard and metrics.jsonl cadence.
-  c.checkpoint_every_steps = 500  # Orbax checkpoint cadence (the last step is always saved).
+  c.checkpoint_every_steps = 500  # Orbax checkpoint cadence (the last step is always saved);
+  # 0: with every evaluation.
   c.keep_checkpoints = 3  # Newest checkpoints kept in --workdir/checkpoints.
   c.eval_every_steps = 500  # Held-out evaluation cadence during training (0: never).
   c.eval_steps = 0  # Batches per evaluation; 0 means the whole held-out split.
   c.init_from = ''  # Fine-tuning: a train.py run dir or a converted checkpoint to start from.
+  c.benchmark = ''  # Results tables: the benchmark a run belongs to ('glue'); '' is data.source.
+  c.reference = config_dict.ConfigDict()  # A published figure to compare with (eval.json).
+  c.reference.scores = config_dict.placeholder(dict)  # {score column: value}, e.g. {'sst2': 93.5}.
+  c.reference.source = ''  # Where the figures come from: paper, table, row.
   c.peak_flops_per_device = 0.0  # FLOP/s for MFU; 0 measures a matmul peak on this device.
 
   c.model = config_dict.ConfigDict()
@@ -38,12 +59,7 @@ def get_config() -> config_dict.ConfigDict:
   c.model.scan_layers = False  # One nn.scan over the layers (faster compiles, same numerics).
   c.model.remat = 'none'  # Recompute activations in the backward pass: none, full or dots.
 
-  c.objective = config_dict.ConfigDict()
-  c.objective.module = 'objectives.mlm'  # Module path of the objective (importlib).
-  c.objective.mask_rate = 0.15  # MLM: fraction of non-special tokens selected.
-  c.objective.mask_token_rate = 0.8  # MLM: of the selected, fraction replaced by [MASK].
-  c.objective.random_token_rate = 0.1  # MLM: of the selected, fraction replaced at random.
-  c.objective.dupe_factor = 0  # MLM: static masks cycled over this many copies (BERT); 0: dynamic.
+  c.objective = objective_section()
 
   c.data = config_dict.ConfigDict()
   c.data.source = 'embedded'  # 'embedded' (pydoc topics, offline), 'tfds', 'text' or 'jsonl';
@@ -74,7 +90,8 @@ def get_config() -> config_dict.ConfigDict:
 
   c.optimizer = config_dict.ConfigDict()
   c.optimizer.learning_rate = 1e-3  # Peak learning rate.
-  c.optimizer.warmup_steps = 100  # Linear warmup from 0 to the peak.
+  c.optimizer.warmup_steps = 100  # Linear warmup from 0 to the peak, in steps.
+  c.optimizer.warmup_ratio = 0.0  # Warmup as a fraction of total_steps (warmup_steps then 0).
   c.optimizer.schedule = 'linear'  # Decay after warmup: 'linear', 'cosine' or 'constant'.
   c.optimizer.end_lr_fraction = 0.0  # Final learning rate as a fraction of the peak.
   c.optimizer.b1 = 0.9  # AdamW beta1.
@@ -96,3 +113,30 @@ def get_config() -> config_dict.ConfigDict:
   c.mesh.tensor = 1  # Tensor-parallel axis size (-1: remaining devices).
   c.mesh.strategy = 'fsdp_tp'  # Logical-axis rule set: 'dp', 'fsdp' or 'fsdp_tp'.
   return c.lock()
+
+
+def objective_section() -> config_dict.ConfigDict:
+  """`config.objective`: the shared keys, then every objective's `config()` section.
+
+  Raises:
+    ValueError: two objectives declare the same key (one key, one default).
+  """
+  c = config_dict.ConfigDict()
+  c.module = 'objectives.mlm'  # Module path of the objective (importlib).
+  c.task = ''  # A fine-tuning task's name: its metric, score column and eval.json's task.
+  owners = {key: 'configs/base.py' for key in c}
+  for info in sorted(pkgutil.iter_modules(objectives.__path__), key=lambda m: m.name):
+    if info.ispkg:
+      continue  # objectives/shared: helpers, not objectives.
+    module = importlib.import_module(f'objectives.{info.name}')
+    if not hasattr(module, 'config'):
+      continue  # An objective without keys of its own (clm), or the contract (api).
+    for key, value in module.config().items():
+      if key in owners:
+        raise ValueError(
+          f'objective.{key} is declared by both {owners[key]} and {module.__name__}; a key '
+          'belongs to one objective (the other reads it from there).'
+        )
+      owners[key] = module.__name__
+      c[key] = value
+  return c

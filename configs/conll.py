@@ -14,8 +14,8 @@ cased WordPiece vocabulary for NER); a SentencePiece model cannot be trained on 
 
 Recipe (the paper's fine-tuning grid, appendix A.3: batch 16/32, lr 5e-5/3e-5/2e-5, 2-4
 epochs; Adam, 10% warmup, linear decay, dropout 0.1): batch 32, lr 5e-5, 3 epochs
-(3 x 439 = 1317 steps), 132 warmup steps, seq_len 128, evaluation and a checkpoint after
-every epoch. Hardware: one accelerator (a few minutes on a current GPU); a CPU works but slowly.
+(`num_epochs`: 3 x 439 = 1317 steps on CoNLL-2003's 14,041 sentences), 10% warmup
+(`warmup_ratio`), seq_len 128, evaluation and a checkpoint after every epoch. Hardware: one accelerator (a few minutes on a current GPU); a CPU works but slowly.
 
 Reference: BERT-BASE fine-tuned, CoNLL-2003 Dev F1 96.4 (Test 92.4), the mean of 5 restarts
 (Devlin et al. 2019, the NER table: Table 7 in the NAACL version, Table 3 in arXiv v1; we are
@@ -25,8 +25,6 @@ lower (sentence-level reproductions usually report about 95 Dev F1). Expected re
 config: not yet measured.
 """
 
-from ml_collections import config_dict
-
 from configs import base
 
 
@@ -35,30 +33,29 @@ def get_config():
   c.model.preset = 'bert-base'
   c.model.dropout_rate = 0.1
   c.objective.module = 'objectives.tagging'
+  # The tags in classifier-output order (objectives/tagging.py); CoNLL-2003's nine, IOB2.
+  c.objective.labels = 'O,B-PER,I-PER,B-ORG,I-ORG,B-LOC,I-LOC,B-MISC,I-MISC'
+  c.objective.task = 'conll2003'  # eval.json's task.
   c.data.source = 'conll'
   c.data.conll_dir = '../shared/data/conll2003'  # train.txt, valid.txt (test.txt).
   c.seq_len = 128
   c.batch_size = 32
-  steps_per_epoch = 439  # ceil(14041 training sentences / 32)
-  c.total_steps = 3 * steps_per_epoch
+  c.total_steps = 0  # Sized from the training sentences read: 3 x 439 for CoNLL-2003.
+  c.num_epochs = 3
+  c.evals_per_epoch = 1
+  c.eval_every_steps = 0  # evals_per_epoch decides.
+  c.checkpoint_every_steps = 0  # With every evaluation.
   c.log_every_steps = 50
-  c.eval_every_steps = steps_per_epoch
-  c.checkpoint_every_steps = steps_per_epoch
   c.optimizer.learning_rate = 5e-5
-  c.optimizer.warmup_steps = c.total_steps // 10
+  c.optimizer.warmup_steps = 0
+  c.optimizer.warmup_ratio = 0.1
   c.optimizer.schedule = 'linear'
   c.optimizer.weight_decay = 0.01
-  with c.unlocked():
-    # The tags in classifier-output order (objectives/tagging.py); CoNLL-2003's nine, IOB2.
-    c.objective.labels = 'O,B-PER,I-PER,B-ORG,I-ORG,B-LOC,I-LOC,B-MISC,I-MISC'
-    c.objective.task = 'conll2003'  # eval.json's `task` (training/evaluation.py reads it here).
-    c.benchmark = 'conll'
-    # Percentages as the paper prints them (eval.json's `reference`).
-    c.reference = config_dict.ConfigDict(
-      {
-        'scores': {'conll_f1': 96.4},
-        'source': 'Devlin et al. 2019 (BERT), CoNLL-2003 NER table (Table 7; arXiv v1 Table 3), '
-        'BERT-BASE, Dev F1, fine-tuning with document context',
-      }
-    )
+  c.benchmark = 'conll'
+  # Percentages as the paper prints them (eval.json's `reference`).
+  c.reference.scores = {'conll_f1': 96.4}
+  c.reference.source = (
+    'Devlin et al. 2019 (BERT), CoNLL-2003 NER table (Table 7; arXiv v1 Table 3), '
+    'BERT-BASE, Dev F1, fine-tuning with document context'
+  )
   return c

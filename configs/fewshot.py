@@ -1,6 +1,6 @@
 """GPT-3-style zero-, one- and few-shot GLUE evaluation of a causal LM (Brown et al. 2020).
 
-  python -m training.lm_eval fewshot --model RUN_OR_CONVERTED \\
+  python -m tools.lm_eval fewshot --model RUN_OR_CONVERTED \\
     --config configs/fewshot.py:sst2 --glue_dir ../shared/data/glue --shots 4 --limit 200
 
 `get_config(task)` takes a GLUE task name ('sst2', 'cola', 'mrpc', 'qqp', 'mnli', 'qnli',
@@ -14,11 +14,11 @@ from the train split ('random', as GPT-3; or 'balanced' over labels), seeded by
 
 Hardware: CPU for tiny models; a GPU for GPT-2 sizes. Expected: chance-level accuracy for
 this repository's tiny runs (not yet measured on a pretrained GPT-2; GPT-3 reports RTE
-63.5 few-shot at 175B, Table 3.8, and small models near chance). The model fields below
-(base config) are not read: the model comes from --model.
+63.5 few-shot at 175B, Table 3.8, and small models near chance). This is an evaluation
+spec, not a training config: the model comes from --model.
 """
 
-from configs import base
+from ml_collections import config_dict
 
 # task -> (template, pair_template, candidates in label order)
 _PROMPTS = {
@@ -60,25 +60,21 @@ def get_config(task: str = 'sst2'):
   if task not in _PROMPTS:
     raise ValueError(f'No few-shot prompt for GLUE task {task!r}; known: {sorted(_PROMPTS)}.')
   template, pair_template, candidates = _PROMPTS[task]
-  c = base.get_config()
-  with c.unlocked():
-    c.model.preset = 'gpt2-small'
-    c.objective.module = 'objectives.clm'
-    c.task = task  # A data/glue.py task name.
-    c.train_split = 'train'  # Demonstrations come from here.
-    c.eval_split = 'dev'  # Evaluated records.
-    c.prompt = dict(
-      template=template,  # One-text tasks; {text_a}.
-      pair_template=pair_template,  # Two-text tasks; {text_a}, {text_b}.
-      candidates=list(candidates),  # Completion of each label, in label order.
-      separator='\n\n',  # Between demonstrations (and before the query).
-      shots=0,  # Demonstrations per example (k); 0 is zero-shot.
-      seed=0,  # Demonstrations are a function of (seed, example idx).
-      sampling='random',  # 'random' (GPT-3) or 'balanced' over labels.
-      max_len=0,  # Token budget; earliest demonstrations drop first (0: model max positions).
-      length_normalize=False,  # Rank by mean rather than summed candidate log-probability.
-      mode='rank',  # 'rank' candidates by likelihood, or 'generate' greedily and match.
-      max_new_tokens=5,  # Generate mode: tokens decoded per example.
-      batch_size=8,  # Rows per jitted call.
-    )
+  c = config_dict.ConfigDict()
+  c.task = task  # A data/glue.py task name.
+  c.train_split = 'train'  # Demonstrations come from here.
+  c.eval_split = 'dev'  # Evaluated records.
+  c.prompt = config_dict.ConfigDict()
+  c.prompt.template = template  # One-text tasks; {text_a}.
+  c.prompt.pair_template = pair_template  # Two-text tasks; {text_a}, {text_b}.
+  c.prompt.candidates = list(candidates)  # Completion of each label, in label order.
+  c.prompt.separator = '\n\n'  # Between demonstrations (and before the query).
+  c.prompt.shots = 0  # Demonstrations per example (k); 0 is zero-shot.
+  c.prompt.seed = 0  # Demonstrations are a function of (seed, example idx).
+  c.prompt.sampling = 'random'  # 'random' (GPT-3) or 'balanced' over labels.
+  c.prompt.max_len = 0  # Token budget; earliest demonstrations drop first (0: model's).
+  c.prompt.length_normalize = False  # Rank by mean rather than summed log-probability.
+  c.prompt.mode = 'rank'  # 'rank' candidates by likelihood, or 'generate' greedily and match.
+  c.prompt.max_new_tokens = 5  # Generate mode: tokens decoded per example.
+  c.prompt.batch_size = 8  # Rows per jitted call.
   return c.lock()

@@ -12,10 +12,13 @@ Rows: [CLS] question (<= 64 tokens) [SEP] document window [SEP], 384 tokens, win
 document tokens (objectives/span_qa.py, data/squad.py).
 
 Recipe: AdamW, 10% linear warmup then linear decay (run_squad's warmup_proportion 0.1), weight
-decay 0.01, 2 epochs. v1.1: learning rate 3e-5, batch 32 (the BERT README's rate and epochs with
-the paper's batch); 87,599 training questions -> 5,475 steps. v2.0: learning rate 5e-5, batch 48
-(paper, Sec. 4.3); 130,319 questions -> 5,430 steps. Like run_squad.py, steps count questions,
-not windows, so "2 epochs" covers slightly fewer than 2 passes over the windows.
+decay 0.01, 2 epochs (`num_epochs`, sized from the questions read). v1.1: learning rate 3e-5,
+batch 32 (the BERT README's rate and epochs with the paper's batch); 87,599 training questions
+-> 5,475 steps. v2.0: learning rate 5e-5, batch 48 (paper, Sec. 4.3); 130,319 questions ->
+5,430 steps. Like run_squad.py, steps count questions, not windows, so "2 epochs" covers
+slightly fewer than 2 passes over the windows. The window and decoding settings are
+objectives/span_qa.py's defaults (doc stride 128, 64 query tokens, n-best 20, answers of at
+most 30 tokens), run_squad's.
 
 Hardware: one accelerator with >= 16 GB (BERT-Base, 384 tokens, batch 32); BERT-Large for v2.0
 wants more memory or a smaller batch. Expected result: not yet measured here. The paper's dev
@@ -23,14 +26,12 @@ scores (c.reference): v1.1 BERT-BASE EM 80.8 / F1 88.5 (Table 2); v2.0 BERT-LARG
 F1 81.9 (Table 3, no-answer threshold tuned on dev, as eval reports squad2_em / squad2_f1).
 """
 
-from ml_collections import config_dict
-
 from configs import base
 
 _VERSIONS = {
-  # version: (objective.version, preset, learning rate, batch, training questions, reference)
-  'v1.1': (1, 'bert-base', 3e-5, 32, 87_599, ('BERT-BASE', 'Table 2', 80.8, 88.5)),
-  'v2.0': (2, 'bert-large', 5e-5, 48, 130_319, ('BERT-LARGE', 'Table 3', 78.7, 81.9)),
+  # version: (objective.version, preset, learning rate, batch, reference)
+  'v1.1': (1, 'bert-base', 3e-5, 32, ('BERT-BASE', 'Table 2', 80.8, 88.5)),
+  'v2.0': (2, 'bert-large', 5e-5, 48, ('BERT-LARGE', 'Table 3', 78.7, 81.9)),
 }
 _EPOCHS = 2
 
@@ -38,34 +39,27 @@ _EPOCHS = 2
 def get_config(arg: str = 'v1.1'):
   if arg not in _VERSIONS:
     raise ValueError(f'configs/squad.py:{arg}: expected one of {sorted(_VERSIONS)}.')
-  version, preset, lr, batch_size, questions, (model, table, em, f1) = _VERSIONS[arg]
+  version, preset, lr, batch_size, (model, table, em, f1) = _VERSIONS[arg]
   c = base.get_config()
   c.model.preset = preset
   c.objective.module = 'objectives.span_qa'
+  c.objective.task = arg  # eval.json's task.
+  c.objective.version = version  # 2: unanswerable questions, null score and threshold.
   c.data.source = 'squad'
   c.data.tfds_name = f'squad/{arg}'  # Read when data.squad_file / eval_squad_file are empty.
   c.seq_len = 384
   c.batch_size = batch_size
-  c.total_steps = -(-questions * _EPOCHS // batch_size)  # ceil, as run_squad counts steps.
+  c.total_steps = 0  # Sized from the training questions read, as run_squad counts steps.
+  c.num_epochs = _EPOCHS
   c.optimizer.learning_rate = lr
-  c.optimizer.warmup_steps = c.total_steps // 10
+  c.optimizer.warmup_steps = 0
+  c.optimizer.warmup_ratio = 0.1
   c.optimizer.schedule = 'linear'
   c.optimizer.weight_decay = 0.01
   c.log_every_steps = 100
-  c.checkpoint_every_steps = 1000
+  c.checkpoint_every_steps = 0  # With every evaluation.
   c.eval_every_steps = 1000
   prefix = 'squad2' if version == 2 else 'squad'
-  with c.unlocked():
-    c.objective.task = arg  # The eval.json "task" field.
-    c.objective.version = version  # 2: unanswerable questions, null score and threshold.
-    c.objective.doc_stride = 128  # Document tokens between window starts.
-    c.objective.max_query_length = 64  # Question tokens kept.
-    c.objective.n_best_size = 20  # Start / end candidates per window when decoding.
-    c.objective.max_answer_length = 30  # Longest predicted answer, in tokens.
-    c.reference = config_dict.ConfigDict(
-      {
-        'scores': {f'{prefix}_em': em, f'{prefix}_f1': f1},
-        'source': f'Devlin et al. 2019, {table}, {model} (single), SQuAD {arg} dev',
-      }
-    )
+  c.reference.scores = {f'{prefix}_em': em, f'{prefix}_f1': f1}
+  c.reference.source = f'Devlin et al. 2019, {table}, {model} (single), SQuAD {arg} dev'
   return c

@@ -69,7 +69,7 @@ CHNSENTICORP_EVERY = 10
 
 def task_names(data_cfg) -> list[str]:
   """The task(s) of `data.task`: one name, or several for a multi-task set ('mrpc,rte')."""
-  return [name.strip() for name in (data_cfg.get('task', '') or '').split(',') if name.strip()]
+  return [name.strip() for name in (data_cfg.task or '').split(',') if name.strip()]
 
 
 def is_multitask(data_cfg) -> bool:
@@ -86,7 +86,7 @@ def eval_splits(data_cfg) -> list[str]:
   A multi-task set names each split 'task:split' ('rte:dev'), by default every task's dev
   split(s) in the order of `data.task`.
   """
-  names = data_cfg.get('eval_split', '') or ''
+  names = data_cfg.eval_split or ''
   names = [name.strip() for name in names.split(',') if name.strip()]
   if is_multitask(data_cfg):
     tasks = task_names(data_cfg)
@@ -112,14 +112,14 @@ def load_examples(data_cfg, split: str, eval_split: str | None = None) -> list[d
   if source == 'glue':
     if is_multitask(data_cfg):
       return _multitask_examples(data_cfg, name)
-    if not data_cfg.get('task', ''):
+    if not data_cfg.task:
       raise ValueError("data.source='glue' needs data.task, e.g. 'sst2' (configs/glue.py:sst2).")
     return _glue_examples(data_cfg, data_cfg.task, name)
   if source in CLUE_SOURCES:
     if split == 'train':
-      name = data_cfg.get('train_split', '') or 'train'
+      name = data_cfg.train_split or 'train'
     records = _clue_examples(data_cfg, source, name)
-    if data_cfg.get('chinese_chars', False):
+    if data_cfg.chinese_chars:
       records = [
         dict(
           r,
@@ -169,14 +169,14 @@ def _multitask_examples(data_cfg, name: str) -> list[dict]:
 
 def _clue_examples(data_cfg, source: str, split: str) -> list[dict]:
 
-  directory = data_cfg.get('clue_dir', '') or ''
+  directory = data_cfg.clue_dir or ''
   if not directory:
     raise ValueError(
       f'data.source={source!r} reads its files from data.clue_dir (configs/clue.py), e.g. '
       '../shared/data/zh/FewCLUE, ../shared/data/zh/ChineseNlpCorpus or ../shared/data/zh/THUCNews.'
     )
   if source == 'fewclue':
-    if not data_cfg.get('task', ''):
+    if not data_cfg.task:
       raise ValueError("data.source='fewclue' needs data.task, e.g. 'tnews'.")
     return clue.read_fewclue(directory, data_cfg.task, split)[0]
   if source == 'thucnews':

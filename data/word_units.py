@@ -149,7 +149,7 @@ def chinese_starts_for_batch(
 def segmenter(objective_cfg):
   """jieba's segmenter when `objective.word_segmenter == 'jieba'` (Chinese words over
   character pieces), None for '' (words from the pieces alone)."""
-  name = objective_cfg.get('word_segmenter', '')
+  name = objective_cfg.word_segmenter
   if name not in ('', 'jieba'):
     raise ValueError(f"objective.word_segmenter={name!r} must be '' or 'jieba'.")
   return jieba_segmenter() if name == 'jieba' else None

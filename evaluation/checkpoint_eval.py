@@ -85,17 +85,16 @@ def _evaluate_task_run(harness, workdir: str, latest_params, abstract_params, pa
   best.close()
   values = loop.evaluate_task(harness, params, harness.predict_step(param_shardings))
   config = harness.config
-  reference = config.get('reference', None)
   return {
     'step': step,
     'checkpoint': checkpoint,
     'objective': config.objective.module,
-    'benchmark': config.get('benchmark', '') or config.data.source,
-    'task': config.objective.get('task', '') or config.data.get('task', ''),
+    'benchmark': config.benchmark or config.data.source,
+    'task': config.objective.task or config.data.task,
     'seed': config.seed,
-    'model': config.get('init_from', '') or config.model.preset,
+    'model': config.init_from or config.model.preset,
     'metrics': values['metrics'],
     'scores': values['scores'],
     'examples': values['examples'],
-    'reference': None if reference is None else reference.to_dict(),
+    'reference': None if config.reference.scores is None else config.reference.to_dict(),
   }

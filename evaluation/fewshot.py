@@ -53,7 +53,7 @@ def build_prompt(
   def join(parts):
     return p.separator.join([*parts, query])
 
-  budget = p.get('max_len', 0) if max_len is None else max_len
+  budget = p.max_len if max_len is None else max_len
   if tokenizer is None or not budget:
     return join(shown)
   if p.mode == 'generate':
@@ -167,7 +167,7 @@ def fewshot_eval(
   for r in eval_records:
     demos = draw_demonstrations(train_records, p.shots, p.seed, r['idx'], p.sampling)
     prompts.append(build_prompt(p, demos, r, tokenizer, budget))
-  batch_size = p.get('batch_size', 8)
+  batch_size = p.batch_size
   if p.mode == 'rank':
     if scorer is None:
       scorer = functools.partial(
@@ -206,7 +206,7 @@ def fewshot_eval(
 
 
 def _label_names(spec, n: int) -> list[str]:
-  task = spec.get('task', '')
+  task = spec.task
   if task:
     labels = glue.get_task(task).labels
     if labels and len(labels) == n:

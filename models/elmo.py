@@ -124,7 +124,7 @@ PRESETS: dict[str, dict] = {
   # AllenNLP's smaller releases (same CNN, one highway layer): 28.0M and 13.6M.
   'elmo-medium': _elmo(2, 256, 2048, 1),
   'elmo-small': _elmo(2, 128, 1024, 1),
-  # A few seconds per step on a laptop CPU: tests and configs/elmo.py.
+  # A few seconds per step on a laptop CPU: tests and configs/cpu/elmo.py.
   'elmo-tiny': _elmo(2, 64, 256, 1, filters=((1, 16), (2, 16), (3, 32), (4, 64))),
 }
 

@@ -32,7 +32,7 @@ class Word2VecConfig(ModelConfig):
   d_model: int = 300  # Vector width.
   mode: str = 'skipgram'  # 'skipgram' or 'cbow'.
   # The paper's window and negatives, for the FLOPs estimate only: the data side
-  # draws with objective.window and objective.negatives (configs/word2vec.py).
+  # draws with objective.window and objective.negatives (configs/cpu/word2vec.py).
   window: int = 5
   negatives: int = 5
   num_layers: int = 1  # One embedding layer (the trainer's log prints it).

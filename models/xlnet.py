@@ -149,7 +149,7 @@ PRESETS: dict[str, dict] = {
   # 116,718,336 and 360,268,800 parameters, counted as HF's XLNetModel is built (no LM bias).
   'xlnet-base-cased': _xlnet(12, 768, 12, 3072),
   'xlnet-large-cased': _xlnet(24, 1024, 16, 4096),
-  # Small enough for tests and CPU runs (configs/xlnet.py).
+  # Small enough for tests and CPU runs (configs/cpu/xlnet.py).
   'xlnet-tiny': _xlnet(2, 128, 2, 512),
 }
 

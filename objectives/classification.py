@@ -16,10 +16,18 @@ import dataclasses
 import jax.numpy as jnp
 import numpy as np
 import optax
+from ml_collections import config_dict
 
 from data import glue, tasks
 from models import heads
 from objectives.shared import task_inputs
+
+
+def config() -> config_dict.ConfigDict:
+  """Sentence (pair) classification's key."""
+  c = config_dict.ConfigDict()
+  c.num_labels = 2  # Outputs of the classifier; 1 is a regression (STS-B).
+  return c
 
 
 @dataclasses.dataclass(frozen=True)
@@ -103,7 +111,7 @@ def pair_row(item: dict, tokenizer, seq_len: int) -> dict:
 
 def configure(objective_cfg) -> Classification:
   """The objective of `objective.task` with `objective.num_labels` outputs."""
-  num_labels = int(objective_cfg.get('num_labels', 2))
+  num_labels = int(objective_cfg.num_labels)
   if num_labels < 1:
     raise ValueError(f'objective.num_labels={num_labels} must be >= 1 (1: regression).')
-  return Classification(task=str(objective_cfg.get('task', '')), num_labels=num_labels)
+  return Classification(task=str(objective_cfg.task), num_labels=num_labels)

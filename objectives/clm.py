@@ -10,11 +10,13 @@ import numpy as np
 
 from models import heads
 from objectives.shared import token_lm
-from objectives.shared.token_lm import eval_summary, loss_fn  # noqa: F401  (objective API)
 
 FRAMING = ('bos_id', 'eos_id')
 # `python -m tools.show` renders the segments as text with their predicted count.
 SHOW = 'causal'
+# The objective API's eval figures and loss: token_lm's.
+eval_summary = token_lm.eval_summary
+loss_fn = token_lm.loss_fn
 
 
 def build_model(model_cfg):

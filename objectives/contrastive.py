@@ -18,8 +18,16 @@ so TLM, which attends across the pair, cannot share this forward pass.
 import jax
 import jax.numpy as jnp
 import optax
+from ml_collections import config_dict
 
 AUX_HEAD = 'hidden_states'
+
+
+def config() -> config_dict.ConfigDict:
+  """The contrastive translation-ranking part's key."""
+  c = config_dict.ConfigDict()
+  c.temperature = 0.05  # Softmax temperature of the cosine similarities (SimCSE).
+  return c
 
 
 def make_rows(objective_cfg, stream, docs, tokenizer, *, seq_len, seed, shard, num_shards):
@@ -32,7 +40,7 @@ def make_rows(objective_cfg, stream, docs, tokenizer, *, seq_len, seed, shard, n
     tokenizer,
     joint=False,
     seq_len=seq_len,
-    max_pairs=objective_cfg.get('max_pairs', 8),
+    max_pairs=objective_cfg.max_pairs,
     shard_index=shard,
     num_shards=num_shards,
   )
@@ -41,7 +49,7 @@ def make_rows(objective_cfg, stream, docs, tokenizer, *, seq_len, seed, shard, n
 def make_aux_preprocess(objective_cfg, tokenizer, seed: int):
   """Returns `extra(rows, batch) -> {}` after checking the temperature."""
   del tokenizer, seed
-  if objective_cfg.get('temperature', 0.05) <= 0:
+  if objective_cfg.temperature <= 0:
     raise ValueError(f'objective.temperature={objective_cfg.temperature} must be > 0.')
   return lambda rows, batch: {}
 
@@ -54,7 +62,7 @@ def aux_loss(states, batch, objective_cfg):
     batch: `segment_ids` [batch, length]; segments 2k-1, 2k are the k-th pair.
     objective_cfg: `max_pairs` per row and `temperature`.
   """
-  num_segments = 2 * objective_cfg.get('max_pairs', 8)
+  num_segments = 2 * objective_cfg.max_pairs
   slots = batch['segment_ids'][:, :, None] == jnp.arange(1, num_segments + 1)  # [b, l, slots]
   slots = slots.astype(jnp.float32)
   counts = jnp.sum(slots, axis=1)  # [batch, slots]
@@ -64,7 +72,7 @@ def aux_loss(states, batch, objective_cfg):
   targets = pooled[:, 1::2].reshape(-1, pooled.shape[-1])
   valid = ((counts[:, 0::2] > 0) & (counts[:, 1::2] > 0)).reshape(-1)  # [batch * max_pairs]
   normalize = lambda x: x * jax.lax.rsqrt(jnp.sum(x * x, -1, keepdims=True) + 1e-12)  # noqa: E731
-  scores = normalize(sources) @ normalize(targets).T / objective_cfg.get('temperature', 0.05)
+  scores = normalize(sources) @ normalize(targets).T / objective_cfg.temperature
   scores = jnp.where(valid[None, :] & valid[:, None], scores, -1e9)  # [pairs, pairs]
   labels = jnp.arange(scores.shape[0])
   weight = valid.astype(jnp.float32)

@@ -25,21 +25,35 @@ BART does. Every draw is a function of (seed, epoch, example id, position).
 """
 
 import numpy as np
+from ml_collections import config_dict
 
 from data import host_random
 from models import heads
 from objectives import mlm
 from objectives.shared import seq2seq
-from objectives.shared.seq2seq import eval_summary, loss_fn  # noqa: F401  (objective API)
 
 FRAMING = ('bos_id', 'eos_id')
 # `python -m tools.show` prints the encoder's (corrupted) text beside the decoder's target.
 SHOW = 'seq2seq'
+# The objective API's eval figures and loss: seq2seq's.
+eval_summary = seq2seq.eval_summary
+loss_fn = seq2seq.loss_fn
 
 # host_random streams; mlm.make_masker uses 0..2.
 _SENTENCE_STREAM, _ROTATE_STREAM, _DELETE_STREAM = 10, 11, 12
 _SPAN_START_STREAM, _SPAN_LENGTH_STREAM = 13, 14
 _SENTENCE_END = ('.', '!', '?')
+
+
+def config() -> config_dict.ConfigDict:
+  """BART denoising's keys (token masking reads MLM's mask_rate); all off but masking."""
+  c = config_dict.ConfigDict()
+  c.infill_rate = 0.0  # Text infilling: fraction of tokens inside spans; 0: off.
+  c.poisson_lambda = 3.0  # Text infilling: span lengths ~ Poisson(lambda).
+  c.delete_rate = 0.0  # Token deletion: probability per token; 0: off.
+  c.permute_sentences = False  # Shuffle the sentences ('.', '!', '?' end one).
+  c.rotate_document = False  # Rotate each segment to start at a random token.
+  return c
 
 
 def build_model(model_cfg):
@@ -138,20 +152,14 @@ def infill_spans(draw, movable, rank, count, before, start_rate: float, cdf: np.
   return starts, np.where(starts, lengths, 0), covered
 
 
-def _option(objective_cfg, name: str, default):
-  return objective_cfg.get(name, default) if hasattr(objective_cfg, 'get') else default
-
-
 def make_noiser(objective_cfg, tokenizer, seed: int):
   """Returns `noise(batch) -> dict` with the encoder row: `inputs`, `segment_ids`,
   `positions` [batch, length], and `permuted` (the tokens after the reordering
   noise, before the token-level noise), for tests and inspection."""
   mask_rate = objective_cfg.mask_rate
-  delete_rate = float(_option(objective_cfg, 'delete_rate', 0.0))
-  infill_rate = float(_option(objective_cfg, 'infill_rate', 0.0))
-  lam = float(_option(objective_cfg, 'poisson_lambda', 3.0))
-  permute = bool(_option(objective_cfg, 'permute_sentences', False))
-  rotate = bool(_option(objective_cfg, 'rotate_document', False))
+  delete_rate, infill_rate = float(objective_cfg.delete_rate), float(objective_cfg.infill_rate)
+  lam = float(objective_cfg.poisson_lambda)
+  permute, rotate = bool(objective_cfg.permute_sentences), bool(objective_cfg.rotate_document)
   for name, rate in (('delete_rate', delete_rate), ('infill_rate', infill_rate)):
     if not 0.0 <= rate < 1.0:
       raise ValueError(f'objective.{name}={rate} must be in [0, 1).')

@@ -3,7 +3,7 @@ trained jointly.
 
 Host side: MLM's corruption (objectives/mlm.py `make_masker`, reused as is); ELECTRA's
 code masks 15% of the tokens, 85% of them to [MASK] and the rest kept, no random
-tokens (configs/electra_small.py sets those rates).
+tokens (configs/cpu/electra.py sets those rates).
 
 Jitted side (`loss_fn`), per batch:
   1. the generator (models/electra.py) predicts the masked tokens: MLM cross-entropy
@@ -17,9 +17,9 @@ Jitted side (`loss_fn`), per batch:
      tokens ([CLS] and [SEP] included).
   loss = MLM + rtd_weight x RTD, rtd_weight = 50 as in the paper.
 
-Config keys (under `with c.unlocked():`): objective.generator_fraction (0.25: the
-generator's width, heads and MLP as a fraction of the discriminator's; the paper's
-best small-model setting) and objective.rtd_weight (50).
+Config keys (`config()`): objective.generator_fraction (0.25: the generator's width,
+heads and MLP as a fraction of the discriminator's; the paper's best small-model
+setting) and objective.rtd_weight (50).
 
 Randomness: with `rng`, generator dropout, sampling and discriminator dropout use
 keys folded from it; in evaluation (`rng=None`) there is no dropout and sampling uses
@@ -33,6 +33,7 @@ import math
 import jax
 import jax.numpy as jnp
 import optax
+from ml_collections import config_dict
 
 from models import electra as electra_model
 from objectives import mlm
@@ -40,6 +41,14 @@ from objectives.shared import metrics
 
 # Key of the samples drawn in evaluation (rng=None), fixed so that evaluations repeat.
 _EVAL_KEY = 0
+
+
+def config() -> config_dict.ConfigDict:
+  """ELECTRA's keys."""
+  c = config_dict.ConfigDict()
+  c.generator_fraction = 0.25  # Generator width, heads, MLP: a fraction of the discriminator's.
+  c.rtd_weight = 50.0  # Weight of the replaced token detection loss (lambda).
+  return c
 
 
 def sample_tokens(logits: jax.Array, key: jax.Array) -> jax.Array:
@@ -115,10 +124,10 @@ def forward(params, batch, rng, *, model) -> dict:
 
 @dataclasses.dataclass(frozen=True)
 class Electra:
-  """The objective API (training/model_setup.py) with ELECTRA's two settings."""
+  """The objective API (objectives/api.py) with ELECTRA's two settings."""
 
-  generator_fraction: float = 0.25
-  rtd_weight: float = 50.0
+  generator_fraction: float
+  rtd_weight: float
 
   FRAMING = mlm.FRAMING  # [CLS] tokens [SEP], as BERT.
   SHOW = 'masked'  # tools.show renders the generator's masked input.
@@ -165,15 +174,8 @@ class Electra:
 
 
 def configure(objective_cfg) -> Electra:
-  """ELECTRA with `objective.generator_fraction` and `objective.rtd_weight` (model_setup)."""
+  """ELECTRA with `objective.generator_fraction` and `objective.rtd_weight`."""
   return Electra(
-    generator_fraction=float(objective_cfg.get('generator_fraction', 0.25)),
-    rtd_weight=float(objective_cfg.get('rtd_weight', 50.0)),
+    generator_fraction=float(objective_cfg.generator_fraction),
+    rtd_weight=float(objective_cfg.rtd_weight),
   )
-
-
-# The objective API at the default settings, for callers that do not configure.
-_DEFAULT = Electra()
-FRAMING, SHOW = Electra.FRAMING, Electra.SHOW
-build_model, make_preprocess = _DEFAULT.build_model, Electra.make_preprocess
-loss_fn, eval_summary = _DEFAULT.loss_fn, _DEFAULT.eval_summary

@@ -42,14 +42,17 @@ The loss is MLM's (objectives/shared/token_lm.py).
 import unicodedata
 
 import numpy as np
+from ml_collections import config_dict
 
 from data import host_random, word_units
 from objectives import mlm
 from objectives.shared import token_lm
-from objectives.shared.token_lm import eval_summary, loss_fn  # noqa: F401  (objective API)
 
 FRAMING = mlm.FRAMING
 SHOW = 'masked'
+# The objective API's eval figures and loss: token_lm's.
+eval_summary = token_lm.eval_summary
+loss_fn = token_lm.loss_fn
 build_model = mlm.build_model
 
 LEVELS = ('basic', 'phrase', 'entity')
@@ -65,6 +68,15 @@ STOPWORDS = frozenset(
   that the their theirs them then there these they this those through to too under until up very
   was we were what when where which while who whom why will with would you your yours""".split()
 )
+
+
+def config() -> config_dict.ConfigDict:
+  """ERNIE 1.0 knowledge masking's keys."""
+  c = config_dict.ConfigDict()
+  c.ernie_stage = 'mixed'  # 'basic', 'phrase', 'entity' or 'mixed' (units drawn per level).
+  c.ernie_level_weights = (1.0, 1.0, 1.0)  # 'mixed': relative weights of basic, phrase, entity.
+  c.max_unit_words = 4  # Longest heuristic phrase, in words.
+  return c
 
 
 def _is_punctuation(ch: str) -> bool:
@@ -154,16 +166,16 @@ def make_units(objective_cfg, tokenizer, seed: int):
   `first` [batch, length] is the position of the first token of each token's
   unit; `level` [batch] the index in LEVELS of each row's level.
   """
-  stage = objective_cfg.get('ernie_stage', 'mixed')
+  stage = objective_cfg.ernie_stage
   if stage not in STAGES:
     raise ValueError(f'objective.ernie_stage={stage!r} must be one of {STAGES}.')
-  weights = np.asarray(objective_cfg.get('ernie_level_weights', (1.0, 1.0, 1.0)), np.float64)
+  weights = np.asarray(objective_cfg.ernie_level_weights, np.float64)
   if weights.shape != (3,) or (weights < 0).any() or weights.sum() <= 0:
     raise ValueError(
       f'objective.ernie_level_weights={tuple(weights)} must be three weights >= 0 '
       '(basic, phrase, entity), not all 0.'
     )
-  max_words = int(objective_cfg.get('max_unit_words', 4))
+  max_words = int(objective_cfg.max_unit_words)
   if max_words < 1:
     raise ValueError(f'objective.max_unit_words={max_words} must be >= 1.')
   segmenter = word_units.segmenter(objective_cfg)

@@ -46,19 +46,33 @@ import functools
 
 import numpy as np
 from absl import logging
+from ml_collections import config_dict
 
 from data import host_random, word_units
 from objectives import mlm
 from objectives.shared import token_lm
-from objectives.shared.token_lm import eval_summary, loss_fn  # noqa: F401  (objective API)
 
 FRAMING = mlm.FRAMING
 # tools.show renders a similar-word replacement as a random one ({replacement→original}).
 SHOW = 'masked'
+# The objective API's eval figures and loss: token_lm's.
+eval_summary = token_lm.eval_summary
+loss_fn = token_lm.loss_fn
 build_model = mlm.build_model
 
 # Host random streams; objectives/mlm.py's masker uses 0, 1 and 2.
 _NGRAM_STREAM, _CHOICE_STREAM, _FALLBACK_STREAM = 3, 4, 5
+
+
+def config() -> config_dict.ConfigDict:
+  """MacBERT's keys."""
+  c = config_dict.ConfigDict()
+  c.ngram_probs = (0.4, 0.3, 0.2, 0.1)  # Probabilities of masking 1-, 2-, 3-, 4-grams.
+  c.synonyms_path = ''  # Synonym table (word<TAB>synonyms); empty: none.
+  c.embeddings_path = ''  # Word vectors (.npy or text) for cosine-neighbour synonyms.
+  c.num_neighbours = 1  # Nearest words by cosine taken as similar words.
+  c.embeddings_max_words = 50_000  # Words read from embeddings_path.
+  return c
 
 
 def word_layout(starts: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -292,7 +306,7 @@ def read_embeddings(path: str, tokenizer, k: int, max_words: int) -> dict:
 def similar_words(objective_cfg_items: tuple, tokenizer) -> SimilarWords:
   """The run's similar-word table, built once per tokenizer (train and eval loaders share it)."""
   cfg = dict(objective_cfg_items)
-  synonyms_path, embeddings_path = cfg.get('synonyms_path', ''), cfg.get('embeddings_path', '')
+  synonyms_path, embeddings_path = cfg['synonyms_path'], cfg['embeddings_path']
   if synonyms_path and embeddings_path:
     raise ValueError(
       f'objective.synonyms_path={synonyms_path!r} and embeddings_path={embeddings_path!r} are '
@@ -301,10 +315,10 @@ def similar_words(objective_cfg_items: tuple, tokenizer) -> SimilarWords:
   if synonyms_path:
     table = read_synonyms(synonyms_path, tokenizer)
   elif embeddings_path:
-    k = int(cfg.get('num_neighbours', 1))
+    k = int(cfg['num_neighbours'])
     if k < 1:
       raise ValueError(f'objective.num_neighbours={k} must be >= 1.')
-    max_words = int(cfg.get('embeddings_max_words', 50_000))
+    max_words = int(cfg['embeddings_max_words'])
     table = read_embeddings(embeddings_path, tokenizer, k, max_words)
   else:
     logging.warning(
@@ -330,7 +344,7 @@ def make_ngrams(objective_cfg, tokenizer, seed: int):
   n-gram (a special token or padding is an n-gram of its own); the second item is
   `word_layout` of the row's words.
   """
-  probs = np.asarray(objective_cfg.get('ngram_probs', (0.4, 0.3, 0.2, 0.1)), np.float64)
+  probs = np.asarray(objective_cfg.ngram_probs, np.float64)
   if probs.ndim != 1 or (probs < 0).any() or abs(probs.sum() - 1.0) > 1e-6:
     raise ValueError(
       f'objective.ngram_probs={tuple(probs)} must be probabilities of n = 1, 2, ... summing to 1.'
@@ -362,7 +376,7 @@ def make_masker(objective_cfg, tokenizer, seed: int):
   `inputs` their words are replaced by similar words, random pieces or kept.
   """
   keys = ('synonyms_path', 'embeddings_path', 'num_neighbours', 'embeddings_max_words')
-  given = tuple((k, objective_cfg[k]) for k in keys if k in objective_cfg)
+  given = tuple((k, objective_cfg[k]) for k in keys)
   similar = similar_words(given, tokenizer)
   ngrams = make_ngrams(objective_cfg, tokenizer, seed)
   replacement_ids = np.setdiff1d(np.arange(tokenizer.vocab_size), tokenizer.special_ids)

@@ -12,16 +12,26 @@ fragment) and predicts every fragment token, and nothing else.
 """
 
 import numpy as np
+from ml_collections import config_dict
 
 from data import host_random
 from models import heads
 from objectives.denoising import _segment_layout
 from objectives.shared import seq2seq
-from objectives.shared.seq2seq import eval_summary, loss_fn  # noqa: F401  (objective API)
 
 FRAMING = ('bos_id', 'eos_id')
 SHOW = 'seq2seq'
+# The objective API's eval figures and loss: seq2seq's.
+eval_summary = seq2seq.eval_summary
+loss_fn = seq2seq.loss_fn
 _OFFSET_STREAM = 20
+
+
+def config() -> config_dict.ConfigDict:
+  """MASS's key."""
+  c = config_dict.ConfigDict()
+  c.fragment_rate = 0.5  # Fraction of each segment's tokens in its masked fragment.
+  return c
 
 
 def build_model(model_cfg):
@@ -31,7 +41,7 @@ def build_model(model_cfg):
 
 def make_fragmenter(objective_cfg, tokenizer, seed: int):
   """Returns `fragment(batch) -> [batch, length] bool`: the tokens MASS masks."""
-  rate = float(objective_cfg.get('fragment_rate', 0.5))
+  rate = float(objective_cfg.fragment_rate)
   if not 0.0 < rate < 1.0:
     raise ValueError(f'objective.fragment_rate={rate} must be in (0, 1).')
   special_ids = np.asarray(tokenizer.special_ids)

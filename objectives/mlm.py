@@ -15,16 +15,29 @@ Jitted side: cross-entropy over the selected positions only.
 """
 
 import numpy as np
+from ml_collections import config_dict
 
 from data import host_random
 from models import heads
 from objectives.shared import token_lm
-from objectives.shared.token_lm import eval_summary, loss_fn  # noqa: F401  (objective API)
 
 # Each packed segment is framed as [CLS] tokens [SEP], as in BERT.
 FRAMING = ('cls_id', 'sep_id')
 # How `python -m tools.show` renders a row: corrupted positions marked against the original.
 SHOW = 'masked'
+# The objective API's eval figures and loss: token_lm's.
+eval_summary = token_lm.eval_summary
+loss_fn = token_lm.loss_fn
+
+
+def config() -> config_dict.ConfigDict:
+  """MLM's keys of `config.objective` (configs/base.py merges every objective's)."""
+  c = config_dict.ConfigDict()
+  c.mask_rate = 0.15  # Fraction of non-special tokens selected for prediction.
+  c.mask_token_rate = 0.8  # Of the selected, fraction replaced by [MASK].
+  c.random_token_rate = 0.1  # Of the selected, fraction replaced by a random token.
+  c.dupe_factor = 0  # Static masks cycled over this many copies (BERT); 0: dynamic.
+  return c
 
 
 def build_model(model_cfg):
@@ -50,7 +63,7 @@ def make_masker(objective_cfg, tokenizer, seed: int, unit_starts=None):
       f'objective.mask_token_rate={mask_token_rate} and random_token_rate={random_token_rate}'
       ' must be >= 0 and sum to at most 1.'
     )
-  dupe_factor = objective_cfg.get('dupe_factor', 0)
+  dupe_factor = objective_cfg.dupe_factor
   if dupe_factor < 0:
     raise ValueError(f'objective.dupe_factor={dupe_factor} must be >= 0 (0: dynamic masking).')
   special_ids = np.asarray(tokenizer.special_ids)

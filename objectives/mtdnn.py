@@ -34,11 +34,19 @@ import flax.linen as nn
 import jax.numpy as jnp
 import numpy as np
 import optax
+from ml_collections import config_dict
 
 from data import glue
 from models import heads, transformer
 from objectives import classification
 from objectives.shared import task_inputs
+
+
+def config() -> config_dict.ConfigDict:
+  """MT-DNN's key."""
+  c = config_dict.ConfigDict()
+  c.tasks = ''  # GLUE tasks, comma-separated, as data.task ('mrpc,rte,stsb').
+  return c
 
 
 class MultiTaskClassifier(nn.Module):
@@ -162,7 +170,7 @@ class MultiTask:
 
 def configure(objective_cfg) -> MultiTask:
   """The multi-task objective of `objective.tasks` ('mrpc,rte,stsb')."""
-  names = tuple(t.strip() for t in str(objective_cfg.get('tasks', '')).split(',') if t.strip())
+  names = tuple(t.strip() for t in str(objective_cfg.tasks).split(',') if t.strip())
   if len(names) < 1:
     raise ValueError("objective.tasks must name GLUE tasks, e.g. 'mrpc,rte,stsb'.")
   if len(set(names)) != len(names):

@@ -30,6 +30,7 @@ from types import ModuleType
 
 import jax.numpy as jnp
 import numpy as np
+from ml_collections import config_dict
 
 from models import heads
 from objectives import api
@@ -37,6 +38,13 @@ from objectives.shared import metrics, token_lm
 
 # Arrays of the trunk's batch passed to MaskedLM, in order (token types for sentence pairs).
 _MODEL_INPUTS = ('inputs', 'segment_ids', 'positions', 'token_types')
+
+
+def config() -> config_dict.ConfigDict:
+  """A combination's key."""
+  c = config_dict.ConfigDict()
+  c.parts = ''  # 'module:weight,...': the trunk first, then auxiliary parts.
+  return c
 
 
 def parse_parts(spec: str) -> list[tuple[str, float]]:

@@ -38,20 +38,27 @@ first chunk's predicted without memory, as the start of any document is.
 import jax
 import jax.numpy as jnp
 import numpy as np
+from ml_collections import config_dict
 
 from data import host_random
 from models import xlnet
 from objectives.shared import metrics, token_lm
-from objectives.shared.token_lm import eval_summary  # noqa: F401  (objective API)
 
 # XLNet ends a segment with <sep> <cls>; here segments are framed [CLS] tokens [SEP] like
 # BERT's. Framing tokens are context only (rank 0, seen by every token of the document).
 FRAMING = ('cls_id', 'sep_id')
 # How `python -m tools.show` renders a row: predicted positions marked (as kept tokens).
 SHOW = 'masked'
+# The objective API's eval figures: token_lm's.
+eval_summary = token_lm.eval_summary
 
-DEFAULT_NUM_PREDICT_FRACTION = 6
-DEFAULT_NUM_CHUNKS = 2
+
+def config() -> config_dict.ConfigDict:
+  """XLNet permutation LM's keys."""
+  c = config_dict.ConfigDict()
+  c.num_predict_fraction = 6  # K: predict 1/K of each piece (the last of the factorization order).
+  c.num_chunks = 2  # Pieces per row, the later reading the earlier as memory.
+  return c
 
 
 def build_model(model_cfg):
@@ -124,8 +131,8 @@ def target_slots(predicted: np.ndarray, num_chunks: int, fraction: int):
 
 def make_preprocess(objective_cfg, tokenizer, seed: int):
   """Returns `preprocess(batch) -> batch` with XLNet's ranks and prediction slots."""
-  fraction = int(objective_cfg.get('num_predict_fraction', DEFAULT_NUM_PREDICT_FRACTION))
-  num_chunks = int(objective_cfg.get('num_chunks', DEFAULT_NUM_CHUNKS))
+  fraction = int(objective_cfg.num_predict_fraction)
+  num_chunks = int(objective_cfg.num_chunks)
   if fraction < 2:
     raise ValueError(f'objective.num_predict_fraction={fraction} must be >= 2 (K of 1/K).')
   if num_chunks < 1:

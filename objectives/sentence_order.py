@@ -17,8 +17,17 @@ pooled [CLS] state; the loss is the mean two-way cross-entropy over real rows.
 import jax.numpy as jnp
 import numpy as np
 import optax
+from ml_collections import config_dict
 
 AUX_HEAD = 'sentence_pair'
+
+
+def config() -> config_dict.ConfigDict:
+  """NSP / SOP's keys."""
+  c = config_dict.ConfigDict()
+  c.pair_kind = 'nsp'  # 'nsp' (BERT: random next segment) or 'sop' (ALBERT: swapped).
+  c.short_seq_prob = 0.1  # Probability of a shorter target length for a pair (BERT).
+  return c
 
 
 def make_rows(objective_cfg, stream, docs, tokenizer, *, seq_len, seed, shard, num_shards):
@@ -29,9 +38,9 @@ def make_rows(objective_cfg, stream, docs, tokenizer, *, seq_len, seed, shard, n
     stream,
     docs,
     tokenizer,
-    kind=objective_cfg.get('pair_kind', 'nsp'),
+    kind=objective_cfg.pair_kind,
     seq_len=seq_len,
-    short_seq_prob=objective_cfg.get('short_seq_prob', 0.1),
+    short_seq_prob=objective_cfg.short_seq_prob,
     seed=seed,
     shard_index=shard,
     num_shards=num_shards,

@@ -33,15 +33,27 @@ into segments, so no target is ever cut either.
 import functools
 
 import numpy as np
+from ml_collections import config_dict
 
 from data import host_random
 from models import heads
 from objectives.shared import seq2seq
-from objectives.shared.seq2seq import eval_summary, loss_fn  # noqa: F401  (objective API)
 
 FRAMING = ('bos_id', 'eos_id')
 # `python -m tools.show` prints the encoder's (corrupted) text beside the decoder's target.
 SHOW = 'seq2seq'
+# The objective API's eval figures and loss: seq2seq's.
+eval_summary = seq2seq.eval_summary
+loss_fn = seq2seq.loss_fn
+
+
+def config() -> config_dict.ConfigDict:
+  """T5 span corruption's keys (Raffel et al. 2020)."""
+  c = config_dict.ConfigDict()
+  c.noise_density = 0.15  # Fraction of each segment's tokens dropped as noise.
+  c.mean_noise_span_length = 3.0  # Noise tokens per span (spans = noise / this).
+  c.num_sentinels = 0  # Sentinels (top non-special ids, descending); 0: as needed.
+  return c
 
 
 def build_model(model_cfg):

@@ -44,14 +44,17 @@ int32 [batch, length], 0 elsewhere), for the span boundary objective.
 """
 
 import numpy as np
+from ml_collections import config_dict
 
 from data import host_random, word_units
 from objectives import mlm
 from objectives.shared import token_lm
-from objectives.shared.token_lm import eval_summary, loss_fn  # noqa: F401  (objective API)
 
 FRAMING = mlm.FRAMING
 SHOW = 'masked'
+# The objective API's eval figures and loss: token_lm's.
+eval_summary = token_lm.eval_summary
+loss_fn = token_lm.loss_fn
 build_model = mlm.build_model
 
 # Start draws per row per round, and rounds at most: a 512-token row of text places
@@ -61,6 +64,14 @@ _ROUNDS = 8
 # Streams: the 80/10/10 choice (per position, read at a span's start), the random
 # replacements (per position), span lengths (per span), and starts (round r: 3 + r).
 _ACTION_STREAM, _REPLACE_STREAM, _LENGTH_STREAM, _FIRST_START_STREAM = 0, 1, 2, 3
+
+
+def config() -> config_dict.ConfigDict:
+  """SpanBERT span masking's keys."""
+  c = config_dict.ConfigDict()
+  c.span_geometric_p = 0.2  # Span lengths in words ~ Geometric(p), clipped to span_max_words.
+  c.span_max_words = 10  # Longest span, in words.
+  return c
 
 
 def span_length_law(p: float, max_words: int) -> np.ndarray:
@@ -134,8 +145,8 @@ def make_span_sampler(objective_cfg, tokenizer, seed: int):
   mask_rate = objective_cfg.mask_rate
   if not 0.0 < mask_rate < 1.0:
     raise ValueError(f'objective.mask_rate={mask_rate} must be in (0, 1).')
-  p = objective_cfg.get('span_geometric_p', 0.2)
-  max_words = objective_cfg.get('span_max_words', 10)
+  p = objective_cfg.span_geometric_p
+  max_words = objective_cfg.span_max_words
   if not 0.0 < p <= 1.0 or max_words < 1:
     raise ValueError(
       f'objective.span_geometric_p={p} must be in (0, 1] and objective.span_max_words='

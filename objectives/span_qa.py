@@ -24,6 +24,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+from ml_collections import config_dict
 
 from data import squad
 from models import heads
@@ -49,6 +50,17 @@ _ROW_KEYS = (
 _MASKED = -1e9  # Logit of padding positions: out of the softmax, finite for all-padding rows.
 
 
+def config() -> config_dict.ConfigDict:
+  """Extractive QA's keys (BERT's run_squad.py defaults)."""
+  c = config_dict.ConfigDict()
+  c.version = 1  # SQuAD 1 (v1.1) or 2 (v2.0: unanswerable questions).
+  c.doc_stride = 128  # Tokens between the starts of the windows of a long context.
+  c.max_query_length = 64  # Question tokens kept.
+  c.n_best_size = 20  # Start and end candidates per window when decoding.
+  c.max_answer_length = 30  # Longest answer, in tokens.
+  return c
+
+
 def build_model(model_cfg):
   """The encoder with a start/end logit per token."""
   return heads.SpanExtractor(model_cfg)
@@ -57,8 +69,8 @@ def build_model(model_cfg):
 def _feature_settings(objective_cfg, seq_len: int) -> dict:
   return dict(
     max_seq_length=seq_len,
-    doc_stride=objective_cfg.get('doc_stride', 128),
-    max_query_length=objective_cfg.get('max_query_length', 64),
+    doc_stride=objective_cfg.doc_stride,
+    max_query_length=objective_cfg.max_query_length,
   )
 
 

@@ -26,6 +26,7 @@ import dataclasses
 import jax
 import jax.numpy as jnp
 import numpy as np
+from ml_collections import config_dict
 
 from data import conll
 from models import heads
@@ -35,9 +36,16 @@ from objectives.shared import metrics, task_inputs
 CONLL_LABELS = ('O', 'B-PER', 'I-PER', 'B-ORG', 'I-ORG', 'B-LOC', 'I-LOC', 'B-MISC', 'I-MISC')
 
 
+def config() -> config_dict.ConfigDict:
+  """Token tagging's key."""
+  c = config_dict.ConfigDict()
+  c.labels = ''  # Tags in id order, comma-separated; '' is CoNLL-2003's nine.
+  return c
+
+
 def parse_labels(objective_cfg) -> tuple[str, ...]:
   """The tags of `objective.labels` (comma-separated, id order); CoNLL-2003's by default."""
-  text = objective_cfg.get('labels', '') if objective_cfg is not None else ''
+  text = objective_cfg.labels
   labels = tuple(tag.strip() for tag in text.split(',') if tag.strip()) or CONLL_LABELS
   if len(set(labels)) != len(labels):
     raise ValueError(f'objective.labels={text!r} names a tag twice.')
@@ -94,9 +102,9 @@ def encode_sentence(words, tags, tokenizer, label_to_id: dict[str, int], seq_len
 
 @dataclasses.dataclass(frozen=True)
 class Tagging:
-  """The objective API (training/model_setup.py) for one label set."""
+  """The objective API (objectives/api.py) for one label set."""
 
-  labels: tuple[str, ...] = CONLL_LABELS
+  labels: tuple[str, ...]
 
   FRAMING = ('cls_id', 'sep_id')  # [CLS] sentence [SEP], as BERT.
   # tools.show: each word with /TAG at its first sub-token.
@@ -212,17 +220,5 @@ class Tagging:
 
 
 def configure(objective_cfg) -> Tagging:
-  """Tagging over `objective.labels` (training/model_setup.py calls this)."""
+  """Tagging over `objective.labels` (objectives/api.load calls this)."""
   return Tagging(labels=parse_labels(objective_cfg))
-
-
-# The objective API with CoNLL-2003's labels, for callers that do not configure.
-_DEFAULT = Tagging()
-FRAMING, SHOW = Tagging.FRAMING, Tagging.SHOW
-build_model, make_rows, make_preprocess = (
-  _DEFAULT.build_model,
-  _DEFAULT.make_rows,
-  Tagging.make_preprocess,
-)
-loss_fn, predict_fn, eval_summary = _DEFAULT.loss_fn, _DEFAULT.predict_fn, Tagging.eval_summary
-decode_predictions = _DEFAULT.decode_predictions

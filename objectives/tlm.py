@@ -11,15 +11,24 @@ heads.MaskedLM with the language ids fed as token types.
 """
 
 import numpy as np
+from ml_collections import config_dict
 
 from objectives import mlm
 from objectives.shared import token_lm
-from objectives.shared.token_lm import eval_summary  # noqa: F401  (objective API)
 
 FRAMING = mlm.FRAMING
 SHOW = 'masked'
+# The objective API's eval figures: token_lm's.
+eval_summary = token_lm.eval_summary
 build_model = mlm.build_model
 MODEL_INPUTS = (*token_lm.MODEL_INPUTS, 'token_types')
+
+
+def config() -> config_dict.ConfigDict:
+  """Translation LM's keys (also the contrastive part's)."""
+  c = config_dict.ConfigDict()
+  c.max_pairs = 8  # Translation pairs packed per row.
+  return c
 
 
 def make_rows(objective_cfg, stream, docs, tokenizer, *, seq_len, seed, shard, num_shards):
@@ -32,7 +41,7 @@ def make_rows(objective_cfg, stream, docs, tokenizer, *, seq_len, seed, shard, n
     tokenizer,
     joint=True,
     seq_len=seq_len,
-    max_pairs=objective_cfg.get('max_pairs', 8),
+    max_pairs=objective_cfg.max_pairs,
     shard_index=shard,
     num_shards=num_shards,
   )

@@ -31,15 +31,17 @@ masker never selects, so the three choices are independent.
 """
 
 import numpy as np
+from ml_collections import config_dict
 
 from data import host_random
 from models import transformer
 from objectives import mlm, prefix_lm
 from objectives.shared import metrics, token_lm
-from objectives.shared.token_lm import eval_summary  # noqa: F401  (objective API)
 
 FRAMING = mlm.FRAMING
 SHOW = 'masked'
+# The objective API's eval figures: token_lm's.
+eval_summary = token_lm.eval_summary
 build_model = mlm.build_model
 
 # The LM kinds, in the order of `lm_kinds` values and of the config's rates.
@@ -51,10 +53,19 @@ _ATTENTION = np.array([_BI, _L2R, _R2L, _BI], np.int32)  # By KINDS index.
 _KIND_STREAM = 3
 
 
+def config() -> config_dict.ConfigDict:
+  """UniLM's keys: the fraction of segments trained as each LM (the paper's)."""
+  c = config_dict.ConfigDict()
+  c.bidirectional_rate = 1 / 3  # Bidirectional (MLM) segments.
+  c.left_to_right_rate = 1 / 6  # Left-to-right segments.
+  c.right_to_left_rate = 1 / 6  # Right-to-left segments.
+  c.seq2seq_rate = 1 / 3  # Sequence-to-sequence segments.
+  return c
+
+
 def kind_rates(objective_cfg) -> np.ndarray:
   """The probabilities of KINDS from `objective.<kind>_rate` (defaults: the paper's)."""
-  defaults = dict(bidirectional=1 / 3, left_to_right=1 / 6, right_to_left=1 / 6, seq2seq=1 / 3)
-  rates = np.array([float(objective_cfg.get(f'{k}_rate', defaults[k])) for k in KINDS])
+  rates = np.array([float(objective_cfg[f'{k}_rate']) for k in KINDS])
   if rates.min() < 0 or abs(rates.sum() - 1) > 1e-6:
     shown = ', '.join(f'objective.{k}_rate={r:g}' for k, r in zip(KINDS, rates, strict=True))
     raise ValueError(f'{shown}: the rates must be >= 0 and sum to 1.')

@@ -33,6 +33,7 @@ import functools
 import jax
 import jax.numpy as jnp
 import numpy as np
+from ml_collections import config_dict
 
 from data import host_random
 from models import word2vec
@@ -44,8 +45,17 @@ FRAMING = ('bos_id', 'eos_id')
 SHOW = 'pairs'
 
 
-# Keys this objective adds to config.objective (configs/word2vec.py sets them).
-_KEYS = ('window', 'negatives', 'subsample', 'noise_power')
+# Keys this objective adds to config.objective (configs/cpu/word2vec.py sets them).
+
+
+def config() -> config_dict.ConfigDict:
+  """word2vec's keys (Mikolov et al. 2013)."""
+  c = config_dict.ConfigDict()
+  c.window = 5  # Largest window b: each center draws b from 1..window.
+  c.negatives = 5  # Noise words per positive pair (K).
+  c.subsample = 1e-3  # Keep a word of frequency f with p = sqrt(t / f); 0: off.
+  c.noise_power = 0.75  # Noise distribution: unigram ** noise_power.
+  return c
 
 
 def build_model(model_cfg):
@@ -100,12 +110,6 @@ def pair_preprocess(objective_cfg, frequencies: np.ndarray, seed: int):
     frequencies: unigram probabilities of the ids; ids with 0 are never words.
     seed: the run's seed.
   """
-  missing = [key for key in _KEYS if key not in objective_cfg]
-  if missing:
-    raise ValueError(
-      f'objectives.word2vec needs config.objective.{", ".join(missing)}; start from '
-      'configs/word2vec.py, which adds them.'
-    )
   window, negatives = objective_cfg.window, objective_cfg.negatives
   subsample, power = objective_cfg.subsample, objective_cfg.noise_power
   if window < 1 or negatives < 1:

@@ -11,15 +11,25 @@ The loss is MLM's (objectives/shared/token_lm.py).
 """
 
 import numpy as np
+from ml_collections import config_dict
 
 from data import word_units
 from objectives import mlm
 from objectives.shared import token_lm
-from objectives.shared.token_lm import eval_summary, loss_fn  # noqa: F401  (objective API)
 
 FRAMING = mlm.FRAMING
 SHOW = 'masked'
+# The objective API's eval figures and loss: token_lm's.
+eval_summary = token_lm.eval_summary
+loss_fn = token_lm.loss_fn
 build_model = mlm.build_model
+
+
+def config() -> config_dict.ConfigDict:
+  """Whole-word masking's keys (also read by MacBERT and ERNIE)."""
+  c = config_dict.ConfigDict()
+  c.word_segmenter = ''  # '' (words are pieces' words) or 'jieba' (Chinese words).
+  return c
 
 
 def make_masker(objective_cfg, tokenizer, seed: int):

@@ -51,10 +51,10 @@ def layer_of(name: str, depth: int) -> int:
 def labels(opt_cfg, params) -> object:
   """A tree like `params` of labels: FROZEN, or 'scale_<layer>' (its learning-rate group)."""
   names = [path_name(p) for p, _ in jax.tree_util.tree_flatten_with_path(params)[0]]
-  patterns = [p.strip() for p in opt_cfg.get('freeze', '').split(',') if p.strip()]
-  top = opt_cfg.get('train_top_layers', 0)
+  patterns = [p.strip() for p in opt_cfg.freeze.split(',') if p.strip()]
+  top = opt_cfg.train_top_layers
   depth = _depth(names)
-  per_layer = top or opt_cfg.get('layer_decay', 1.0) != 1.0 or opt_cfg.get('unfreeze_every', 0)
+  per_layer = top or opt_cfg.layer_decay != 1.0 or opt_cfg.unfreeze_every
   if per_layer and any('blocks/' in n or n.startswith('blocks') for n in names):
     raise ValueError(
       'optimizer.train_top_layers / layer_decay / unfreeze_every need one parameter tree '
@@ -108,7 +108,7 @@ def gradual_unfreeze(every: int) -> optax.GradientTransformation:
 def wrap(opt_cfg, make_optimizer, clip_norm: float) -> optax.GradientTransformation:
   """The run's optimizer: `make_optimizer(scale)` (AdamW at `scale` x the schedule) per
   learning-rate group, nothing for frozen parameters, clipping over the trained ones."""
-  decay = opt_cfg.get('layer_decay', 1.0)
+  decay = opt_cfg.layer_decay
   if not 0.0 < decay <= 1.0:
     raise ValueError(f'optimizer.layer_decay={decay} must be in (0, 1].')
 
@@ -132,7 +132,7 @@ def wrap(opt_cfg, make_optimizer, clip_norm: float) -> optax.GradientTransformat
 
   def _chain(params):
     parts = [optax.masked(optax.set_to_zero(), frozen_mask(params))]
-    every = opt_cfg.get('unfreeze_every', 0)
+    every = opt_cfg.unfreeze_every
     if every:  # Gradients of still-frozen layers are zero, so Adam's moments stay clean.
       parts.append(gradual_unfreeze(every))
     if clip_norm > 0:

@@ -6,6 +6,7 @@ the same model and the same batches for the same config. Touches no device.
 
 import dataclasses
 import functools
+import math
 
 from data import loader as loader_lib
 from data import sources, tasks, tokenizer_api, tokenizers
@@ -22,6 +23,7 @@ class Experiment:
   tokenizer: tokenizer_api.Tokenizer
   objective: api.Objective  # The objective module, or what its `configure` returned.
   model_cfg: TransformerConfig
+  notes: list[str] = dataclasses.field(default_factory=list)  # Lines for the training log.
 
   @property
   def model(self):
@@ -73,4 +75,55 @@ def build(config, workdir: str, *, process_index: int = 0, barrier=None) -> Expe
       config, workdir, process_index=process_index, barrier=barrier
     )
   model_cfg = model_setup.model_config(config, tokenizer.vocab_size)
-  return Experiment(config, tokenizer, objective, model_cfg)
+  exp = Experiment(config, tokenizer, objective, model_cfg)
+  # Nothing left to size when both lengths are given in steps: the records need not be read.
+  sized = config.total_steps and (config.eval_every_steps or not config.evals_per_epoch)
+  if config.num_epochs and not sized:
+    exp.notes += size_epochs(config, len(exp.documents('train')))
+  elif config.num_epochs:
+    exp.notes.append(f'total_steps={config.total_steps} is set: num_epochs is not used.')
+  elif config.evals_per_epoch:
+    raise ValueError(
+      f'evals_per_epoch={config.evals_per_epoch} needs num_epochs (the run is sized in steps).'
+    )
+  if not config.checkpoint_every_steps:
+    config.checkpoint_every_steps = config.eval_every_steps or config.total_steps
+  return exp
+
+
+def size_epochs(config, num_records: int) -> list[str]:
+  """Sizes a run given in epochs over `num_records` train records, in place: `total_steps`
+  = ceil(num_epochs x records / batch_size) and, with `evals_per_epoch`, `eval_every_steps`
+  = steps per epoch / evals_per_epoch. A restarted run reads the same records and gets the
+  same figures. A `total_steps` (or `eval_every_steps`) that is set wins over the epochs,
+  so `--config.total_steps=100` shortens a recipe; the notes returned say so.
+
+  Returns:
+    Lines for the training log.
+
+  Raises:
+    ValueError: num_epochs with a pretraining source (its rows are packed, not records).
+  """
+  if config.data.source not in tasks.SOURCES:
+    raise ValueError(
+      f'num_epochs={config.num_epochs} sizes fine-tuning runs (task records); '
+      f'data.source={config.data.source!r} packs documents: set total_steps instead.'
+    )
+  steps_per_epoch = max(math.ceil(num_records / config.batch_size), 1)
+  notes = [f'{num_records} train records: {steps_per_epoch} steps per epoch.']
+  if config.total_steps:
+    notes.append(f'total_steps={config.total_steps} is set: num_epochs is not used.')
+  else:
+    config.total_steps = math.ceil(config.num_epochs * num_records / config.batch_size)
+    notes.append(f'num_epochs={config.num_epochs:g}: total_steps={config.total_steps}.')
+  if config.evals_per_epoch:
+    if config.eval_every_steps:
+      notes.append(
+        f'eval_every_steps={config.eval_every_steps} is set: evals_per_epoch is not used.'
+      )
+    else:
+      config.eval_every_steps = max(round(steps_per_epoch / config.evals_per_epoch), 1)
+      notes.append(
+        f'evals_per_epoch={config.evals_per_epoch:g}: eval_every_steps={config.eval_every_steps}.'
+      )
+  return notes

@@ -74,6 +74,8 @@ def run_model(workdir: str) -> tuple[TransformerConfig, str]:
   """(model config with looped layers, tokenizer path) of run `workdir`, without weights."""
   with open(os.path.join(workdir, 'config.json')) as f:
     config = ml_collections.ConfigDict(json.load(f))
+  if 'init_from' not in config:  # A saved config of a run older than fine-tuning.
+    config.init_from = ''
   tokenizer_path = _run_tokenizer_file(workdir, config)
   cfg = model_config(config, tokenizers.load_tokenizer(tokenizer_path).vocab_size)
   if getattr(cfg, 'scan_layers', False):
@@ -111,7 +113,7 @@ def model_config(config, vocab_size: int):
       overrides[field] = config.model[field]
   if config.model.dropout_rate is not None and 'attention_dropout_rate' in fields:
     overrides.update(attention_dropout_rate=config.model.dropout_rate)
-  if config.get('init_from', ''):
+  if config.init_from:
     cfg = _fine_tuned_config(config, overrides)
   else:
     cfg = presets.get_config(config.model.preset, **overrides)

@@ -11,14 +11,31 @@ import optax
 from training import adaptation
 
 
+def warmup_steps(opt_cfg, total_steps: int) -> int:
+  """Warmup steps: `warmup_ratio` x total_steps (rounded) when the ratio is set, else
+  `warmup_steps`; setting both is an error, so neither is silently ignored."""
+  ratio, steps = opt_cfg.warmup_ratio, opt_cfg.warmup_steps
+  if ratio:
+    if steps:
+      raise ValueError(
+        f'optimizer.warmup_ratio={ratio} and optimizer.warmup_steps={steps} are both set; '
+        'set one of them (warmup_steps=0 to use the ratio).'
+      )
+    if not 0.0 <= ratio <= 1.0:
+      raise ValueError(f'optimizer.warmup_ratio={ratio} must be in [0, 1].')
+    return round(ratio * total_steps)
+  if steps < 0 or steps > total_steps:
+    raise ValueError(
+      f'optimizer.warmup_steps={steps} must be between 0 and total_steps={total_steps} '
+      '(optimizer.warmup_ratio scales with total_steps).'
+    )
+  return steps
+
+
 def learning_rate_schedule(opt_cfg, total_steps: int) -> optax.Schedule:
   """Linear warmup to the peak, then `opt_cfg.schedule` decay to end_lr_fraction."""
-  peak, warmup = opt_cfg.learning_rate, opt_cfg.warmup_steps
+  peak, warmup = opt_cfg.learning_rate, warmup_steps(opt_cfg, total_steps)
   end = peak * opt_cfg.end_lr_fraction
-  if warmup < 0 or warmup > total_steps:
-    raise ValueError(
-      f'optimizer.warmup_steps={warmup} must be between 0 and total_steps={total_steps}.'
-    )
   decay_steps = max(total_steps - warmup, 1)
   if opt_cfg.schedule == 'linear':
     decay = optax.linear_schedule(peak, end, decay_steps)
@@ -83,7 +100,7 @@ def build(opt_cfg, total_steps: int) -> optax.GradientTransformation:
 
   def adamw(scale: float = 1.0) -> optax.GradientTransformation:
     learning_rate = schedule if scale == 1.0 else (lambda step: scale * schedule(step))
-    if opt_cfg.get('recadam_gamma', 0.0) > 0:
+    if opt_cfg.recadam_gamma > 0:
       return recadam(opt_cfg, learning_rate)
     return optax.adamw(
       learning_rate,
@@ -94,9 +111,9 @@ def build(opt_cfg, total_steps: int) -> optax.GradientTransformation:
       mask=decay_mask,
     )
 
-  adapted = opt_cfg.get('freeze', '') or opt_cfg.get('train_top_layers', 0)
-  adapted = adapted or opt_cfg.get('unfreeze_every', 0)
-  if adapted or opt_cfg.get('layer_decay', 1.0) != 1.0:
+  adapted = opt_cfg.freeze or opt_cfg.train_top_layers
+  adapted = adapted or opt_cfg.unfreeze_every
+  if adapted or opt_cfg.layer_decay != 1.0:
     return adaptation.wrap(opt_cfg, adamw, opt_cfg.clip_norm)
   if opt_cfg.clip_norm > 0:
     return optax.chain(optax.clip_by_global_norm(opt_cfg.clip_norm), adamw())

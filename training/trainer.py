@@ -61,15 +61,17 @@ def train(
     ValueError: `eval_every_steps` is positive but no evaluator is given.
   """
   cfg = config
+  harness = harness_lib.Harness(config, workdir)  # Sizes num_epochs runs (experiment.py).
   if cfg.eval_every_steps and make_evaluator is None:
     raise ValueError(
       f'eval_every_steps={cfg.eval_every_steps} but no evaluator was given: run '
       'evaluation.during_training.train_and_evaluate (what train.py runs), or set '
       'eval_every_steps=0.'
     )
-  harness = harness_lib.Harness(config, workdir)
   exp = harness.exp
   writer = metric_writer.MetricWriter(workdir, cfg.total_steps)
+  for note in exp.notes:
+    writer.info(note)
   loader = exp.loader('train', harness.shards)
   latest = harness.checkpointer.latest_step()
   if latest is None:

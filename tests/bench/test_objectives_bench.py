@@ -21,8 +21,8 @@ def test_finds_every_objective_with_a_preprocess():
   for helper in ('host_random', 'metrics', 'token_lm', 'word_units', 'seq2seq'):
     assert helper not in entries
   # Each runs with the objective section of a config naming it (its keys, its defaults).
-  assert entries['span_corruption']['config'].endswith('configs/t5_small.py')
-  assert entries['span_masking']['config'].endswith('configs/spanbert.py')
+  assert entries['span_corruption']['config'].endswith('configs/cpu/t5.py')
+  assert entries['span_masking']['config'].endswith('configs/cpu/spanbert.py')
   assert entries['mlm']['config'].endswith('configs/base.py')
 
 

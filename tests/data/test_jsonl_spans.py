@@ -5,12 +5,12 @@ import json
 
 import numpy as np
 import pytest
-from ml_collections import config_dict
 
 from configs import base
 from data import jsonl, sources, tokenizers, word_units
 from data.loader import Loader, ShardSpec
 from objectives import ernie
+from tests.objective_config import objective_config
 
 ENTITIES = ['Guido van Rossum', 'Python Software Foundation', 'Amsterdam']
 
@@ -84,9 +84,7 @@ def test_loader_rows_carry_entity_units_and_ernie_masks_them_whole(tmp_path, spm
   config.data.text_files = _write(tmp_path, _records())
   config.data.span_fields = 'entity_starts:entities'
   tokenizer = tokenizers.load_tokenizer(spm_path)
-  objective = config_dict.ConfigDict(
-    dict(mask_rate=0.5, mask_token_rate=0.8, random_token_rate=0.1, ernie_stage='entity')
-  )
+  objective = objective_config(mask_rate=0.5, ernie_stage='entity')
   preprocess = ernie.make_preprocess(objective, tokenizer, seed=0)
   seen = []
   loader = Loader(

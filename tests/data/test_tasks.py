@@ -13,6 +13,7 @@ from data import clue, tasks, tokenizers
 from data.tokenizers import load_tokenizer
 from tests.training import finetune_runs
 from tests.training.test_finetune import tiny
+from training import experiment
 
 ZH = '/work/shared/data/zh'
 _GOOD = '好棒赞爱美'
@@ -161,7 +162,9 @@ def test_clue_config_label_counts_match_the_data(task):
   """num_labels of configs/clue.py against the label lists the shared files give."""
   config = clue_config.get_config(task)
   assert config.objective.task == task and config.benchmark == 'clue'
+  experiment.size_epochs(config, clue_config.TASKS[task][2])  # The usual train split's size.
   assert config.total_steps >= clue_config.MIN_STEPS
+  assert config.total_steps // config.eval_every_steps in range(18, 23)  # ~EVALS_PER_RUN.
   source = config.data.source
   folder = {'fewclue': 'FewCLUE', 'chnsenticorp': 'ChineseNlpCorpus', 'thucnews': 'THUCNews'}
   config.data.clue_dir = os.path.join(ZH, folder[source])
@@ -193,6 +196,7 @@ def test_short_fine_tune_on_chinese_reviews_improves_dev_accuracy(tmp_path):
                 tmp_path, **{'data.clue_dir': str(folder)})  # fmt: skip
   config.total_steps, config.eval_every_steps, config.checkpoint_every_steps = 40, 20, 20
   config.optimizer.learning_rate, config.optimizer.warmup_steps = 3e-3, 4
+  config.optimizer.warmup_ratio = 0.0
   config.model.dropout_rate, config.log_every_steps = 0.0, 10
   workdir = str(tmp_path / 'run')
   before, result = finetune_runs.train_and_evaluate(config, workdir)

@@ -5,10 +5,10 @@ import types
 import jax
 import jax.numpy as jnp
 import numpy as np
-from ml_collections import config_dict
 
 from models import presets
 from objectives import api, contrastive, tlm
+from tests.objective_config import objective_config
 
 VOCAB = 64
 TOKENIZER = types.SimpleNamespace(
@@ -18,7 +18,7 @@ TOKENIZER = types.SimpleNamespace(
 
 def _cfg(**keys):
   base = dict(mask_rate=0.15, mask_token_rate=0.8, random_token_rate=0.1, max_pairs=2)
-  return config_dict.ConfigDict(dict(base, **keys))
+  return objective_config(**{**base, **keys})
 
 
 def test_contrastive_loss_matches_a_numpy_infonce():

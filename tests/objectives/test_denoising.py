@@ -5,12 +5,12 @@ from types import SimpleNamespace
 import jax
 import numpy as np
 import scipy.stats
-from ml_collections import config_dict
 
 from data import host_random
 from models import presets
 from objectives import denoising, mlm
 from objectives.shared import seq2seq
+from tests.objective_config import objective_config
 from tests.objectives import seq2seq_reference
 from tests.objectives.test_mlm import TOKENIZER, _batch, _objective, _within
 
@@ -87,7 +87,7 @@ def _bart(**keys):
                 infill_rate=0.0, poisson_lambda=3.0, permute_sentences=False,
                 rotate_document=False)  # fmt: skip
   values.update(keys)
-  return config_dict.ConfigDict(values)
+  return objective_config(**values)
 
 
 def _segments(row_tokens, row_segments):

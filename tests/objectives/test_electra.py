@@ -9,10 +9,10 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 import scipy.stats
-from ml_collections import config_dict
 
 from models import presets
 from objectives import api, electra, mlm
+from tests.objective_config import objective_config
 from tests.objectives.test_mlm import TOKENIZER, _batch, _check_rates
 
 VOCAB = TOKENIZER.vocab_size
@@ -21,7 +21,7 @@ RATES = dict(mask_rate=0.15, mask_token_rate=0.85, random_token_rate=0.0)
 
 
 def _objective_cfg(**kw):
-  return config_dict.ConfigDict({**RATES, **kw})
+  return objective_config(**{**RATES, **kw})
 
 
 def _rows(batch_size=4, length=24, seed=3):
@@ -75,7 +75,7 @@ def setup():
 
 def test_masking_is_mlms():
   batch = _batch()
-  preprocess = electra.make_preprocess(_objective_cfg(), TOKENIZER, seed=0)
+  preprocess = electra.Electra.make_preprocess(_objective_cfg(), TOKENIZER, seed=0)
   out = preprocess(batch)
   _check_rates(out, batch, **RATES)
   reference = mlm.make_preprocess(_objective_cfg(), TOKENIZER, seed=0)(batch)
@@ -85,7 +85,7 @@ def test_masking_is_mlms():
 
 def test_masking_determinism():
   batch = _batch(batch_size=8, length=128)
-  preprocess = electra.make_preprocess(_objective_cfg(), TOKENIZER, seed=0)
+  preprocess = electra.Electra.make_preprocess(_objective_cfg(), TOKENIZER, seed=0)
   out = preprocess(batch)
   alone = preprocess({k: v[3:4] for k, v in batch.items()})
   for key, value in alone.items():

@@ -5,11 +5,11 @@ import math
 import numpy as np
 import pytest
 import scipy.stats
-from ml_collections import config_dict
 
 from data import word_units
 from data.wordpiece import WordPieceTokenizer
 from objectives import macbert, mlm
+from tests.objective_config import objective_config
 
 SPECIAL = ['[PAD]', '[UNK]', '[CLS]', '[SEP]', '[MASK]']
 NUM_WORDS, NUM_SUFFIXES = 600, 40
@@ -40,7 +40,7 @@ def _objective(**kw):
     word_segmenter='',
   )
   d.update(kw)
-  return config_dict.ConfigDict(d)
+  return objective_config(**d)
 
 
 def _batch(tok, batch_size=256, length=256, seed=0, epoch=0):

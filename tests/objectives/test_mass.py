@@ -4,15 +4,15 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import scipy.stats
-from ml_collections import config_dict
 
 from models import presets
 from objectives import mass
 from objectives.shared import seq2seq
+from tests.objective_config import objective_config
 from tests.objectives.test_denoising import _framed_batch
 from tests.objectives.test_mlm import TOKENIZER
 
-CFG = config_dict.ConfigDict(dict(fragment_rate=0.5))
+CFG = objective_config(fragment_rate=0.5)
 
 
 def test_fragment_is_contiguous_round_half_and_never_special():

@@ -8,12 +8,12 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 import scipy.stats
-from ml_collections import config_dict
 
 from data import host_random
 from models import presets
 from objectives import mlm
 from objectives.shared import metrics
+from tests.objective_config import objective_config
 
 # Special ids scattered over the vocabulary, not just 0..6.
 TOKENIZER = SimpleNamespace(
@@ -31,8 +31,8 @@ NUM_ORDINARY = TOKENIZER.vocab_size - len(TOKENIZER.special_ids)
 
 
 def _objective(mask_rate=0.15, mask_token_rate=0.8, random_token_rate=0.1):
-  return config_dict.ConfigDict(
-    dict(mask_rate=mask_rate, mask_token_rate=mask_token_rate, random_token_rate=random_token_rate)
+  return objective_config(
+    mask_rate=mask_rate, mask_token_rate=mask_token_rate, random_token_rate=random_token_rate
   )
 
 

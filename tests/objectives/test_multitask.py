@@ -7,16 +7,16 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
-from ml_collections import config_dict
 
 from models import heads, presets
 from objectives import api, multitask
+from tests.objective_config import objective_config
 
 VOCAB, LENGTH = 64, 16
 
 
 def _cfg(parts, **keys):
-  return config_dict.ConfigDict(dict(parts=parts, mask_rate=0.15, **keys))
+  return objective_config(parts=parts, mask_rate=0.15, **keys)
 
 
 def _model_cfg():

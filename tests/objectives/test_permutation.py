@@ -8,10 +8,10 @@ import jax
 import numpy as np
 import pytest
 import scipy.stats
-from ml_collections import config_dict
 
 from models import xlnet
 from objectives import permutation
+from tests.objective_config import objective_config
 
 TOKENIZER = SimpleNamespace(
   vocab_size=40, pad_id=0, cls_id=31, sep_id=32, special_ids=np.array([0, 1, 31, 32, 33])
@@ -19,7 +19,7 @@ TOKENIZER = SimpleNamespace(
 
 
 def _objective(fraction=6, chunks=2):
-  return config_dict.ConfigDict(dict(num_predict_fraction=fraction, num_chunks=chunks))
+  return objective_config(num_predict_fraction=fraction, num_chunks=chunks)
 
 
 def _rows(size, length, seed=0, epoch=0, ids=None):

@@ -7,11 +7,11 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 import scipy.stats
-from ml_collections import config_dict
 
 from models import presets
 from objectives import span_corruption as sc
 from objectives.shared import seq2seq
+from tests.objective_config import objective_config
 from tests.objectives import seq2seq_reference
 
 # Specials at T5-like places (pad 0, EOS 1) plus a few scattered; the top ids are ordinary.
@@ -30,8 +30,8 @@ SEQ_LEN = 128
 
 
 def _objective(density=0.15, mean=3.0, num_sentinels=100):
-  return config_dict.ConfigDict(
-    dict(noise_density=density, mean_noise_span_length=mean, num_sentinels=num_sentinels)
+  return objective_config(
+    noise_density=density, mean_noise_span_length=mean, num_sentinels=num_sentinels
   )
 
 

@@ -6,12 +6,12 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 import scipy.stats
-from ml_collections import config_dict
 
-from configs import spanbert
+from configs.cpu import spanbert
 from data import word_units
 from objectives import api, span_masking
 from objectives.shared import token_lm
+from tests.objective_config import objective_config
 
 # A WordPiece-style vocabulary: 5 specials, 60 word starts, 40 '##' continuations.
 PIECES = ['[PAD]', '[UNK]', '[CLS]', '[SEP]', '[MASK]']
@@ -34,7 +34,7 @@ def _objective(**kw):
   values = dict(mask_rate=0.15, mask_token_rate=0.8, random_token_rate=0.1)
   values.update(span_geometric_p=0.2, span_max_words=10)
   values.update(kw)
-  return config_dict.ConfigDict(values)
+  return objective_config(**values)
 
 
 def _batch(batch_size=1024, length=256, seed=0, epoch=0):

@@ -7,13 +7,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from ml_collections import config_dict
 
 from data import squad
 from data.wordpiece import WordPieceTokenizer
 from evaluation import task_scores
 from models import heads, presets
 from objectives import span_qa
+from tests.objective_config import objective_config
 
 SPECIAL = ['[PAD]', '[UNK]', '[CLS]', '[SEP]', '[MASK]']
 WORDS = ['who', 'what', 'where', 'the', 'cat', 'sat', 'on', 'mat', 'big', 'red', '.']
@@ -30,7 +30,7 @@ def tok(tmp_path):
 
 def _objective(version=1, **kw):
   d = dict(version=version, doc_stride=4, max_query_length=8, n_best_size=20, max_answer_length=30)
-  return config_dict.ConfigDict(dict(d, **kw))
+  return objective_config(**{**d, **kw})
 
 
 def _records():

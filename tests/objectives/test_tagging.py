@@ -16,6 +16,7 @@ from evaluation import task_scores
 from models import heads, presets
 from objectives import api, tagging
 from objectives.shared import task_inputs
+from tests.objective_config import objective_config
 from tests.training import finetune_runs
 
 # A cased WordPiece vocabulary, ids 0-4 the specials, then EU=5, re=6, ##jects=7, German=8,
@@ -23,6 +24,8 @@ from tests.training import finetune_runs
 _VOCAB = ['[PAD]', '[UNK]', '[CLS]', '[SEP]', '[MASK]', 'EU', 're', '##jects', 'German', '.']
 _VOCAB += ['Peter', 'Black', '##burn', 'in', 'Bonn']
 LABELS = tagging.CONLL_LABELS
+# The objective with CoNLL-2003's labels, as configs/conll.py configures it.
+CONLL = tagging.Tagging(LABELS)
 ID = {tag: i for i, tag in enumerate(LABELS)}
 
 _RECORDS = [
@@ -40,7 +43,7 @@ def tokenizer(tmp_path):
   return WordPieceTokenizer(str(path), lowercase=False)
 
 
-def _rows(records, tokenizer, seq_len, objective=tagging):
+def _rows(records, tokenizer, seq_len, objective=CONLL):
   """The rows make_rows builds from a one-pass stream over `records`, in order."""
   items = [{'text': r, 'epoch': 0, 'doc': i} for i, r in enumerate(records)]
   stream = grain.MapDataset.source(items).to_iter_dataset()
@@ -110,15 +113,12 @@ def test_configure_labels_and_model():
   model_cfg = presets.get_config('bert-tiny', vocab_size=16)
   model = objective.build_model(model_cfg)
   assert isinstance(model, heads.TokenClassifier) and model.num_labels == 9
-  assert tagging.configure(cfg.objective.__class__({'labels': 'O, B-X ,I-X'})).labels == (
-    'O',
-    'B-X',
-    'I-X',
-  )
+  assert tagging.configure(objective_config(labels='O, B-X ,I-X')).labels == ('O', 'B-X', 'I-X')
+  assert tagging.configure(objective_config()).labels == LABELS  # '': CoNLL-2003's.
   with pytest.raises(ValueError, match='twice'):
-    tagging.parse_labels({'labels': 'O,B-X,B-X'})
+    tagging.parse_labels(objective_config(labels='O,B-X,B-X'))
   with pytest.raises(ValueError, match="lacks 'O'"):
-    tagging.parse_labels({'labels': 'B-X,I-X'})
+    tagging.parse_labels(objective_config(labels='B-X,I-X'))
   # The shared data's tags are all in the config's list (IOB2; label_list sorts them).
   assert set(conll.label_list([(['w'], list(LABELS))])) == set(LABELS)
 
@@ -129,11 +129,11 @@ def _model_and_batch(tokenizer, pad_rows=1):
   padding = {k: np.zeros_like(v[:pad_rows]) for k, v in rows.items()}  # As the loader pads.
   padding['example_id'] = np.full(pad_rows, -1, np.int64)
   rows = {k: np.concatenate([v, padding[k]]) for k, v in rows.items()}
-  batch = tagging.make_preprocess(None, tokenizer, 0)(rows)
+  batch = CONLL.make_preprocess(None, tokenizer, 0)(rows)
   cfg = presets.get_config(
     'bert-tiny', vocab_size=len(_VOCAB), num_layers=1, d_model=16, num_heads=2, mlp_dim=32
   )
-  model = tagging.build_model(cfg)
+  model = CONLL.build_model(cfg)
   args = [jnp.asarray(batch[k]) for k in task_inputs.MODEL_INPUTS]
   params = jax.jit(model.init)(jax.random.key(0), *args)['params']  # Jitted: faster on CPU.
   return model, params, batch
@@ -143,7 +143,7 @@ def test_loss_matches_a_hand_computed_cross_entropy_under_jit(tokenizer):
   model, params, batch = _model_and_batch(tokenizer)
   # The padding row weighs nothing, so the hand-computed mean below leaves it out.
   assert batch['weights'][-1].sum() == 0 and batch['example_id'][-1] == -1
-  loss_fn = jax.jit(lambda p, b: tagging.loss_fn(p, b, None, model=model))
+  loss_fn = jax.jit(lambda p, b: CONLL.loss_fn(p, b, None, model=model))
   loss, values = loss_fn(params, batch)
   logits = np.asarray(
     model.apply({'params': params}, *(batch[k] for k in task_inputs.MODEL_INPUTS)), np.float64
@@ -158,7 +158,7 @@ def test_loss_matches_a_hand_computed_cross_entropy_under_jit(tokenizer):
   np.testing.assert_allclose(float(values['loss'][1]), 12.0)
   correct = ((logits.argmax(-1) == batch['targets']) * weights).sum()
   np.testing.assert_allclose(float(values['accuracy'][0]), correct)
-  grads = jax.jit(jax.grad(lambda p: tagging.loss_fn(p, batch, jax.random.key(1), model=model)[0]))(
+  grads = jax.jit(jax.grad(lambda p: CONLL.loss_fn(p, batch, jax.random.key(1), model=model)[0]))(
     params
   )
   leaves = jax.tree.leaves(grads)
@@ -168,7 +168,7 @@ def test_loss_matches_a_hand_computed_cross_entropy_under_jit(tokenizer):
 
 def test_predict_fn_gives_argmax_tags_per_token(tokenizer):
   model, params, batch = _model_and_batch(tokenizer, pad_rows=2)
-  out = jax.jit(lambda p, b: tagging.predict_fn(p, b, model=model))(params, batch)
+  out = jax.jit(lambda p, b: CONLL.predict_fn(p, b, model=model))(params, batch)
   assert out['tags'].shape == (6, 10) and out['tags'].dtype == jnp.int32
   logits = model.apply({'params': params}, *(batch[k] for k in task_inputs.MODEL_INPUTS))
   np.testing.assert_array_equal(out['tags'], np.argmax(logits, -1))
@@ -198,7 +198,7 @@ def test_decoded_tags_score_as_conlleval(tokenizer):
     'word_numbers': rows['word_numbers'][order],
     'example_id': rows['example_id'][order],
   }
-  result = task_scores.score(tagging.decode_predictions(None, outputs, _RECORDS))
+  result = task_scores.score(CONLL.decode_predictions(None, outputs, _RECORDS))
   # Gold entities 2 + 1 + 1 + 2 = 6; predicted 2 + 2 + 0 + 1 = 5; right 2 + 0 + 0 + 1 = 3.
   precision, recall = 3 / 5, 3 / 6
   f1 = 2 * precision * recall / (precision + recall)
@@ -212,12 +212,12 @@ def test_decoded_tags_score_as_conlleval(tokenizer):
   # Perfect predictions of everything that fits: only the cut-off LOC is missed.
   perfect = np.where(rows['word_numbers'] > 0, rows['labels'], 0)
   outputs = {**outputs, 'tags': perfect[order]}
-  result = task_scores.score(tagging.decode_predictions(None, outputs, _RECORDS))['metrics']
+  result = task_scores.score(CONLL.decode_predictions(None, outputs, _RECORDS))['metrics']
   assert result['precision'] == 1.0 and result['recall'] == pytest.approx(5 / 6)
   assert result['token_accuracy'] == pytest.approx(11 / 12)
   with pytest.raises(ValueError, match='two rows'):
     twice = {k: np.concatenate([v, v[:1]]) for k, v in outputs.items()}
-    tagging.decode_predictions(None, twice, _RECORDS)
+    CONLL.decode_predictions(None, twice, _RECORDS)
 
 
 def test_conll_file_to_rows(tmp_path, tokenizer):
@@ -292,6 +292,7 @@ def test_short_fine_tune_improves_entity_f1(spm_path, tmp_path):
   config.total_steps, config.eval_every_steps, config.checkpoint_every_steps = 40, 20, 20
   config.log_every_steps = 10
   config.optimizer.learning_rate, config.optimizer.warmup_steps = 5e-3, 4
+  config.optimizer.warmup_ratio = 0.0
   config.model.dropout_rate = 0.0  # 40 steps need no regularization.
   workdir = str(tmp_path / 'run')
   before, result = finetune_runs.train_and_evaluate(config, workdir)

@@ -7,10 +7,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from ml_collections import config_dict
 
 from models import presets, transformer
 from objectives import unilm
+from tests.objective_config import objective_config
 
 TOKENIZER = SimpleNamespace(
   vocab_size=64,
@@ -27,9 +27,7 @@ PAPER_RATES = np.array([1 / 3, 1 / 6, 1 / 6, 1 / 3])
 
 def _objective(rates=PAPER_RATES):
   kinds = {f'{k}_rate': float(r) for k, r in zip(unilm.KINDS, rates, strict=True)}
-  return config_dict.ConfigDict(
-    dict(mask_rate=0.15, mask_token_rate=0.8, random_token_rate=0.1, **kinds)
-  )
+  return objective_config(mask_rate=0.15, mask_token_rate=0.8, random_token_rate=0.1, **kinds)
 
 
 def _batch(batch_size=64, length=64, seed=0, epoch=0):

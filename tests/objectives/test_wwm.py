@@ -3,11 +3,11 @@
 import math
 
 import numpy as np
-from ml_collections import config_dict
 
 from data import word_units
 from data.wordpiece import WordPieceTokenizer
 from objectives import wwm
+from tests.objective_config import objective_config
 
 SPECIAL = ['[PAD]', '[UNK]', '[CLS]', '[SEP]', '[MASK]']
 WORDS = [f'w{i}' for i in range(60)] + [f'##c{i}' for i in range(40)]
@@ -23,7 +23,7 @@ def _tokenizer(tmp_path):
 def _objective(**kw):
   d = dict(mask_rate=0.15, mask_token_rate=0.8, random_token_rate=0.1, word_segmenter='')
   d.update(kw)
-  return config_dict.ConfigDict(d)
+  return objective_config(**d)
 
 
 def _batch(tok, batch_size=256, length=256, seed=0, epoch=0):

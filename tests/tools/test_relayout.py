@@ -12,6 +12,7 @@ from evaluation import during_training
 from models.convert import scan
 from tests.training import runs
 from tools import relayout
+from training import checkpointing
 
 
 def _config(spm_path, steps, scan_layers):
@@ -26,6 +27,10 @@ def _config(spm_path, steps, scan_layers):
   config.checkpoint_every_steps = 2
   config.optimizer.schedule, config.optimizer.warmup_steps = 'constant', 0
   return config
+
+
+def _die(*args, **kwargs):
+  raise RuntimeError('killed while writing the converted checkpoint')
 
 
 def _final_params(workdir):
@@ -44,7 +49,16 @@ def test_a_run_switches_layout_and_resumes_where_it_was(tmp_path, spm_path):
   reference, first, switched = (str(tmp_path / n) for n in ('reference', 'first', 'switched'))
   during_training.train_and_evaluate(_config(spm_path, 6, scan_layers=False), reference)
   during_training.train_and_evaluate(_config(spm_path, 4, scan_layers=False), first)
+  # A conversion that dies before its checkpoint is written leaves none behind; the same
+  # command then finishes it.
+  with pytest.MonkeyPatch.context() as patch:
+    patch.setattr(checkpointing.Checkpointer, 'save', _die)
+    with pytest.raises(RuntimeError, match='killed'):
+      relayout.main(['--to', 'scanned', first, switched])
+  assert checkpointing.Checkpointer(switched, keep=1, save_every=1).latest_step() is None
   assert relayout.main(['--to', 'scanned', first, switched]) == 0
+  with pytest.raises(ValueError, match='already holds checkpoints'):
+    relayout.main(['--to', 'scanned', first, switched])
   during_training.train_and_evaluate(_config(spm_path, 6, scan_layers=True), switched)
   step, expected = _final_params(reference)
   step_switched, got = _final_params(switched)

@@ -66,6 +66,7 @@ def _tiny_mlm(spm_path: str):
   c.model.num_layers, c.model.d_model, c.model.num_heads, c.model.mlp_dim = 2, 64, 2, 128
   c.seq_len, c.batch_size, c.total_steps, c.eval_every_steps = 32, 8, 3, 0
   c.peak_flops_per_device, c.optimizer.warmup_steps = 1e9, 1
+  c.optimizer.warmup_ratio = 0.0
   return c
 
 
@@ -88,6 +89,7 @@ def test_pretrain_then_tapt_then_fine_tune(spm_path, tmp_path):
   config.init_from, config.data.text_files = pretrain_dir, text
   config.seq_len, config.batch_size, config.total_steps = 32, 8, 5
   config.eval_every_steps, config.log_every_steps, config.optimizer.warmup_steps = 0, 1, 1
+  config.optimizer.warmup_ratio = 0.0
   config.peak_flops_per_device = 1e9
   config.model.dropout_rate = 0.0  # The logged first-step loss is then deterministic.
 
@@ -143,6 +145,7 @@ def test_pretrain_then_tapt_then_fine_tune(spm_path, tmp_path):
   task.seq_len, task.batch_size, task.peak_flops_per_device = 32, 8, 1e9
   # No evaluation (its compile would double the cost): the step count and the log suffice.
   task.total_steps, task.eval_every_steps, task.optimizer.warmup_steps = 2, 0, 1
+  task.optimizer.warmup_ratio = 0.0
   task.log_every_steps = 1
   during_training.train_and_evaluate(task, ft_dir)
   with open(os.path.join(ft_dir, 'metrics.jsonl')) as f:

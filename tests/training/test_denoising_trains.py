@@ -6,7 +6,8 @@ import os
 import numpy as np
 import pytest
 
-from configs import bart_base, mass
+from configs.cpu import bart as bart_base
+from configs.cpu import mass
 from evaluation import during_training
 
 

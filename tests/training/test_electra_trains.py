@@ -6,7 +6,7 @@ import os
 import numpy as np
 import pytest
 
-from configs import electra_small
+from configs.cpu import electra as electra_small
 from evaluation import during_training
 
 

@@ -6,8 +6,8 @@ import os
 import numpy as np
 import pytest
 
-from configs import elmo as elmo_config
-from configs import word2vec as word2vec_config
+from configs.cpu import elmo as elmo_config
+from configs.cpu import word2vec as word2vec_config
 from evaluation import during_training
 
 

@@ -63,6 +63,7 @@ def tiny(config, spm_path: str, glue_dir, **overrides):
   config.model.num_layers, config.model.d_model = 2, 64
   config.model.num_heads, config.model.mlp_dim = 2, 128
   config.seq_len, config.batch_size = 32, 8
+  config.total_steps, config.eval_every_steps = 4, 4  # Sized in steps: no records read to size.
   config.peak_flops_per_device = 1e9
   for key, value in overrides.items():
     target, *path = key.split('.')
@@ -177,6 +178,7 @@ def test_short_fine_tune_improves_dev_accuracy_and_feeds_the_table(spm_path, tmp
   config = tiny(glue_config.get_config('sst2'), spm_path, glue_dir)
   config.total_steps, config.eval_every_steps, config.checkpoint_every_steps = 60, 30, 30
   config.optimizer.learning_rate, config.optimizer.warmup_steps = 3e-3, 4
+  config.optimizer.warmup_ratio = 0.0
   config.model.dropout_rate = 0.0
   config.log_every_steps = 10
   before, result = finetune_runs.train_and_evaluate(config, workdir)
@@ -203,6 +205,7 @@ def test_init_from_a_pretraining_run_loads_its_encoder(spm_path, tmp_path):
   mlm.model.num_layers, mlm.model.d_model, mlm.model.num_heads, mlm.model.mlp_dim = 2, 64, 2, 128
   mlm.seq_len, mlm.batch_size, mlm.total_steps, mlm.eval_every_steps = 32, 8, 3, 0
   mlm.peak_flops_per_device, mlm.optimizer.warmup_steps = 1e9, 1
+  mlm.optimizer.warmup_ratio = 0.0
   during_training.train_and_evaluate(mlm, pretrain_dir)
 
   write_sst2(tmp_path / 'glue', 16, 8)
@@ -229,6 +232,7 @@ def test_init_from_a_pretraining_run_loads_its_encoder(spm_path, tmp_path):
       value = value[key.key]
     np.testing.assert_array_equal(np.asarray(leaf), value)
   config.total_steps, config.eval_every_steps, config.optimizer.warmup_steps = 2, 2, 1
+  config.optimizer.warmup_ratio = 0.0
   during_training.train_and_evaluate(
     config, str(tmp_path / 'ft')
   )  # The whole path: init_from, then train.

@@ -6,7 +6,7 @@ import os
 import numpy as np
 import pytest
 
-from configs import ernie, macbert
+from configs.cpu import ernie, macbert
 from data import tokenizers
 from evaluation import during_training
 

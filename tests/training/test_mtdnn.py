@@ -15,6 +15,7 @@ from data import tasks
 from evaluation import loop
 from tests.training import finetune_runs
 from tests.training.test_finetune import tiny
+from training import experiment
 from training import harness as harness_lib
 from training import state as state_lib
 
@@ -69,8 +70,10 @@ def _run(spm_path, glue_dir, workdir, tasks_arg: str = 'rte,stsb'):
 def test_config_and_eval_splits():
   config = mtdnn_config.get_config('mrpc,rte,stsb')
   assert config.objective.tasks == config.data.task == 'mrpc,rte,stsb'
-  steps_per_epoch = -(-(3668 + 2490 + 5749) // 32)
-  assert config.total_steps == 5 * steps_per_epoch and config.optimizer.learning_rate == 5e-5
+  assert config.num_epochs == 5 and config.optimizer.learning_rate == 5e-5
+  experiment.size_epochs(config, 3668 + 2490 + 5749)  # The three train.tsv files' records.
+  assert config.total_steps == -(-5 * (3668 + 2490 + 5749) // 32) == 1861
+  assert config.eval_every_steps == round(-(-(3668 + 2490 + 5749) // 32) / 2) == 186
   assert tasks.eval_splits(config.data) == ['mrpc:dev', 'rte:dev', 'stsb:dev']
   config.data.task = 'mnli,rte'
   assert tasks.eval_splits(config.data) == ['mnli:dev_matched', 'mnli:dev_mismatched', 'rte:dev']
@@ -177,6 +180,7 @@ def test_short_multitask_run_improves_both_tasks(spm_path, tmp_path):
   # steps are cheap next to compilation, and one evaluation at the end suffices.
   config.total_steps, config.eval_every_steps, config.checkpoint_every_steps = 60, 60, 60
   config.optimizer.learning_rate, config.optimizer.warmup_steps = 3e-3, 4
+  config.optimizer.warmup_ratio = 0.0
   config.optimizer.schedule = 'constant'
   config.model.dropout_rate, config.log_every_steps = 0.0, 10
   before, result = finetune_runs.train_and_evaluate(config, workdir)

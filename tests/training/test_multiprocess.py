@@ -89,6 +89,7 @@ def test_two_process_fine_tuning_scores_every_dev_example_once(tmp_path, spm_pat
     '--config.eval_every_steps=4',
     '--config.log_every_steps=1',
     '--config.optimizer.warmup_steps=1',
+    '--config.optimizer.warmup_ratio=0',
     '--config.peak_flops_per_device=1e9',
     '--config.data.num_shards=2',
     '--config.model.num_layers=2',

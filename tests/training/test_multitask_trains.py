@@ -12,7 +12,7 @@ from evaluation import during_training
 @pytest.mark.slow
 @pytest.mark.parametrize('name', ['bert_nsp', 'albert_sop'])
 def test_combined_objective_trains_and_logs_each_part(tmp_path, spm_path, name):
-  config = __import__(f'configs.{name}', fromlist=['get_config']).get_config()
+  config = __import__(f'configs.cpu.{name}', fromlist=['get_config']).get_config()
   config.model.num_layers, config.model.d_model = 2, 64
   config.model.num_heads, config.model.mlp_dim = 2, 128
   config.data.tokenizer_path = spm_path

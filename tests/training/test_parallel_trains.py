@@ -32,7 +32,7 @@ def parallel_file(tmp_path_factory) -> str:
 @pytest.mark.slow
 @pytest.mark.parametrize('name', ['xlm_tlm', 'xlm_contrastive'])
 def test_parallel_objective_trains(tmp_path, parallel_file, name):
-  config = __import__(f'configs.{name}', fromlist=['get_config']).get_config()
+  config = __import__(f'configs.cpu.{name}', fromlist=['get_config']).get_config()
   config.model.num_layers, config.model.d_model = 2, 64
   config.model.num_heads, config.model.mlp_dim = 2, 128
   config.data.text_files = parallel_file

@@ -6,7 +6,7 @@ import os
 import numpy as np
 import pytest
 
-from configs import xlnet as xlnet_config
+from configs.cpu import xlnet as xlnet_config
 from evaluation import during_training
 
 

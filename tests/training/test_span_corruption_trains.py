@@ -6,7 +6,7 @@ import os
 import numpy as np
 import pytest
 
-from configs import t5_small
+from configs.cpu import t5 as t5_small
 from evaluation import during_training
 
 

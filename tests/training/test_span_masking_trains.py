@@ -7,7 +7,7 @@ import os
 import numpy as np
 import pytest
 
-from configs import spanbert_sbo
+from configs.cpu import spanbert_sbo
 from evaluation import during_training
 
 

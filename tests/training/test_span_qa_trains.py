@@ -61,6 +61,7 @@ def test_squad_fine_tune_learns_the_planted_answers(tmp_path):
   config.total_steps, config.eval_every_steps, config.checkpoint_every_steps = 60, 60, 60
   config.log_every_steps = 10
   config.optimizer.learning_rate, config.optimizer.warmup_steps = 3e-3, 4
+  config.optimizer.warmup_ratio = 0.0
 
   run = harness_lib.Harness(config, workdir)
   state, shardings = state_lib.create(

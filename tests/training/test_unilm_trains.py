@@ -6,7 +6,7 @@ import os
 import numpy as np
 import pytest
 
-from configs import unilm
+from configs.cpu import unilm
 from evaluation import during_training
 
 

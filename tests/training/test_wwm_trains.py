@@ -6,7 +6,7 @@ import os
 import numpy as np
 import pytest
 
-from configs import wwm
+from configs.cpu import wwm
 from evaluation import during_training
 
 

@@ -1,8 +1,8 @@
 """XLM's translation language modelling (TLM) on a tab-separated parallel corpus (CPU).
 
-  python train.py --config configs/xlm_tlm.py --workdir /tmp/xlm_tlm \
+  python train.py --config configs/cpu/xlm_tlm.py --workdir /tmp/xlm_tlm \
       --config.data.text_files=/path/to/pairs.tsv
-  python -m tools.show --config configs/xlm_tlm.py --config.data.text_files=/path/to/pairs.tsv
+  python -m tools.show --config configs/cpu/xlm_tlm.py --config.data.text_files=/path/to/pairs.tsv
 
 Hardware: any laptop CPU. Each line of the corpus is `source<TAB>target`
 (blank lines may separate documents); pairs are packed up to 8 to a row, each
@@ -23,6 +23,4 @@ def get_config():
   c.objective.module = 'objectives.tlm'
   c.data.source = 'text'
   c.data.text_files = ''  # Required: globs of tab-separated parallel files.
-  with c.unlocked():
-    c.objective.max_pairs = 8  # Translation pairs packed into one row at most.
   return c

@@ -1,9 +1,9 @@
 """ERNIE 1.0's knowledge masking (Sun et al. 2019) at quickstart scale on the embedded corpus (CPU).
 
-  python train.py --config configs/ernie.py --workdir /tmp/ernie
-  python train.py --config configs/ernie.py --workdir /tmp/ernie_entity \\
+  python train.py --config configs/cpu/ernie.py --workdir /tmp/ernie
+  python train.py --config configs/cpu/ernie.py --workdir /tmp/ernie_entity \\
       --config.objective.ernie_stage=entity
-  python -m tools.show --config configs/ernie.py
+  python -m tools.show --config configs/cpu/ernie.py
 
 Recipe: Sun et al. 2019, "ERNIE: Enhanced Representation through Knowledge
 Integration", section 3.2: MLM whose units are basic language units (words;
@@ -32,9 +32,4 @@ from configs import quickstart
 def get_config():
   c = quickstart.get_config()
   c.objective.module = 'objectives.ernie'
-  with c.unlocked():
-    c.objective.ernie_stage = 'mixed'  # 'basic', 'phrase', 'entity' or 'mixed' (per row).
-    c.objective.ernie_level_weights = (1.0, 1.0, 1.0)  # 'mixed': basic, phrase, entity.
-    c.objective.max_unit_words = 4  # Heuristic phrases and entities: at most this many words.
-    c.objective.word_segmenter = ''  # 'jieba': Chinese phrases are jieba's words.
   return c

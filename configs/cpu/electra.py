@@ -1,7 +1,7 @@
 """ELECTRA replaced token detection (Clark et al. 2020) with ELECTRA-small's shapes at tiny
 width, on the embedded corpus (CPU).
 
-  python train.py --config configs/electra_small.py --workdir /tmp/electra_small
+  python train.py --config configs/cpu/electra.py --workdir /tmp/electra_small
 
 Hardware: any laptop CPU, no network (as configs/quickstart.py). The discriminator is
 ELECTRA-small's recipe at quickstart width: 2 layers x 128 (head size 64, FFN 4x),
@@ -20,7 +20,8 @@ These are this repository's figures, not a paper's.
 The paper's figures for the full model (12 layers x 256, 1M steps of batch 128 at
 seq_len 128) are Table 1: ELECTRA-Small, 14M parameters, GLUE dev 79.9; the
 pre-training hyperparameters (generator 1/4 of the discriminator, rtd_weight 50,
-learning rate 5e-4, 10k warmup steps) are in the paper's appendix A.
+learning rate 5e-4, 10k warmup steps) are in the paper's appendix A, and in
+configs/paper/electra_small.py.
 """
 
 from configs import quickstart
@@ -34,7 +35,4 @@ def get_config():
   c.objective.module = 'objectives.electra'
   c.objective.mask_token_rate = 0.85  # ELECTRA's code: [MASK] or kept, never random.
   c.objective.random_token_rate = 0.0
-  with c.unlocked():
-    c.objective.generator_fraction = 0.25  # Generator width, heads, FFN / discriminator's.
-    c.objective.rtd_weight = 50.0  # lambda of loss = MLM + lambda x RTD.
   return c

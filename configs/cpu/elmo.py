@@ -1,6 +1,6 @@
 """ELMo: a tiny character-CNN biLM (elmo-tiny) trained on the embedded corpus.
 
-  python train.py --config configs/elmo.py --workdir /tmp/elmo
+  python train.py --config configs/cpu/elmo.py --workdir /tmp/elmo
 
 Hardware: any laptop CPU, no network (the SentencePiece model is trained into
 the workdir on the fly; the char table comes from its pieces, 18 characters

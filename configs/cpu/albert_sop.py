@@ -1,6 +1,6 @@
 """ALBERT's pretraining recipe, MLM + SOP, at quickstart scale (CPU).
 
-  python train.py --config configs/albert_sop.py --workdir /tmp/albert_sop
+  python train.py --config configs/cpu/albert_sop.py --workdir /tmp/albert_sop
 
 Hardware: any laptop CPU, no network. The albert-base architecture
 (factorized embeddings E=128, one block shared by every layer) cut to 2 layers of
@@ -11,7 +11,7 @@ real ALBERT-base (11.7M parameters). Expected figures: see the README's
 objectives table (this repository's own measurements).
 """
 
-from configs import bert_nsp
+from configs.cpu import bert_nsp
 
 
 def get_config():

@@ -1,7 +1,7 @@
 """Whole-word masking MLM (BERT wwm release) at quickstart scale on the embedded corpus (CPU).
 
-  python train.py --config configs/wwm.py --workdir /tmp/wwm
-  python -m tools.show --config configs/wwm.py
+  python train.py --config configs/cpu/wwm.py --workdir /tmp/wwm
+  python -m tools.show --config configs/cpu/wwm.py
 
 Hardware: any laptop CPU. Words come from the SentencePiece pieces ('▁' starts a
 word); with a WordPiece vocab.txt, from '##'. For Chinese (Chinese-BERT-wwm) set
@@ -14,6 +14,4 @@ from configs import quickstart
 def get_config():
   c = quickstart.get_config()
   c.objective.module = 'objectives.wwm'
-  with c.unlocked():
-    c.objective.word_segmenter = ''  # '' (pieces only) or 'jieba' (Chinese words over characters).
   return c

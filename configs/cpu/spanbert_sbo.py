@@ -1,8 +1,8 @@
 """SpanBERT's recipe: span masking + the span boundary objective, no NSP, at
 quickstart scale (CPU).
 
-  python train.py --config configs/spanbert_sbo.py --workdir /tmp/spanbert
-  python -m tools.show --config configs/spanbert_sbo.py --workdir /tmp/spanbert
+  python train.py --config configs/cpu/spanbert_sbo.py --workdir /tmp/spanbert
+  python -m tools.show --config configs/cpu/spanbert_sbo.py --workdir /tmp/spanbert
 
 Hardware: any laptop CPU, no network. Spans of whole words with lengths from
 Geo(0.2) clipped at 10 until 15% of the tokens are masked, 80/10/10 per span
@@ -15,12 +15,11 @@ model.preset='spanbert-base' and seq_len=512. Expected figures: see the README's
 objectives table (this repository's own measurements).
 """
 
-from configs import spanbert
+from configs.cpu import spanbert
 
 
 def get_config():
   c = spanbert.get_config()
   c.objective.module = 'objectives.multitask'
-  with c.unlocked():
-    c.objective.parts = 'objectives.span_masking:1.0,objectives.span_boundary:1.0'
+  c.objective.parts = 'objectives.span_masking:1.0,objectives.span_boundary:1.0'
   return c

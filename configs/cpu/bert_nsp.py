@@ -1,7 +1,7 @@
 """BERT's pretraining recipe, MLM + NSP on sentence pairs, at quickstart scale (CPU).
 
-  python train.py --config configs/bert_nsp.py --workdir /tmp/bert_nsp
-  python -m tools.show --config configs/bert_nsp.py --workdir /tmp/bert_nsp
+  python train.py --config configs/cpu/bert_nsp.py --workdir /tmp/bert_nsp
+  python -m tools.show --config configs/cpu/bert_nsp.py --workdir /tmp/bert_nsp
 
 Hardware: any laptop CPU, no network. The rows are built as Google's
 create_pretraining_data.py builds them (data/sentence_pairs.py: short sequences
@@ -20,8 +20,5 @@ from configs import quickstart
 def get_config():
   c = quickstart.get_config()
   c.objective.module = 'objectives.multitask'
-  with c.unlocked():
-    c.objective.parts = 'objectives.mlm:1.0,objectives.sentence_order:1.0'  # module:weight, ...
-    c.objective.pair_kind = 'nsp'  # 'nsp' (random next document) or 'sop' (swapped order).
-    c.objective.short_seq_prob = 0.1  # Rows given a random shorter target length.
+  c.objective.parts = 'objectives.mlm:1.0,objectives.sentence_order:1.0'  # module:weight, ...
   return c

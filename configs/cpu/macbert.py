@@ -1,9 +1,9 @@
 """MacBERT's MLM as correction (Cui et al. 2020) at quickstart scale on the embedded corpus (CPU).
 
-  python train.py --config configs/macbert.py --workdir /tmp/macbert
-  python train.py --config configs/macbert.py --workdir /tmp/macbert \\
+  python train.py --config configs/cpu/macbert.py --workdir /tmp/macbert
+  python train.py --config configs/cpu/macbert.py --workdir /tmp/macbert \\
       --config.objective.synonyms_path=synonyms.tsv     # word<TAB>syn1 syn2 ...
-  python -m tools.show --config configs/macbert.py
+  python -m tools.show --config configs/cpu/macbert.py
 
 Recipe: Cui et al. 2020, "Revisiting Pre-trained Models for Chinese Natural
 Language Processing", section 3.3 (MLM as correction): whole-word n-grams of 1-4
@@ -30,11 +30,4 @@ from configs import quickstart
 def get_config():
   c = quickstart.get_config()
   c.objective.module = 'objectives.macbert'
-  with c.unlocked():
-    c.objective.ngram_probs = (0.4, 0.3, 0.2, 0.1)  # P(n-gram of n words), n = 1, 2, ...
-    c.objective.synonyms_path = ''  # UTF-8 'word<TAB>syn1 syn2 ...' lines; '' = none.
-    c.objective.embeddings_path = ''  # .npy [vocab, dim] over the pieces, or word-vector text.
-    c.objective.num_neighbours = 1  # Similar words per word from the embeddings (uniform pick).
-    c.objective.embeddings_max_words = 50_000  # Words read from a word-vector text file.
-    c.objective.word_segmenter = ''  # '' (words from pieces) or 'jieba' (Chinese words).
   return c

@@ -1,7 +1,7 @@
 """SpanBERT's span masking (Joshi et al. 2020) at quickstart scale on the embedded corpus (CPU).
 
-  python train.py --config configs/spanbert.py --workdir /tmp/spanbert
-  python -m tools.show --config configs/spanbert.py
+  python train.py --config configs/cpu/spanbert.py --workdir /tmp/spanbert
+  python -m tools.show --config configs/cpu/spanbert.py
 
 Hardware: any laptop CPU, no network. The masking is SpanBERT's (section 3.1):
 whole-word spans of Geo(0.2) words truncated to at most 10 (mean 3.8), 15% of
@@ -18,7 +18,4 @@ from configs import quickstart
 def get_config():
   c = quickstart.get_config()
   c.objective.module = 'objectives.span_masking'
-  with c.unlocked():
-    c.objective.span_geometric_p = 0.2  # Span length in words ~ Geo(p), truncated.
-    c.objective.span_max_words = 10  # Longest span in words (the geometric is renormalized).
   return c

@@ -1,6 +1,6 @@
 """BERT-base (Devlin et al. 2019) pretrained with MLM on English Wikipedia.
 
-  python train.py --config configs/bert_base.py --workdir gs://BUCKET/bert_base \\
+  python train.py --config configs/paper/bert_base.py --workdir gs://BUCKET/bert_base \\
     --config.data.tfds_data_dir=gs://BUCKET/tfds --config.data.tokenizer_path=vocab.txt
 
 Hardware: a TPU v3-32 / v4-16 or 8x A100-80GB (mesh data=-1, fsdp=1 fits; use
@@ -10,8 +10,9 @@ tokenizer: the original uncased WordPiece `vocab.txt`.
 
 Recipe: the paper's 1M steps at batch 256 x 512 (the paper runs 90% of steps at
 128 tokens; here one phase at 512, as RoBERTa does), AdamW lr 1e-4, 10k warmup,
-linear decay, weight decay 0.01, dropout 0.1, MLM only (NSP is in the
-objectives issue). Expected: MLM accuracy ~0.70 on held-out Wikipedia, and
+linear decay, weight decay 0.01, dropout 0.1, MLM only, as RoBERTa (BERT's NSP:
+--config.objective.module=objectives.multitask
+--config.objective.parts=objectives.mlm:1.0,objectives.sentence_order:1.0). Expected: MLM accuracy ~0.70 on held-out Wikipedia, and
 GLUE dev scores near the paper's Table 1 (MNLI-m 84.4) after fine-tuning
 (Devlin et al. 2019, Table 1, BERT-base row). Not yet reproduced here.
 """

@@ -1,7 +1,7 @@
 """word2vec skip-gram with negative sampling on the embedded corpus (CPU).
 
-  python train.py --config configs/word2vec.py --workdir /tmp/w2v
-  python train.py --config configs/word2vec.py --workdir /tmp/cbow \
+  python train.py --config configs/cpu/word2vec.py --workdir /tmp/w2v
+  python train.py --config configs/cpu/word2vec.py --workdir /tmp/cbow \
       --config.model.preset=word2vec-cbow
 
 Hardware: any laptop CPU, no network (the SentencePiece model is trained into
@@ -37,9 +37,4 @@ def get_config():
   c.optimizer.learning_rate = 1e-2
   c.optimizer.warmup_steps = 30
   c.optimizer.weight_decay = 0.0
-  with c.unlocked():
-    c.objective.window = 5  # Largest window b: each center draws b from 1..window.
-    c.objective.negatives = 5  # Noise words per positive pair (K).
-    c.objective.subsample = 1e-3  # Keep a word of frequency f with p = sqrt(t / f); 0: off.
-    c.objective.noise_power = 0.75  # Noise distribution: unigram ** noise_power.
   return c

@@ -1,11 +1,11 @@
 """GPT-2 small (124M, Radford et al. 2019) pretrained with causal LM on C4.
 
-  python train.py --config configs/gpt2_small.py --workdir gs://BUCKET/gpt2_small \\
+  python train.py --config configs/paper/gpt2_small.py --workdir gs://BUCKET/gpt2_small \\
     --config.data.tfds_data_dir=gs://BUCKET/tfds --config.data.tokenizer_path=spm.model
 
 Hardware: 8x A100/H100 or a TPU v4-16 (mesh data=-1; add mesh.fsdp for larger
 batches). Data: TFDS `c4/en` prepared as array_record; tokenizer: a SentencePiece
-model trained with `python -m tools.train_tokenizer --config configs/gpt2_small.py
+model trained with `python -m tools.train_tokenizer --config configs/paper/gpt2_small.py
 --output spm --config.data.vocab_size=50257` (GPT-2's byte-level BPE loader comes
 with the model-families issue).
 
