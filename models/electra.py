@@ -67,7 +67,7 @@ class Discriminator(nn.Module):
 
   def setup(self):
     cfg = self.cfg
-    self.encoder = transformer.Encoder(cfg, name='encoder')
+    self.encoder = transformer.Stack(cfg, name='encoder')
     self.rtd_dense = nn.Dense(
       cfg.d_model,
       kernel_init=transformer.normal_init(cfg, 'embed', 'mlp', fan_in=cfg.d_model),

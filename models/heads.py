@@ -1,4 +1,4 @@
-"""Output heads on top of the shared stack; each model is `Encoder` + one head.
+"""Output heads on top of the shared stack; each model is a `transformer.Stack` + one head.
 
 `Backbone` is the stack as checkpoints publish it (the encoder, plus BERT's
 pooler where the family has one); its size is the parameter count the papers
@@ -57,7 +57,7 @@ class Backbone(nn.Module):
   cfg: TransformerConfig
 
   def setup(self):
-    self.encoder = transformer.Encoder(self.cfg, name='encoder')
+    self.encoder = transformer.Stack(self.cfg, name='encoder')
     if self.cfg.pooler:
       self.pooler = Pooler(self.cfg, name='pooler')
 
@@ -175,7 +175,7 @@ class MaskedLM(nn.Module):
 
   def setup(self):
     cfg = self.cfg
-    self.encoder = transformer.Encoder(cfg, name='encoder')
+    self.encoder = transformer.Stack(cfg, name='encoder')
     out_axis = 'factor' if cfg.embed_dim else 'mlp'  # [embed, token_dim]
     self.transform = nn.Dense(
       cfg.token_dim,
@@ -248,7 +248,7 @@ class CausalLM(nn.Module):
     cfg = self.cfg
     if not cfg.causal:
       raise ValueError('CausalLM needs a causal TransformerConfig (causal=True).')
-    self.decoder = transformer.Encoder(cfg, name='decoder')
+    self.decoder = transformer.Stack(cfg, name='decoder')
     if not cfg.tie_embeddings:
       self.lm_head = untied_output(cfg, 'lm_head')
 
@@ -278,10 +278,8 @@ class Seq2SeqLM(nn.Module):
       param_dtype=cfg.storage_dtype,
       name='shared',
     )
-    self.encoder = transformer.Encoder(cfg, shared_token=self.shared, name='encoder')
-    self.decoder = transformer.Encoder(
-      cfg, is_decoder=True, shared_token=self.shared, name='decoder'
-    )
+    self.encoder = transformer.Stack(cfg, shared_token=self.shared, name='encoder')
+    self.decoder = transformer.Stack(cfg, is_decoder=True, shared_token=self.shared, name='decoder')
     if not cfg.tie_embeddings:
       self.lm_head = untied_output(cfg, 'lm_head')
 
@@ -353,7 +351,7 @@ class SequenceClassifier(nn.Module):
   num_labels: int
 
   def setup(self):
-    self.encoder = transformer.Encoder(self.cfg, name='encoder')
+    self.encoder = transformer.Stack(self.cfg, name='encoder')
     self.pooler = Pooler(self.cfg, name='pooler')
     self.dropout = nn.Dropout(self.cfg.dropout_rate)
     self.classifier = classes_dense(self.cfg, self.num_labels, 'classifier')
@@ -372,7 +370,7 @@ class TokenClassifier(nn.Module):
   num_labels: int
 
   def setup(self):
-    self.encoder = transformer.Encoder(self.cfg, name='encoder')
+    self.encoder = transformer.Stack(self.cfg, name='encoder')
     self.dropout = nn.Dropout(self.cfg.dropout_rate)
     self.classifier = classes_dense(self.cfg, self.num_labels, 'classifier')
 
@@ -390,7 +388,7 @@ class SpanExtractor(nn.Module):
   cfg: TransformerConfig
 
   def setup(self):
-    self.encoder = transformer.Encoder(self.cfg, name='encoder')
+    self.encoder = transformer.Stack(self.cfg, name='encoder')
     self.qa_outputs = classes_dense(self.cfg, 2, 'qa_outputs')
 
   def __call__(self, tokens, segment_ids, positions=None, token_types=None, deterministic=True):

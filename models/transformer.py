@@ -4,7 +4,7 @@ Every family is a `TransformerConfig` plus, at most, a field and a branch here:
 BERT is post-LN with token types and an embedding LayerNorm, GPT-2 is pre-LN,
 causal, with a final LayerNorm; T5 is pre-norm with a scale-only RMS norm, no
 biases and relative position buckets; BART is post-LN with learned positions.
-An encoder-decoder (`num_decoder_layers > 0`) is two `Encoder` stacks, the
+An encoder-decoder (`num_decoder_layers > 0`) is two `Stack`s, the
 second with `is_decoder=True` (causal self-attention plus cross-attention), over
 one token embedding shared by both (models/heads.py `Seq2SeqLM`).
 
@@ -500,9 +500,11 @@ def block_class(cfg: TransformerConfig, scan: bool = False) -> type[Block]:
   return nn.remat(block, static_argnums=(3,), policy=_REMAT_POLICIES[cfg.remat])
 
 
-class Encoder(nn.Module):
-  """Embeddings and a stack of blocks: an encoder, a decoder-only stack (causal), or
-  (`is_decoder`) the decoder of an encoder-decoder, with cross-attention.
+class Stack(nn.Module):
+  """Embeddings and a stack of blocks: a bidirectional encoder (BERT), a decoder-only
+  stack (`cfg.causal`, GPT), or (`is_decoder`) the decoder of an encoder-decoder, with
+  cross-attention (T5, BART). Modules that hold one name it for its role ('encoder',
+  'decoder'), so parameter paths say what the stack is.
 
   Returns the final hidden states [batch, length, embed]; heads (models/heads.py)
   turn them into logits, using `self.embed.attend` when the output is tied.

@@ -61,7 +61,7 @@ class MultiTaskClassifier(nn.Module):
 
   def setup(self):
     cfg = self.cfg
-    self.encoder = transformer.Encoder(cfg, name='encoder')
+    self.encoder = transformer.Stack(cfg, name='encoder')
     self.pooler = heads.Pooler(cfg, name='pooler')
     self.dropout = nn.Dropout(cfg.dropout_rate)
     self.classifiers = [

@@ -49,7 +49,7 @@ def _models(preset: str):
   cfg = _cfg(preset)
   params = _variables(preset)['params']
   stack_params = params['decoder' if cfg.causal else 'encoder']
-  return [('encoder', transformer.Encoder(cfg), stack_params), ('head', _head(cfg), params)]
+  return [('encoder', transformer.Stack(cfg), stack_params), ('head', _head(cfg), params)]
 
 
 DOC_A, DOC_B = np.split(np.random.default_rng(0).integers(7, VOCAB, size=12), [5])  # Not special.
@@ -108,8 +108,8 @@ def test_pre_norm_and_post_norm_differ():
   pre = post.replace(pre_norm=True)
   params = _variables('bert-tiny')['params']['encoder']
   args = (DOC_B, np.ones(7), np.arange(7))
-  out_post = _apply(transformer.Encoder(post), params, *args)
-  out_pre = _apply(transformer.Encoder(pre), params, *args)
+  out_post = _apply(transformer.Stack(post), params, *args)
+  out_pre = _apply(transformer.Stack(pre), params, *args)
   assert np.isfinite(out_pre).all() and np.isfinite(out_post).all()
   assert np.abs(out_pre - out_post).max() > 1e-2
 
@@ -228,7 +228,7 @@ def test_attention_kinds_dependence_through_the_encoder():
   perturbed[np.arange(1, LENGTH + 1), np.arange(LENGTH)] = (tokens - 7 + 1) % (VOCAB - 7) + 7
   rows = lambda a: jnp.asarray(np.repeat(a[None], LENGTH + 1, 0), jnp.int32)  # noqa: E731
   positions = np.concatenate([np.arange(n) for n in (3, 3, 3, 4, 3)])
-  out = transformer.Encoder(cfg).apply(
+  out = transformer.Stack(cfg).apply(
     {'params': params},
     jnp.asarray(perturbed, jnp.int32),
     rows(KINDS_SEGMENTS),
