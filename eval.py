@@ -35,6 +35,7 @@ def main(argv):
     return
   if _CONFIG.value is None or not _WORKDIR.value:
     raise app.UsageError('Pass --config and --workdir (or --table and --runs).')
+  launch.route_logs(_WORKDIR.value, 'eval')
   launch.initialize_distributed()
   checkpoint_eval.evaluate_checkpoint(_CONFIG.value, _WORKDIR.value)
 

@@ -42,6 +42,7 @@ def _kill_after(kill_step: int | None):
 
 def main(argv):
   del argv
+  launch.route_logs(_WORKDIR.value, 'train')
   launch.initialize_distributed()
   during_training.train_and_evaluate(
     _CONFIG.value, _WORKDIR.value, after_step=_kill_after(_KILL_AFTER_STEP.value)

@@ -41,6 +41,7 @@ def _run(name: str, config: str, extra, args, workdir: str, tokenizer: str) -> d
     f'--config.eval_every_steps={args.steps}',
     f'--config.checkpoint_every_steps={args.steps}',
     '--config.optimizer.warmup_steps=30',
+    '--config.optimizer.warmup_ratio=0',
     '--config.data.source=text',
     f'--config.data.text_files={args.text}',
     f'--config.data.vocab_size={args.vocab}',

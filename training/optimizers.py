@@ -19,7 +19,7 @@ def warmup_steps(opt_cfg, total_steps: int) -> int:
     if steps:
       raise ValueError(
         f'optimizer.warmup_ratio={ratio} and optimizer.warmup_steps={steps} are both set; '
-        'set one of them (warmup_steps=0 to use the ratio).'
+        'set one of them (warmup_steps=0 to use the ratio, warmup_ratio=0 to use the steps).'
       )
     if not 0.0 <= ratio <= 1.0:
       raise ValueError(f'optimizer.warmup_ratio={ratio} must be in [0, 1].')

@@ -122,6 +122,10 @@ def train(
   if not peak:
     peak, peak_source = mfu.measured_peak_flops(), 'measured float32 matmul peak'
   writer.info(
+    f'{cfg.model.preset} trained with {cfg.objective.module} for {cfg.total_steps} steps of '
+    f'{cfg.batch_size} x {cfg.seq_len} tokens in {workdir} (library logs in its logs/)'
+  )
+  writer.info(
     f'{exp.model_cfg.num_layers} layers x {exp.model_cfg.d_model} | mesh '
     f'{dict(harness.mesh.shape)} | {jax.process_count()} process(es) | MFU against '
     f'{peak / 1e9:.1f} GFLOP/s per device ({peak_source}) x {jax.device_count()} devices; '

@@ -29,5 +29,6 @@ def get_config():
   c.checkpoint_every_steps = 200
   c.eval_every_steps = 200
   c.optimizer.learning_rate = 2e-3
-  c.optimizer.warmup_steps = 30
+  c.optimizer.warmup_steps = 0
+  c.optimizer.warmup_ratio = 0.075  # 30 of the 400 steps.
   return c

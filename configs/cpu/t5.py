@@ -32,5 +32,5 @@ def get_config():
   c.total_steps = 300
   c.checkpoint_every_steps = 150
   c.eval_every_steps = 150
-  c.optimizer.warmup_steps = 30
+  c.optimizer.warmup_ratio = 0.1  # 30 of the 300 steps.
   return c

@@ -35,6 +35,7 @@ def get_config():
   c.checkpoint_every_steps = 150
   c.eval_every_steps = 150
   c.optimizer.learning_rate = 1e-2
-  c.optimizer.warmup_steps = 30
+  c.optimizer.warmup_steps = 0
+  c.optimizer.warmup_ratio = 0.1  # 30 of the 300 steps.
   c.optimizer.weight_decay = 0.0
   return c

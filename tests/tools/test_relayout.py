@@ -26,6 +26,7 @@ def _config(spm_path, steps, scan_layers):
   config.log_every_steps, config.eval_every_steps = 1, 0
   config.checkpoint_every_steps = 2
   config.optimizer.schedule, config.optimizer.warmup_steps = 'constant', 0
+  config.optimizer.warmup_ratio = 0.0
   return config
 
 

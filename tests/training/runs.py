@@ -14,6 +14,7 @@ TINY_OVERRIDES = (
   '--config.log_every_steps=1',
   '--config.eval_every_steps=0',
   '--config.optimizer.warmup_steps=2',
+  '--config.optimizer.warmup_ratio=0',
   '--config.peak_flops_per_device=1e9',
 )
 

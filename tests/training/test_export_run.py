@@ -38,6 +38,7 @@ def test_trained_run_exports_to_transformers(tmp_path, spm_path, family):
   config.batch_size, config.seq_len, config.total_steps = 8, 32, 3
   config.log_every_steps, config.eval_every_steps = 1, 0
   config.optimizer.warmup_steps = 1
+  config.optimizer.warmup_ratio = 0.0
   run, out = str(tmp_path / 'run'), str(tmp_path / 'hf')
   during_training.train_and_evaluate(config, run)
   assert cli.main(['--to', 'hf', '--family', family, run, out]) == 0

@@ -21,6 +21,7 @@ def _tiny(config, spm_path, steps, learning_rate):
   config.batch_size, config.seq_len, config.total_steps = 8, 32, steps
   config.log_every_steps, config.eval_every_steps = 1, 0
   config.optimizer.learning_rate, config.optimizer.warmup_steps = learning_rate, 2
+  config.optimizer.warmup_ratio = 0.0
   return config
 
 

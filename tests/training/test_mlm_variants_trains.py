@@ -36,6 +36,7 @@ def test_mlm_variant_trains_at_tiny_width(tmp_path, spm_path, name):
   config.batch_size, config.seq_len, config.total_steps = 8, 64, 30
   config.log_every_steps, config.eval_every_steps = 1, 0
   config.optimizer.learning_rate, config.optimizer.warmup_steps = 3e-3, 3
+  config.optimizer.warmup_ratio = 0.0
   during_training.train_and_evaluate(config, str(tmp_path / 'run'))
 
   with open(os.path.join(tmp_path, 'run', 'metrics.jsonl')) as f:

@@ -17,6 +17,7 @@ def test_quickstart_trains_checkpoints_and_evaluates(tmp_path):
   config.eval_every_steps = 20
   config.checkpoint_every_steps = 20
   config.optimizer.warmup_steps = 10
+  config.optimizer.warmup_ratio = 0.0
   workdir = str(tmp_path)
   during_training.train_and_evaluate(config, workdir)
 

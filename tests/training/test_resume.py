@@ -1,5 +1,8 @@
 """A run killed with SIGKILL and restarted ends exactly where an uninterrupted run ends."""
 
+import glob
+import re
+
 import numpy as np
 import orbax.checkpoint as ocp
 import pytest
@@ -23,13 +26,19 @@ def test_sigkill_and_restart_matches_uninterrupted_run(tmp_path, spm_path):
     f'--config.data.tokenizer_path={spm_path}',
   )
   straight, broken = str(tmp_path / 'straight'), str(tmp_path / 'broken')
-  runs.run('train.py', straight, *overrides)
+  quiet = runs.run('train.py', straight, *overrides)
+  # The console holds the run's own lines; Orbax's and JAX's INFO records go to logs/.
+  assert 'step 12/12' in quiet.stdout and not re.search(r'^I\d{4} ', quiet.stderr, re.M)
+  (log,) = glob.glob(f'{straight}/logs/train-*.log')
+  assert 'Saving checkpoint at step 12' in open(log).read()
 
   killed = runs.run('train.py', broken, *overrides, '--fault_kill_after_step=7', check=False)
   assert killed.returncode == -9, killed.stderr[-2000:]  # Really killed, not finished.
   assert max(runs.losses(broken)) == 7
-  resumed = runs.run('train.py', broken, *overrides)
-  assert 'Resumed from step' in resumed.stdout + resumed.stderr
+  resumed = runs.run('train.py', broken, *overrides, '--console_log_level=info')
+  assert 'Resumed from step' in resumed.stdout
+  assert re.search(r'^I\d{4} .*checkpoint_manager', resumed.stderr, re.M)  # Asked for: shown.
+  assert len(glob.glob(f'{broken}/logs/train-*.log')) == 2  # The killed run's and this one's.
 
   kept = f'{broken}/tokenizer/spm.model'  # The run keeps a copy of its tokenizer.
   with open(kept, 'rb') as a, open(spm_path, 'rb') as b:

@@ -16,6 +16,7 @@ def _config(spm_path, data, fsdp, tensor, strategy='fsdp_tp'):
   c.batch_size, c.seq_len = 8, 64
   c.data.tokenizer_path = spm_path
   c.optimizer.warmup_steps = 1
+  c.optimizer.warmup_ratio = 0.0
   c.total_steps = 3
   c.mesh.data, c.mesh.fsdp, c.mesh.tensor, c.mesh.strategy = data, fsdp, tensor, strategy
   return c

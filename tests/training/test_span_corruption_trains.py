@@ -20,6 +20,7 @@ def test_t5_span_corruption_loss_falls(tmp_path, spm_path):
   config.log_every_steps, config.eval_every_steps = 1, 0
   config.checkpoint_every_steps = 0
   config.optimizer.learning_rate, config.optimizer.warmup_steps = 3e-3, 2
+  config.optimizer.warmup_ratio = 0.0
   during_training.train_and_evaluate(config, str(tmp_path))
 
   with open(os.path.join(tmp_path, 'metrics.jsonl')) as f:
