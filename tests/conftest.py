@@ -1,12 +1,36 @@
-"""Test setup: 8 emulated CPU devices, set before JAX is imported anywhere."""
+"""Test setup: 8 emulated CPU devices, set before JAX is imported anywhere; XLA's CPU
+backend at LLVM -O0; and one persistent compilation cache for the whole test run.
+
+The test models are tiny, so compiling them costs far more than running them: at
+`--xla_backend_optimization_level=0` LLVM skips its optimizations of the generated code
+(a 2-layer BERT run of tests/training/test_trains.py compiled for 7.0 s at the default
+level, 2.9 s at -O0), while the programs themselves,
+XLA's HLO passes included, are the ones a run compiles. Train and eval runs that tests
+start as subprocesses get the same flags (tests/training/runs.py).
+
+The cache directory is made once, by the process pytest starts, and inherited through
+the environment by the xdist workers and by the train.py / eval.py subprocesses the
+tests start; it is removed when the run ends. A program compiled by one test (the same
+tiny model, the same shapes) is then read back by the next instead of compiled again:
+every test still runs its program, and XLA's cache key covers the program, its
+shapes, the flags and the JAX version. A run starts with an empty cache, as CI's does.
+"""
 
 import os
+import shutil
 import sys
+import tempfile
 
+TEST_XLA_FLAGS = '--xla_backend_optimization_level=0'
 os.environ['XLA_FLAGS'] = (
-  os.environ.get('XLA_FLAGS', '') + ' --xla_force_host_platform_device_count=8'
+  os.environ.get('XLA_FLAGS', '') + f' --xla_force_host_platform_device_count=8 {TEST_XLA_FLAGS}'
 ).strip()
 os.environ.setdefault('JAX_PLATFORMS', 'cpu')
+_CREATED_CACHE = None
+if 'JAX_COMPILATION_CACHE_DIR' not in os.environ:
+  _CREATED_CACHE = tempfile.mkdtemp(prefix='plm-flax-test-jax-cache-')
+  os.environ['JAX_COMPILATION_CACHE_DIR'] = _CREATED_CACHE
+  os.environ['JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS'] = '0'
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import pytest  # noqa: E402  (after the environment above)
@@ -23,3 +47,18 @@ def spm_path(tmp_path_factory) -> str:
   return tokenizers.train_sentencepiece(
     sources.load_documents(config.data, 'train'), prefix, 1000, 10_000, seed=0
   )
+
+
+def pytest_sessionfinish(session, exitstatus):
+  """The process that made the compilation cache removes it (xdist workers did not)."""
+  del session, exitstatus
+  if _CREATED_CACHE is not None and 'PYTEST_XDIST_WORKER' not in os.environ:
+    shutil.rmtree(_CREATED_CACHE, ignore_errors=True)
+
+
+def pytest_collection_modifyitems(config, items):
+  """The long (slow-marked) tests first, in their collected order, then the rest: the two
+  workers then end together, short tests filling in, rather than one worker idling while
+  the other runs a long test last."""
+  del config
+  items.sort(key=lambda item: item.get_closest_marker('slow') is None)

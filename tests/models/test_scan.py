@@ -1,6 +1,7 @@
 """Scanned layers (nn.scan) and rematerialization compute what the loop computes, and
 models/convert/scan.py moves params between the two layouts (whole runs:
-tests/training/test_layout_switch.py)."""
+tests/tools/test_relayout.py). Computations are jitted: eager dispatch of every op
+costs a CPU far more than compiling once."""
 
 import flax.linen as nn
 import jax
@@ -44,19 +45,19 @@ def _loss(model, params, args):
 @pytest.mark.parametrize('preset', MODELS)
 def test_scanned_layers_compute_what_the_loop_computes(preset):
   cfg, looped_model, args = _setup(preset)
-  params = nn.unbox(looped_model.init(jax.random.key(0), *args)['params'])
+  params = nn.unbox(jax.jit(looped_model.init)(jax.random.key(0), *args)['params'])
   scanned_model = type(looped_model)(cfg.replace(scan_layers=True))
   scanned = scan.to_scanned(jax.tree.map(np.asarray, params))
   # The scanned model's own init has exactly this layout.
-  own = nn.unbox(scanned_model.init(jax.random.key(0), *args)['params'])
+  own = nn.unbox(jax.jit(scanned_model.init)(jax.random.key(0), *args)['params'])
   assert jax.tree.map(np.shape, own) == jax.tree.map(np.shape, scanned)
   np.testing.assert_allclose(
-    looped_model.apply({'params': params}, *args),
-    scanned_model.apply({'params': scanned}, *args),
+    jax.jit(looped_model.apply)({'params': params}, *args),
+    jax.jit(scanned_model.apply)({'params': scanned}, *args),
     atol=1e-5,
   )
-  grads = jax.grad(lambda p: _loss(looped_model, p, args))(params)
-  scanned_grads = jax.grad(lambda p: _loss(scanned_model, p, args))(scanned)
+  grads = jax.jit(jax.grad(lambda p: _loss(looped_model, p, args)))(params)
+  scanned_grads = jax.jit(jax.grad(lambda p: _loss(scanned_model, p, args)))(scanned)
   jax.tree.map(
     lambda a, b: np.testing.assert_allclose(a, b, atol=1e-6),
     scan.to_scanned(jax.tree.map(np.asarray, grads)),
@@ -78,10 +79,10 @@ def test_scanned_params_carry_the_layers_axis():
 @pytest.mark.parametrize('scan_layers', [False, True])
 def test_remat_changes_memory_not_numbers(remat, scan_layers):
   cfg, model, args = _setup('gpt2-tiny', scan_layers=scan_layers)
-  params = nn.unbox(model.init(jax.random.key(0), *args)['params'])
+  params = nn.unbox(jax.jit(model.init)(jax.random.key(0), *args)['params'])
   rematted = heads.CausalLM(cfg.replace(remat=remat))
-  base = jax.value_and_grad(lambda p: _loss(model, p, args))(params)
-  again = jax.value_and_grad(lambda p: _loss(rematted, p, args))(params)
+  base = jax.jit(jax.value_and_grad(lambda p: _loss(model, p, args)))(params)
+  again = jax.jit(jax.value_and_grad(lambda p: _loss(rematted, p, args)))(params)
   jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, atol=1e-6), base, again)
 
 

@@ -72,14 +72,16 @@ def test_loss_is_the_fragment_cross_entropy_under_jit():
   model = mass.build_model(cfg)
   raw = _framed_batch(4, 32)
   batch = mass.make_preprocess(CFG, TOKENIZER, seed=0)(raw)
-  params = model.init(jax.random.key(0), *model.init_inputs(32))['params']
+  params = jax.jit(model.init)(jax.random.key(0), *model.init_inputs(32))['params']
   loss, metrics = jax.jit(lambda p, b: mass.loss_fn(p, b, None, model=model))(params, batch)
-  logits = model.apply({'params': params}, *(batch[k] for k in seq2seq.MODEL_INPUTS))
+  logits = jax.jit(model.apply)({'params': params}, *(batch[k] for k in seq2seq.MODEL_INPUTS))
   nll = -jnp.take_along_axis(jax.nn.log_softmax(logits), batch['targets'][..., None], -1)[..., 0]
   w = batch['weights']
   np.testing.assert_allclose(loss, (nll * w).sum() / w.sum(), rtol=1e-5)
   # Untrained, near uniform over the vocabulary: the loss is close to ln(vocab).
   assert abs(float(loss) - np.log(TOKENIZER.vocab_size)) < 0.5
   assert float(metrics['loss'][1]) == w.sum() == mass.make_fragmenter(CFG, TOKENIZER, 0)(raw).sum()
-  grads = jax.grad(lambda p: mass.loss_fn(p, batch, jax.random.key(1), model=model)[0])(params)
+  grads = jax.jit(jax.grad(lambda p: mass.loss_fn(p, batch, jax.random.key(1), model=model)[0]))(
+    params
+  )
   assert all(np.isfinite(g).all() for g in jax.tree.leaves(grads))

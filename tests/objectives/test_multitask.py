@@ -73,7 +73,9 @@ def test_loss_is_the_weighted_sum_of_the_parts_under_jit():
   model = objective.build_model(_model_cfg())
   assert model.aux_heads == ('sentence_pair',)
   batch = _pair_batch(np.random.default_rng(0))
-  params = model.init(jax.random.key(0), *(jnp.asarray(batch[k]) for k in multitask._MODEL_INPUTS))
+  params = jax.jit(model.init)(
+    jax.random.key(0), *(jnp.asarray(batch[k]) for k in multitask._MODEL_INPUTS)
+  )
   params = params['params']
   assert set(params['aux_sentence_pair']) == {'pooler', 'classifier'}
 
@@ -81,7 +83,8 @@ def test_loss_is_the_weighted_sum_of_the_parts_under_jit():
   loss, metrics = loss_fn(params, batch)
 
   # By hand from the model's own outputs: masked-token MLM mean + 0.5 x NSP mean over real rows.
-  logits, outputs = model.apply({'params': params}, *(batch[k] for k in multitask._MODEL_INPUTS))
+  inputs = [batch[k] for k in multitask._MODEL_INPUTS]
+  logits, outputs = jax.jit(model.apply)({'params': params}, *inputs)
   logp = np.asarray(jax.nn.log_softmax(logits.astype(jnp.float32)))
   w = batch['weights']
   picked = np.take_along_axis(logp, batch['targets'][..., None], -1)[..., 0]
@@ -101,7 +104,9 @@ def test_loss_is_the_weighted_sum_of_the_parts_under_jit():
     'total_loss',
   }
 
-  grads = jax.grad(lambda p: objective.loss_fn(p, batch, jax.random.key(1), model=model)[0])(params)
+  grads = jax.jit(
+    jax.grad(lambda p: objective.loss_fn(p, batch, jax.random.key(1), model=model)[0])
+  )(params)
   assert all(bool(jnp.all(jnp.isfinite(g))) for g in jax.tree.leaves(grads))
   assert float(optax.tree.norm(grads['aux_sentence_pair'])) > 0
 

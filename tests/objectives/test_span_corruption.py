@@ -265,7 +265,7 @@ def test_loss_is_the_decoders_cross_entropy_under_jit():
   model = sc.build_model(cfg)
   batch = sc.make_preprocess(_objective(), TOKENIZER, seed=0)(_batch(4, seq_len=32))
   assert batch['inputs'].shape == (4, 32)  # The encoder length is inferred from the rows.
-  params = model.init(jax.random.key(0), *model.init_inputs(32))['params']
+  params = jax.jit(model.init)(jax.random.key(0), *model.init_inputs(32))['params']
   seq2seq_reference.check_loss(model, batch, params)
 
 

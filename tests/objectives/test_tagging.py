@@ -146,7 +146,8 @@ def test_loss_matches_a_hand_computed_cross_entropy_under_jit(tokenizer):
   loss_fn = jax.jit(lambda p, b: CONLL.loss_fn(p, b, None, model=model))
   loss, values = loss_fn(params, batch)
   logits = np.asarray(
-    model.apply({'params': params}, *(batch[k] for k in task_inputs.MODEL_INPUTS)), np.float64
+    jax.jit(model.apply)({'params': params}, *(batch[k] for k in task_inputs.MODEL_INPUTS)),
+    np.float64,
   )
   log_probs = logits - np.log(np.exp(logits).sum(-1, keepdims=True))
   # The labelled positions by hand: 4 + 2 + 2 + 4 first sub-tokens.
@@ -170,7 +171,7 @@ def test_predict_fn_gives_argmax_tags_per_token(tokenizer):
   model, params, batch = _model_and_batch(tokenizer, pad_rows=2)
   out = jax.jit(lambda p, b: CONLL.predict_fn(p, b, model=model))(params, batch)
   assert out['tags'].shape == (6, 10) and out['tags'].dtype == jnp.int32
-  logits = model.apply({'params': params}, *(batch[k] for k in task_inputs.MODEL_INPUTS))
+  logits = jax.jit(model.apply)({'params': params}, *(batch[k] for k in task_inputs.MODEL_INPUTS))
   np.testing.assert_array_equal(out['tags'], np.argmax(logits, -1))
   np.testing.assert_array_equal(out['word_numbers'], batch['word_numbers'])
   assert int(out['tags'].max()) < len(LABELS)

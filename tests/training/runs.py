@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -19,9 +20,19 @@ TINY_OVERRIDES = (
 )
 
 
-def env(devices: int = 1) -> dict:
+def env(devices: int = 1, optimized: bool = False) -> dict:
+  """The test environment (tests/conftest.py: compile flags, compilation cache) with
+  `devices` emulated CPU devices; `optimized` compiles at XLA's default level, for a run
+  that executes long enough to gain from it."""
   environ = dict(os.environ)
-  environ['XLA_FLAGS'] = f'--xla_force_host_platform_device_count={devices}'
+  flags = re.sub(
+    r'--xla_force_host_platform_device_count=\d+',
+    f'--xla_force_host_platform_device_count={devices}',
+    environ.get('XLA_FLAGS', ''),
+  )
+  if optimized:  # tests/conftest.py's -O0 off.
+    flags = re.sub(r'--xla_backend_optimization_level=\d+', '', flags)
+  environ['XLA_FLAGS'] = flags
   environ['JAX_PLATFORMS'] = 'cpu'
   environ['PYTHONPATH'] = ROOT
   return environ
@@ -32,10 +43,17 @@ def command(script: str, workdir: str, *overrides: str, config='configs/quicksta
           f'--workdir={workdir}', *overrides]  # fmt: skip
 
 
-def run(script: str, workdir: str, *overrides: str, devices: int = 1, check: bool = True):
+def run(
+  script: str,
+  workdir: str,
+  *overrides: str,
+  devices: int = 1,
+  check: bool = True,
+  optimized: bool = False,
+):
   result = subprocess.run(
     command(script, workdir, *overrides),
-    env=env(devices),
+    env=env(devices, optimized),
     cwd=ROOT,
     capture_output=True,
     text=True,

@@ -17,7 +17,7 @@ from models.convert import converted
 from tests.training.test_finetune import write_sst2
 from tools import task_text
 from training import harness as harness_lib
-from training import model_setup, pretrained
+from training import model_setup, optimizers, pretrained
 from training import state as state_lib
 
 
@@ -55,7 +55,7 @@ def test_dapt_recipe_scales_the_papers_epochs():
   assert config.batch_size == 256 and config.optimizer.learning_rate == 1e-4
   # 100 epochs of 67,349 examples x 11 tokens packed into 126-token rows, 256 rows a step.
   assert config.total_steps == 2297
-  assert config.optimizer.warmup_steps == round(0.06 * 2297)
+  assert optimizers.warmup_steps(config.optimizer, config.total_steps) == round(0.06 * 2297)
   with pytest.raises(ValueError, match='must be one of'):
     dapt.get_config('imdb')
 
