@@ -42,6 +42,8 @@ from data.loader import ShardSpec  # noqa: E402
 from evaluation import checkpoint_eval, during_training  # noqa: E402
 from models.convert import hf  # noqa: E402
 from training import experiment, optimizers  # noqa: E402
+from training import harness as harness_lib  # noqa: E402
+from training import state as state_lib  # noqa: E402
 
 TASKS = ('sst2', 'mrpc', 'stsb', 'cola', 'rte')
 
@@ -91,9 +93,6 @@ def _torch_batch(batch: dict, torch):
 
 def our_classifier_init(config, workdir: str) -> dict:
   """The fresh classifier layer our trainer starts from (the same seed, the same init)."""
-  from training import harness as harness_lib
-  from training import state as state_lib
-
   run = harness_lib.Harness(config, workdir)
   state, _ = state_lib.create(
     run.model, run.tx, mesh=run.mesh, rules=run.rules, seed=config.seed, seq_len=config.seq_len

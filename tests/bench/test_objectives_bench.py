@@ -47,6 +47,7 @@ def test_text_rows_are_packed_corpus_text():
   assert (step[body[:, 1:] & body[:, :-1]] == 1).all()
 
 
+@pytest.mark.slow
 def test_runs_every_objective_without_tensorflow(tmp_path):
   """The whole benchmark at tiny size, in a fresh process: no TensorFlow or TFDS imported."""
   out = tmp_path / 'records.json'

@@ -72,6 +72,7 @@ def test_blocker_refuses_imports(blocked_env, module):
     ('gpt2-tiny', ['--config.objective.module=objectives.clm', '--config.model.dropout_rate=0.0']),
   ],
 )
+@pytest.mark.slow
 def test_benchmark_runs_without_tensorflow(blocked_env, tmp_path, preset, overrides):
   out = tmp_path / 'record.json'
   cmd = [sys.executable, '-m', 'bench.throughput', '--config', 'configs/quickstart.py']

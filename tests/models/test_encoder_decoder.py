@@ -22,13 +22,13 @@ def _cfg(name, **overrides):
 
 def _init(cfg):
   model = heads.Seq2SeqLM(cfg)
-  params = model.init(jax.random.key(0), *model.init_inputs(8))['params']
+  params = jax.jit(model.init)(jax.random.key(0), *model.init_inputs(8))['params']
   return model, nn.unbox(params)
 
 
 def _run(model, params, src, src_seg, src_pos, tgt, tgt_seg, tgt_pos):
   args = [jnp.asarray(a, jnp.int32)[None] for a in (src, src_seg, src_pos, tgt, tgt_seg, tgt_pos)]
-  return np.asarray(model.apply({'params': params}, *args)[0])
+  return np.asarray(jax.jit(model.apply)({'params': params}, *args)[0])
 
 
 @pytest.mark.parametrize(
@@ -118,7 +118,7 @@ def test_decoder_is_causal(name):
 def test_encoder_decoder_params_have_logical_axis_names():
   cfg = _cfg('t5-small')
   model = heads.Seq2SeqLM(cfg)
-  boxed = model.init(jax.random.key(0), *model.init_inputs(8))['params']
+  boxed = jax.eval_shape(model.init, jax.random.key(0), *model.init_inputs(8))['params']
   leaves = jax.tree.leaves(boxed, is_leaf=lambda x: isinstance(x, nn.Partitioned))
   for leaf in leaves:
     assert isinstance(leaf, nn.LogicallyPartitioned), type(leaf)

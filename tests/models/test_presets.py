@@ -61,6 +61,7 @@ def test_rounded_paper_counts(name, paper):
   assert abs(count - paper) / paper < 0.02, count
 
 
+@pytest.mark.slow
 def test_every_preset_builds():
   """Each preset not counted above still initializes (abstractly) to a positive count."""
   counted = {*EXACT, 'gpt3-175b', 'gpt3-small', 'gpt3-medium', 'gpt3-large', 'gpt3-2.7b',

@@ -49,7 +49,7 @@ def test_scanned_layers_compute_what_the_loop_computes(preset):
   scanned_model = type(looped_model)(cfg.replace(scan_layers=True))
   scanned = scan.to_scanned(jax.tree.map(np.asarray, params))
   # The scanned model's own init has exactly this layout.
-  own = nn.unbox(jax.jit(scanned_model.init)(jax.random.key(0), *args)['params'])
+  own = nn.unbox(jax.eval_shape(scanned_model.init, jax.random.key(0), *args)['params'])
   assert jax.tree.map(np.shape, own) == jax.tree.map(np.shape, scanned)
   np.testing.assert_allclose(
     jax.jit(looped_model.apply)({'params': params}, *args),

@@ -28,18 +28,18 @@ def _head(cfg):
 def _variables(preset: str) -> dict:
   """`init` of the preset's pretraining model, shared by the tests (XLA compiles are slow)."""
   tokens = jnp.ones((1, LENGTH), jnp.int32)
-  return _head(_cfg(preset)).init(jax.random.key(0), tokens, tokens)
+  return jax.jit(_head(_cfg(preset)).init)(jax.random.key(0), tokens, tokens)
 
 
 def _apply(model, params, tokens, segment_ids, positions, **kwargs):
   """Runs `model` on one row ([length] arrays) and returns that row's output."""
+  apply = jax.jit(functools.partial(model.apply, **kwargs))  # Compiled, not run op by op.
   return np.asarray(
-    model.apply(
+    apply(
       {'params': params},
       jnp.asarray(tokens, jnp.int32)[None],
       jnp.asarray(segment_ids, jnp.int32)[None],
       jnp.asarray(positions, jnp.int32)[None],
-      **kwargs,
     )[0]
   )
 

@@ -51,6 +51,7 @@ def reference(spm_path):
   return _train(_config(spm_path, 1, 1, 1), jax.devices()[:1])
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('shape', MESHES, ids=lambda s: 'x'.join(map(str, s)))
 def test_same_losses_on_every_mesh(spm_path, reference, shape):
   losses, state = _train(_config(spm_path, *shape), jax.devices())
