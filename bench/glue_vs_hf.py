@@ -39,7 +39,7 @@ import numpy as np  # noqa: E402
 from bench.minilm_sts import default_model_dir  # noqa: E402
 from configs import glue as glue_config  # noqa: E402
 from data.loader import ShardSpec  # noqa: E402
-from evaluation import checkpoint_eval, during_training  # noqa: E402
+from evaluation import checkpoint_eval, during_training, task_scores  # noqa: E402
 from models.convert import hf  # noqa: E402
 from training import experiment, optimizers  # noqa: E402
 from training import harness as harness_lib  # noqa: E402
@@ -158,9 +158,10 @@ def run_theirs(config, model_dir: str, workdir: str, classifier=None) -> dict:
   predictions, gold = np.concatenate(predictions), np.concatenate(gold)
   if num_labels > 1:
     gold = gold.astype(np.int64)
-  scored = exp.objective.evaluate_predictions(  # The metric code ours is scored with.
+  decoded = exp.objective.decode_predictions(
     config.objective, {'prediction': predictions, 'label': gold}, None
   )
+  scored = task_scores.score(decoded)  # The metric code ours is scored with.
   return {'score': scored['scores'][config.objective.task], 'metrics': scored['metrics'],
           'seconds_per_step': seconds_per_step, 'examples': len(gold),
           'losses': losses}  # fmt: skip

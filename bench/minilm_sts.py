@@ -27,9 +27,9 @@ import jax  # noqa: E402
 import numpy as np  # noqa: E402
 
 from data.wordpiece import WordPieceTokenizer  # noqa: E402
+from evaluation import sentence_embeddings  # noqa: E402
 from models import heads  # noqa: E402
 from models.convert import converted, hf  # noqa: E402
-from training import sentence_embeddings  # noqa: E402
 
 MAX_TOKENS = 256  # The model's max_seq_length (sentence_bert_config.json), [CLS]/[SEP] included.
 BATCH = 64

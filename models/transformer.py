@@ -11,7 +11,8 @@ one token embedding shared by both (models/heads.py `Seq2SeqLM`).
 Layers are a Python loop (params `block_0`, `block_1`, ...) or, with
 `scan_layers`, one `nn.scan` (params `blocks`, stacked on a leading `layers`
 axis) with the same numerics; `remat` recomputes each block's activations in the
-backward pass. models/convert/scan.py converts params between the layouts (tools/relayout.py whole runs).
+backward pass. models/convert/scan.py converts params between the layouts, and
+tools/relayout.py whole runs.
 
 Padding and packing are both expressed by `segment_ids` ([batch, length], 0 for
 padding, 1..k for the packed documents of a row): attention never crosses a

@@ -157,7 +157,7 @@ def eval_summary(values: dict[str, float]) -> dict[str, float]:
 
 def predict_fn(params, batch, *, model) -> dict[str, jax.Array]:
   """Per row: start_logits, end_logits [batch, length] (padding at -1e9), and what
-  evaluate_predictions needs to map them back to the context: feature_index [batch],
+  decode_predictions needs to map them back to the context: feature_index [batch],
   token_to_word and max_context [batch, length]."""
   start_logits, end_logits = _logits(params, batch, None, model)
   return {
