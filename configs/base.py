@@ -29,6 +29,8 @@ def get_config() -> config_dict.ConfigDict:
   # (total_steps = ceil(num_epochs x records / batch_size), sized from the records read).
   c.evals_per_epoch = 0.0  # With num_epochs, and eval_every_steps 0: evaluations per epoch.
   c.batch_size = 32  # Global batch size in rows, across all hosts and devices.
+  c.num_microbatches = 1  # Gradient accumulation: the batch split in this many microbatches
+  # inside the step (one optimizer update on the whole batch's gradient).
   c.seq_len = 128  # Tokens per packed row.
   c.log_every_steps = 50  # Console, TensorBoard and metrics.jsonl cadence.
   c.checkpoint_every_steps = 500  # Orbax checkpoint cadence (the last step is always saved);
@@ -89,15 +91,25 @@ def get_config() -> config_dict.ConfigDict:
   c.data.tokenizer_train_docs = 100_000  # Documents sampled to train SentencePiece.
 
   c.optimizer = config_dict.ConfigDict()
+  c.optimizer.name = 'adamw'  # adamw, lamb (large batch), adafactor (T5), adam (L2) or sgd.
   c.optimizer.learning_rate = 1e-3  # Peak learning rate.
   c.optimizer.warmup_steps = 100  # Linear warmup from 0 to the peak, in steps.
   c.optimizer.warmup_ratio = 0.0  # Warmup as a fraction of total_steps (warmup_steps then 0).
-  c.optimizer.schedule = 'linear'  # Decay after warmup: 'linear', 'cosine' or 'constant'.
+  c.optimizer.schedule = 'linear'  # Decay after warmup: 'linear', 'cosine', 'rsqrt' (T5) or
+  # 'constant'.
   c.optimizer.end_lr_fraction = 0.0  # Final learning rate as a fraction of the peak.
-  c.optimizer.b1 = 0.9  # AdamW beta1.
-  c.optimizer.b2 = 0.999  # AdamW beta2.
-  c.optimizer.eps = 1e-6  # AdamW epsilon.
-  c.optimizer.weight_decay = 0.01  # Decoupled weight decay (not on biases or norms).
+  c.optimizer.b1 = 0.9  # Adam / AdamW / LAMB beta1.
+  c.optimizer.b2 = 0.999  # Adam / AdamW / LAMB beta2.
+  c.optimizer.eps = 1e-6  # Adam / AdamW / LAMB epsilon.
+  c.optimizer.weight_decay = 0.01  # Weight decay, on matrices only (not biases or norms):
+  # decoupled for adamw / lamb / adafactor, L2 added to the gradient for adam / sgd.
+  c.optimizer.momentum = 0.0  # SGD momentum (0: plain SGD).
+  c.optimizer.adafactor_decay_rate = 0.8  # Adafactor: second-moment decay 1 - step^-rate.
+  c.optimizer.adafactor_factored = True  # Adafactor: factored second moments of matrices.
+  c.optimizer.adafactor_min_dim_to_factor = 128  # Factor only when both sides are this big.
+  c.optimizer.adafactor_momentum = 0.0  # Adafactor first moment (0: none, as in T5).
+  c.optimizer.adafactor_clipping = 1.0  # Adafactor update clipping (RMS threshold; 0: none).
+  c.optimizer.adafactor_parameter_scale = True  # Relative step: lr x RMS(param).
   c.optimizer.clip_norm = 1.0  # Global gradient-norm clipping (0 disables).
   c.optimizer.freeze = ''  # Regexes of parameter paths to freeze, e.g. '^encoder/' (features).
   c.optimizer.train_top_layers = 0  # Train only the top k encoder blocks and the heads (0: all).

@@ -46,6 +46,11 @@ Optional (defaults in brackets):
   show_names(objective_cfg, tokenizer, seq_len) -> {id: name}   pieces in a role of their
                           own, named by tools.show (T5's sentinels) [none].
   labels                  a tagging objective's tag names, in id order [none].
+  loss_terms(objective_cfg) -> {metric name: coefficient}
+                          the optimized loss as sum of coefficient x (sum / weight) of
+                          these (sum, weight) metrics, which gradient accumulation
+                          (training/state.py) normalizes by the whole batch's weights
+                          [{'loss': 1.0}: the loss is the `loss` metric's mean].
 """
 
 import importlib
@@ -195,3 +200,11 @@ def show_names(objective, objective_cfg, tokenizer, seq_len: int) -> dict[int, s
 def tag_names(objective) -> tuple[str, ...] | None:
   """A tagging objective's tag names in id order, or None."""
   return getattr(objective, 'labels', None)
+
+
+def loss_terms(objective, objective_cfg) -> dict[str, float]:
+  """{metric name: coefficient}: the loss is sum of coefficient x sum / weight of these
+  (sum, weight) metrics. Gradient accumulation needs it to normalize each microbatch
+  by the whole batch's weights (a mean of microbatch means is another loss)."""
+  hook = getattr(objective, 'loss_terms', None)
+  return {'loss': 1.0} if hook is None else dict(hook(objective_cfg))

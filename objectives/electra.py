@@ -167,6 +167,11 @@ class Electra:
       **rtd_metrics,
     }
 
+  def loss_terms(self, objective_cfg) -> dict[str, float]:
+    """MLM's mean + rtd_weight x RTD's mean (objectives/api.py)."""
+    del objective_cfg
+    return {'mlm_loss': 1.0, 'rtd_loss': self.rtd_weight}
+
   def eval_summary(self, values: dict[str, float]) -> dict[str, float]:
     """The total loss from the exact component means, and the generator's perplexity."""
     loss = values['mlm_loss'] + self.rtd_weight * values['rtd_loss']

@@ -141,6 +141,14 @@ class Multitask:
   def eval_summary(self, values: dict[str, float]) -> dict[str, float]:
     return token_lm.eval_summary(values)
 
+  def loss_terms(self, objective_cfg) -> dict[str, float]:
+    """weight_0 x the trunk's mean loss + weight_i x each part's (objectives/api.py)."""
+    del objective_cfg
+    terms = {'loss': self.weights[0]}
+    for module, weight in zip(self.aux, self.weights[1:], strict=True):
+      terms[f'{_part_name(module)}/loss'] = weight
+    return terms
+
 
 def configure(objective_cfg) -> Multitask:
   """The combined objective of `objective_cfg.parts` (objectives/api.load calls this)."""

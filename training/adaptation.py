@@ -106,7 +106,7 @@ def gradual_unfreeze(every: int) -> optax.GradientTransformation:
 
 
 def wrap(opt_cfg, make_optimizer, clip_norm: float) -> optax.GradientTransformation:
-  """The run's optimizer: `make_optimizer(scale)` (AdamW at `scale` x the schedule) per
+  """The run's optimizer: `make_optimizer(scale)` (optimizer.name at `scale` x the schedule) per
   learning-rate group, nothing for frozen parameters, clipping over the trained ones."""
   decay = opt_cfg.layer_decay
   if not 0.0 < decay <= 1.0:

@@ -5,6 +5,7 @@ evaluation of a run (evaluation/), so both see the same model, shardings and dat
 """
 
 import json
+import math
 
 import jax
 from jax.experimental import multihost_utils
@@ -33,6 +34,17 @@ def check_tokenizer(meta: dict, exp, where: str):
     )
 
 
+def check_microbatches(batch_size: int, num_microbatches: int, mesh):
+  """Each microbatch must itself split evenly over the data-parallel devices."""
+  ways = math.prod(mesh.shape[a] for a in partitioning.BATCH_AXES)
+  if num_microbatches < 1 or batch_size % (num_microbatches * ways):
+    raise ValueError(
+      f'num_microbatches={num_microbatches} must be >= 1 and split batch_size={batch_size} '
+      f'into microbatches that split over the {ways} data-parallel devices: batch_size must '
+      f'be a multiple of num_microbatches x {ways} = {max(num_microbatches, 1) * ways}.'
+    )
+
+
 class Harness:
   """Mesh, model, optimizer and jitted steps of one config, shared by train and eval."""
 
@@ -41,6 +53,7 @@ class Harness:
     self.mesh = partitioning.make_mesh(config.mesh)
     self.rules = partitioning.logical_rules(config.mesh.strategy)
     partitioning.check_batch(config.batch_size, self.mesh)
+    check_microbatches(config.batch_size, config.num_microbatches, self.mesh)
     self.shards = ShardSpec.create(
       config.batch_size, config.data.num_shards, jax.process_index(), jax.process_count()
     )

@@ -1,6 +1,21 @@
-"""AdamW with warmup and linear or cosine decay, masked weight decay, clipping; frozen
-parameters and layer-wise learning rates for fine-tuning (training/adaptation.py);
-RecAdam's recall of the pretrained weights."""
+"""The optimizer of a run: `optimizer.name` (AdamW by default; LAMB, Adafactor, Adam, SGD),
+all from optax, with the warmup and decay schedules, clipping by global norm, weight
+decay masked to matrices, frozen parameters and layer-wise learning rates for
+fine-tuning (training/adaptation.py), and RecAdam's recall of the pretrained weights.
+
+- `adamw`: Adam with decoupled weight decay (Loshchilov & Hutter 2019; BERT's optimizer).
+- `lamb`: LAMB (You et al. 2020), BERT's large-batch optimizer: Adam's direction plus
+  decoupled weight decay, rescaled per parameter tensor by the trust ratio
+  ||w|| / ||update||; biases and norms (vectors) get neither the decay nor the ratio.
+- `adafactor`: Adafactor (Shazeer & Stern 2018), T5's optimizer: second moments
+  factored into row and column statistics for matrices whose two largest sides are
+  >= `adafactor_min_dim_to_factor`, no first moment unless `adafactor_momentum` > 0,
+  updates clipped to RMS `adafactor_clipping` and scaled by the parameter's RMS (the
+  relative step); with schedule 'rsqrt' it is T5's 1/sqrt(step) schedule.
+- `adam`: Adam with L2 regularization (the decay added to the gradient, so Adam's
+  scaling applies to it: the pre-AdamW recipe).
+- `sgd`: SGD with `momentum` (0: plain) and L2 regularization.
+"""
 
 from typing import NamedTuple
 
@@ -43,9 +58,13 @@ def learning_rate_schedule(opt_cfg, total_steps: int) -> optax.Schedule:
     decay = optax.cosine_decay_schedule(peak, decay_steps, alpha=opt_cfg.end_lr_fraction)
   elif opt_cfg.schedule == 'constant':
     decay = optax.constant_schedule(peak)
+  elif opt_cfg.schedule == 'rsqrt':  # T5: peak x sqrt(w / max(step, w)), w = warmup or 1.
+    base = max(warmup, 1)
+    decay = lambda t: peak * jnp.sqrt(base / jnp.maximum(t + warmup, base))  # noqa: E731
   else:
     raise ValueError(
-      f'Unknown optimizer.schedule {opt_cfg.schedule!r}; expected linear, cosine or constant.'
+      f'Unknown optimizer.schedule {opt_cfg.schedule!r}; expected linear, cosine, rsqrt or '
+      'constant.'
     )
   if warmup == 0:
     return decay
@@ -93,15 +112,56 @@ def recadam(opt_cfg, learning_rate) -> optax.GradientTransformation:
   )
 
 
-def build(opt_cfg, total_steps: int) -> optax.GradientTransformation:
-  """The optimizer of `config.optimizer`: clip by global norm, then AdamW; with frozen
-  parameters or layer-wise learning rates (training/adaptation.py), per group."""
-  schedule = learning_rate_schedule(opt_cfg, total_steps)
+def lamb(opt_cfg, learning_rate) -> optax.GradientTransformation:
+  """LAMB with the trust ratio only on the decayed (matrix) parameters: optax.lamb
+  applies it to every tensor, biases and norms included, which BERT's LAMB does not."""
+  return optax.chain(
+    optax.scale_by_adam(b1=opt_cfg.b1, b2=opt_cfg.b2, eps=opt_cfg.eps),
+    optax.add_decayed_weights(opt_cfg.weight_decay, mask=decay_mask),
+    optax.masked(optax.scale_by_trust_ratio(), decay_mask),
+    optax.scale_by_learning_rate(learning_rate),
+  )
 
-  def adamw(scale: float = 1.0) -> optax.GradientTransformation:
-    learning_rate = schedule if scale == 1.0 else (lambda step: scale * schedule(step))
-    if opt_cfg.recadam_gamma > 0:
-      return recadam(opt_cfg, learning_rate)
+
+def adafactor(opt_cfg, learning_rate) -> optax.GradientTransformation:
+  return optax.adafactor(
+    learning_rate,
+    min_dim_size_to_factor=opt_cfg.adafactor_min_dim_to_factor,
+    decay_rate=opt_cfg.adafactor_decay_rate,
+    multiply_by_parameter_scale=opt_cfg.adafactor_parameter_scale,
+    clipping_threshold=opt_cfg.adafactor_clipping or None,
+    momentum=opt_cfg.adafactor_momentum or None,
+    weight_decay_rate=opt_cfg.weight_decay or None,
+    weight_decay_mask=decay_mask,
+    factored=opt_cfg.adafactor_factored,
+  )
+
+
+def l2_regularized(opt_cfg, scale: optax.GradientTransformation, learning_rate):
+  """`scale` (Adam's or SGD's) applied to gradient + weight_decay x params (coupled L2)."""
+  return optax.chain(
+    optax.add_decayed_weights(opt_cfg.weight_decay, mask=decay_mask),
+    scale,
+    optax.scale_by_learning_rate(learning_rate),
+  )
+
+
+OPTIMIZERS = ('adamw', 'lamb', 'adafactor', 'adam', 'sgd')
+
+
+def base_optimizer(opt_cfg, learning_rate) -> optax.GradientTransformation:
+  """`optimizer.name` at `learning_rate` (a schedule), without clipping or adaptation."""
+  name = opt_cfg.name
+  if name not in OPTIMIZERS:
+    raise ValueError(f'Unknown optimizer.name {name!r}; expected one of {", ".join(OPTIMIZERS)}.')
+  if opt_cfg.recadam_gamma > 0:
+    if name != 'adamw':
+      raise ValueError(
+        f'optimizer.recadam_gamma={opt_cfg.recadam_gamma} is RecAdam, an AdamW variant; '
+        f'optimizer.name={name!r} cannot use it.'
+      )
+    return recadam(opt_cfg, learning_rate)
+  if name == 'adamw':
     return optax.adamw(
       learning_rate,
       b1=opt_cfg.b1,
@@ -110,11 +170,30 @@ def build(opt_cfg, total_steps: int) -> optax.GradientTransformation:
       weight_decay=opt_cfg.weight_decay,
       mask=decay_mask,
     )
+  if name == 'lamb':
+    return lamb(opt_cfg, learning_rate)
+  if name == 'adafactor':
+    return adafactor(opt_cfg, learning_rate)
+  if name == 'adam':
+    adam = optax.scale_by_adam(b1=opt_cfg.b1, b2=opt_cfg.b2, eps=opt_cfg.eps)
+    return l2_regularized(opt_cfg, adam, learning_rate)
+  momentum = optax.trace(decay=opt_cfg.momentum) if opt_cfg.momentum else optax.identity()
+  return l2_regularized(opt_cfg, momentum, learning_rate)
+
+
+def build(opt_cfg, total_steps: int) -> optax.GradientTransformation:
+  """The optimizer of `config.optimizer`: clip by global norm, then `optimizer.name`; with
+  frozen parameters or layer-wise learning rates (training/adaptation.py), per group."""
+  schedule = learning_rate_schedule(opt_cfg, total_steps)
+
+  def optimizer(scale: float = 1.0) -> optax.GradientTransformation:
+    learning_rate = schedule if scale == 1.0 else (lambda step: scale * schedule(step))
+    return base_optimizer(opt_cfg, learning_rate)
 
   adapted = opt_cfg.freeze or opt_cfg.train_top_layers
   adapted = adapted or opt_cfg.unfreeze_every
   if adapted or opt_cfg.layer_decay != 1.0:
-    return adaptation.wrap(opt_cfg, adamw, opt_cfg.clip_norm)
+    return adaptation.wrap(opt_cfg, optimizer, opt_cfg.clip_norm)
   if opt_cfg.clip_norm > 0:
-    return optax.chain(optax.clip_by_global_norm(opt_cfg.clip_norm), adamw())
-  return adamw()
+    return optax.chain(optax.clip_by_global_norm(opt_cfg.clip_norm), optimizer())
+  return optimizer()

@@ -110,6 +110,8 @@ def train(
     loss_fn=exp.objective.loss_fn,
     tx=harness.tx,
     seed=cfg.seed,
+    num_microbatches=cfg.num_microbatches,
+    loss_terms=api.loss_terms(exp.objective, cfg.objective),
   )
   evaluator = make_evaluator(harness, shardings) if cfg.eval_every_steps else None
   schedule = optimizers.learning_rate_schedule(cfg.optimizer, cfg.total_steps)
@@ -141,6 +143,7 @@ def train(
     step += 1
     if step % cfg.log_every_steps == 0 or step == cfg.total_steps:
       values = metrics_lib.summarize(acc)  # Blocks until the steps are done.
+      check_loss_terms(values, cfg.objective.module)
       seconds = (time.time() - last_time) / (step - last_log)
       values.update(
         learning_rate=float(schedule(step - 1)),
@@ -179,6 +182,18 @@ def _init_from_pretrained(state, shardings, harness, writer):
   )
   init_opt = jax.jit(harness.tx.init, out_shardings=shardings.opt_state)
   return state.replace(params=params, opt_state=init_opt(params))
+
+
+def check_loss_terms(values: dict, module: str):
+  """Gradient accumulation rebuilt the loss from the objective's `loss_terms`; it must be
+  the loss the objective computes, or the accumulated gradient is another loss's."""
+  error = values.pop(state_lib.LOSS_TERMS_ERROR, 0.0)
+  if error > state_lib.LOSS_TERMS_TOLERANCE:
+    raise ValueError(
+      f'{module}: its loss is not the sum of its loss_terms (relative difference {error:.3g}'
+      ') so num_microbatches > 1 would accumulate the gradient of another loss: declare '
+      'loss_terms(objective_cfg) in the objective (objectives/api.py).'
+    )
 
 
 def _format(values: dict) -> str:

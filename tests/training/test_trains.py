@@ -124,6 +124,17 @@ RECIPES = {
   'bart': Case('configs.cpu.bart', 15, 0.2),
   'mass': Case('configs.cpu.mass', 15, 0.2),
   'electra': Case('configs.cpu.electra', 30, 2.0, 5, warmup=3, check=_electra_parts),
+  # Gradient accumulation through the real loop, on a loss of two terms (MLM + 50 x RTD:
+  # objectives/electra.py's loss_terms) on an FSDP mesh; the loop raises if the declared
+  # terms are not the objective's loss.
+  'electra-2-microbatches': Case(
+    'configs.cpu.electra',
+    30,
+    2.0,
+    5,
+    warmup=3,
+    overrides=(('num_microbatches', 2), ('batch_size', 16), ('mesh.fsdp', 2)),
+  ),  # fmt: skip
   'elmo': Case(
     'configs.cpu.elmo',
     12,
