@@ -148,19 +148,34 @@ class ElectraPretraining(nn.Module):
     own = lambda embed: {k: v for k, v in embed.items() if k == 'project'}  # noqa: E731
     return _with_embed(variables, own)
 
-  def train_flops_per_token(self, seq_len: int) -> float:
+  def train_flops_per_token(self, seq_len: int, predicted_len: int | None = None) -> float:
     """Both networks' training FLOPs per token (models/flops.py's convention): the
-    generator with its MLM head over the vocabulary, the discriminator with its
-    d x d + d x 1 head instead of a vocabulary projection."""
+    generator with its MLM head over the vocabulary (at `predicted_len` gathered
+    positions per row), the discriminator with its d x d + d x 1 head instead of a
+    vocabulary projection, at every position."""
     cfg = self.cfg
     discriminator = flops.train_flops_per_token(cfg, seq_len, mlm_head=False)
     head = cfg.d_model * cfg.d_model + cfg.d_model  # Its head replaces the vocabulary's.
     discriminator += 6 * (head - cfg.token_dim * cfg.vocab_size)
-    return discriminator + flops.train_flops_per_token(self.generator_cfg, seq_len, mlm_head=True)
+    generator = flops.train_flops_per_token(
+      self.generator_cfg, seq_len, mlm_head=True, predicted_len=predicted_len
+    )
+    return discriminator + generator
 
-  def generate(self, tokens, segment_ids, positions=None, token_types=None, deterministic=True):
-    """Generator MLM logits [batch, length, vocab]."""
-    return self.generator(tokens, segment_ids, positions, token_types, deterministic)
+  def generate(
+    self,
+    tokens,
+    segment_ids,
+    positions=None,
+    token_types=None,
+    deterministic=True,
+    masked_positions=None,
+  ):
+    """Generator MLM logits [batch, length, vocab] (or [batch, P, vocab] at the
+    `masked_positions` [batch, P] only)."""
+    return self.generator(
+      tokens, segment_ids, positions, token_types, deterministic, masked_positions=masked_positions
+    )
 
   def discriminate(self, tokens, segment_ids, positions=None, token_types=None, deterministic=True):
     """Discriminator logits [batch, length]: > 0 means "replaced"."""

@@ -15,6 +15,10 @@ projections run on r = decoder_len / seq_len decoder tokens per encoder token, w
 the cross-attention key/value projections run on every encoder token; decoder
 self-attention attends to `decoder_len` keys, cross-attention to `seq_len`. BART's
 denoising has r = 1; T5's span corruption r ~ 0.2 (objectives/span_corruption.py).
+
+A masked LM that gathers its `predicted_len` masked positions per row before the MLM
+transform and the vocabulary projection (objectives/mlm.py) runs that head on
+predicted_len / seq_len of the tokens: only those FLOPs are counted.
 """
 
 from models import heads
@@ -41,7 +45,11 @@ def matmul_params(cfg: TransformerConfig, mlm_head: bool) -> int:
 
 
 def train_flops_per_token(
-  cfg, seq_len: int, mlm_head: bool, decoder_len: int | None = None
+  cfg,
+  seq_len: int,
+  mlm_head: bool,
+  decoder_len: int | None = None,
+  predicted_len: int | None = None,
 ) -> float:
   """Forward + backward FLOPs per (encoder) token.
 
@@ -51,6 +59,8 @@ def train_flops_per_token(
     seq_len: tokens per row (of the encoder, for an encoder-decoder).
     mlm_head: whether the output goes through BERT's MLM transform first.
     decoder_len: decoder tokens per row of an encoder-decoder (default `seq_len`).
+    predicted_len: positions per row of a one-stack model that reach the output head
+      (default `seq_len`; a masked LM's gathered masked positions).
   """
   if not isinstance(cfg, TransformerConfig):
     return cfg.train_flops_per_token(seq_len)
@@ -60,7 +70,8 @@ def train_flops_per_token(
   encoder = cfg.num_layers * (4 * d * width + _mlp_params(cfg)) + embed_projection
   scores = 12 * cfg.num_layers * seq_len * width
   if not cfg.num_decoder_layers:
-    return 6 * (encoder + head) + scores
+    predicted = 1.0 if predicted_len is None else predicted_len / seq_len
+    return 6 * (encoder + predicted * head) + scores
   decoder_len = seq_len if decoder_len is None else decoder_len
   r = decoder_len / seq_len  # Decoder tokens per encoder token.
   layers = cfg.num_decoder_layers
@@ -71,11 +82,14 @@ def train_flops_per_token(
   return 6 * (encoder + decoder + r * head) + scores + decoder_scores
 
 
-def model_flops_per_token(model, cfg, seq_len: int, decoder_len: int | None = None) -> float:
-  """Training FLOPs per token of `model`: its own `train_flops_per_token(seq_len)`
-  when it is more than one stack with a head (ELECTRA's generator and
-  discriminator), else the stack's count with an MLM transform for MaskedLM."""
+def model_flops_per_token(
+  model, cfg, seq_len: int, decoder_len: int | None = None, predicted_len: int | None = None
+) -> float:
+  """Training FLOPs per token of `model`: its own `train_flops_per_token(seq_len, ...)`
+  when it is more than one stack with a head (ELECTRA's generator and discriminator),
+  else the stack's count with an MLM transform for MaskedLM. `predicted_len`: positions
+  per row projected onto the vocabulary (MLM's gathered ones; default all)."""
   if hasattr(model, 'train_flops_per_token'):
-    return model.train_flops_per_token(seq_len)
+    return model.train_flops_per_token(seq_len, predicted_len)
   mlm_head = isinstance(model, heads.MaskedLM)
-  return train_flops_per_token(cfg, seq_len, mlm_head, decoder_len)
+  return train_flops_per_token(cfg, seq_len, mlm_head, decoder_len, predicted_len)

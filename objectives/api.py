@@ -46,6 +46,9 @@ Optional (defaults in brackets):
   show_names(objective_cfg, tokenizer, seq_len) -> {id: name}   pieces in a role of their
                           own, named by tools.show (T5's sentinels) [none].
   labels                  a tagging objective's tag names, in id order [none].
+  predicted_length(objective_cfg, seq_len)   positions per row projected onto the
+                          vocabulary, for the FLOP count (MLM's gathered masked
+                          positions) [seq_len].
   loss_terms(objective_cfg) -> {metric name: coefficient}
                           the optimized loss as sum of coefficient x (sum / weight) of
                           these (sum, weight) metrics, which gradient accumulation
@@ -183,6 +186,13 @@ def decoder_length(objective, objective_cfg, seq_len: int) -> int:
   """Decoder tokens per row of an encoder-decoder: `seq_len` unless the objective's
   targets are shorter (T5's span corruption predicts only the noise)."""
   hook = getattr(objective, 'decoder_length', None)
+  return seq_len if hook is None else hook(objective_cfg, seq_len)
+
+
+def predicted_length(objective, objective_cfg, seq_len: int) -> int:
+  """Positions per row projected onto the vocabulary: `seq_len` unless the objective
+  gathers the ones it predicts first (MLM's masked positions, objectives/mlm.py)."""
+  hook = getattr(objective, 'predicted_length', None)
   return seq_len if hook is None else hook(objective_cfg, seq_len)
 
 

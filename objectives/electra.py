@@ -37,7 +37,7 @@ from ml_collections import config_dict
 
 from models import electra as electra_model
 from objectives import mlm
-from objectives.shared import metrics
+from objectives.shared import metrics, token_lm
 
 # Key of the samples drawn in evaluation (rng=None), fixed so that evaluations repeat.
 _EVAL_KEY = 0
@@ -94,7 +94,8 @@ def forward(params, batch, rng, *, model) -> dict:
   """Generator, sampling and discriminator of one batch (what `loss_fn` scores).
 
   Returns:
-    {'generator_logits': [batch, length, vocab], 'sampled': [batch, length] draws
+    {'generator_logits': [batch, P, vocab] at the P gathered masked positions (or
+    [batch, length, vocab] without them), 'sampled': [batch, P or length] draws
     from the generator, 'corrupted': the discriminator's input (the draws at the
     masked positions, the original tokens elsewhere), 'replaced': corrupted !=
     original, 'discriminator_logits': [batch, length]}.
@@ -104,12 +105,23 @@ def forward(params, batch, rng, *, model) -> dict:
   generator_key, sample_key, discriminator_key = (jax.random.fold_in(key, i) for i in range(3))
   apply = functools.partial(model.apply, {'params': params}, deterministic=not train)
   rest = (batch['segment_ids'], batch['positions'])
+  gathered, _, masked_weights = token_lm.predictions(batch)  # MLM's masked positions.
   generator_logits = apply(
-    batch['inputs'], *rest, method='generate', rngs={'dropout': generator_key} if train else None
+    batch['inputs'],
+    *rest,
+    method='generate',
+    rngs={'dropout': generator_key} if train else None,
+    **gathered,
   )
-  sampled = sample_tokens(generator_logits, sample_key)
+  sampled = sample_tokens(generator_logits, sample_key)  # [batch, P or length]
   originals = batch['targets']
-  corrupted = jnp.where(batch['weights'] > 0, sampled, originals)
+  if gathered:  # The draws go back to their positions; empty slots are dropped.
+    length = originals.shape[1]
+    index = jnp.where(masked_weights > 0, batch['masked_positions'], length)
+    rows = jnp.arange(originals.shape[0])[:, None]
+    corrupted = originals.at[rows, index].set(sampled, mode='drop')
+  else:
+    corrupted = jnp.where(batch['weights'] > 0, sampled, originals)
   discriminator_logits = apply(
     corrupted, *rest, method='discriminate', rngs={'dropout': discriminator_key} if train else None
   )
@@ -149,15 +161,13 @@ class Electra:
   def loss_fn(self, params, batch, rng, *, model):
     """MLM + rtd_weight x RTD, with (sum, weight) metrics; `rng=None` means evaluation."""
     out = forward(params, batch, rng, model=model)
-    mlm_loss, mlm_metrics = metrics.token_cross_entropy(
-      out['generator_logits'], batch['targets'], batch['weights']
-    )
+    _, targets, weights = token_lm.predictions(batch)
+    mlm_loss, mlm_metrics = metrics.token_cross_entropy(out['generator_logits'], targets, weights)
     rtd_loss, rtd_metrics = replaced_token_loss(
       out['discriminator_logits'], out['replaced'], batch['segment_ids'] > 0
     )
     loss = mlm_loss + self.rtd_weight * rtd_loss
-    masked = batch['weights'] > 0
-    sampled_correct = jnp.sum(masked & (out['sampled'] == batch['targets']))
+    sampled_correct = jnp.sum((weights > 0) & (out['sampled'] == targets))
     return loss, {
       'loss': (loss, jnp.float32(1.0)),  # Per step; eval_summary recomposes it exactly.
       'mlm_loss': mlm_metrics['loss'],
@@ -165,7 +175,12 @@ class Electra:
       # ELECTRA's sampled_masked_lm_accuracy: how often a draw is the original token.
       'sampled_accuracy': (sampled_correct.astype(jnp.float32), mlm_metrics['accuracy'][1]),
       **rtd_metrics,
+      **token_lm.dropped_metric(batch),
     }
+
+  def predicted_length(self, objective_cfg, seq_len: int) -> int:
+    """The generator predicts at MLM's gathered masked positions only."""
+    return mlm.predicted_length(objective_cfg, seq_len)
 
   def loss_terms(self, objective_cfg) -> dict[str, float]:
     """MLM's mean + rtd_weight x RTD's mean (objectives/api.py)."""

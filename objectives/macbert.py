@@ -58,6 +58,8 @@ SHOW = 'masked'
 # The objective API's eval figures and loss: token_lm's.
 eval_summary = token_lm.eval_summary
 loss_fn = token_lm.loss_fn
+# Only the masked positions reach the vocabulary (objectives/mlm.py).
+predicted_length = mlm.predicted_length
 build_model = mlm.build_model
 
 # Host random streams; objectives/mlm.py's masker uses 0, 1 and 2.
@@ -415,6 +417,12 @@ def make_preprocess(objective_cfg, tokenizer, seed: int):
 
   def preprocess(batch: dict) -> dict:
     inputs, selected = mask(batch)
-    return token_lm.model_batch(batch, inputs=inputs, targets=batch['tokens'], weights=selected)
+    return token_lm.model_batch(
+      batch,
+      inputs=inputs,
+      targets=batch['tokens'],
+      weights=selected,
+      max_predictions=mlm.max_predictions(objective_cfg, batch['tokens'].shape[1]),
+    )
 
   return preprocess

@@ -14,6 +14,8 @@ tokens the same way however the rows are packed.
 Jitted side: cross-entropy over the selected positions only.
 """
 
+import math
+
 import numpy as np
 from ml_collections import config_dict
 
@@ -37,7 +39,38 @@ def config() -> config_dict.ConfigDict:
   c.mask_token_rate = 0.8  # Of the selected, fraction replaced by [MASK].
   c.random_token_rate = 0.1  # Of the selected, fraction replaced by a random token.
   c.dupe_factor = 0  # Static masks cycled over this many copies (BERT); 0: dynamic.
+  c.max_predictions_per_seq = 0  # Masked positions gathered per row before the vocabulary
+  # projection (BERT: 20 at 128, 80 at 512); 0 sizes it from mask_rate so that a row
+  # overflows with probability < 1e-4 (overflow is cut and logged); -1 predicts at every
+  # position (no gather).
   return c
+
+
+def max_predictions(objective_cfg, length: int) -> int:
+  """Masked positions gathered per row of `length` tokens (0: none, every position).
+
+  The automatic size is mean + 4 standard deviations of the Binomial(length, mask_rate)
+  count of selected tokens, plus one: at 128 tokens and 15%, 37 of 128 positions
+  (BERT's fixed 20 fits its exactly-15% masking; ours draws each token independently).
+  """
+  configured = objective_cfg.max_predictions_per_seq
+  if configured < -1:
+    raise ValueError(
+      f'objective.max_predictions_per_seq={configured}: use a count, 0 (sized from '
+      'mask_rate) or -1 (every position).'
+    )
+  if configured == -1:
+    return 0
+  if configured > 0:
+    return min(configured, length)
+  rate = objective_cfg.mask_rate
+  mean = length * rate
+  return min(length, math.ceil(mean + 4 * math.sqrt(mean * (1 - rate))) + 1)
+
+
+def predicted_length(objective_cfg, seq_len: int) -> int:
+  """Positions per row that reach the vocabulary projection (objectives/api.py)."""
+  return max_predictions(objective_cfg, seq_len) or seq_len
 
 
 def build_model(model_cfg):
@@ -110,6 +143,12 @@ def make_preprocess(objective_cfg, tokenizer, seed: int):
 
   def preprocess(batch: dict) -> dict:
     inputs, selected = mask(batch)
-    return token_lm.model_batch(batch, inputs=inputs, targets=batch['tokens'], weights=selected)
+    return token_lm.model_batch(
+      batch,
+      inputs=inputs,
+      targets=batch['tokens'],
+      weights=selected,
+      max_predictions=max_predictions(objective_cfg, batch['tokens'].shape[1]),
+    )
 
   return preprocess

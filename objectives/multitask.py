@@ -122,14 +122,17 @@ class Multitask:
     return preprocess
 
   def loss_fn(self, params, batch, rng, *, model):
+    kwargs, targets, weights = token_lm.predictions(batch)  # The trunk's masked positions.
     logits, outputs = model.apply(
       {'params': params},
       *(batch[name] for name in _MODEL_INPUTS),
       deterministic=rng is None,
       aux_inputs=batch,
       rngs=None if rng is None else {'dropout': rng},
+      **kwargs,
     )
-    loss, out = metrics.token_cross_entropy(logits, batch['targets'], batch['weights'])
+    loss, out = metrics.token_cross_entropy(logits, targets, weights)
+    out.update(token_lm.dropped_metric(batch))
     total = self.weights[0] * loss
     for module, weight in zip(self.aux, self.weights[1:], strict=True):
       part_loss, part_metrics = module.aux_loss(outputs[module.AUX_HEAD], batch, self.objective_cfg)
@@ -140,6 +143,10 @@ class Multitask:
 
   def eval_summary(self, values: dict[str, float]) -> dict[str, float]:
     return token_lm.eval_summary(values)
+
+  def predicted_length(self, objective_cfg, seq_len: int) -> int:
+    """The trunk's positions per row on the vocabulary (its masked ones, for MLM)."""
+    return api.predicted_length(self.trunk, objective_cfg, seq_len)
 
   def loss_terms(self, objective_cfg) -> dict[str, float]:
     """weight_0 x the trunk's mean loss + weight_i x each part's (objectives/api.py)."""

@@ -55,6 +55,8 @@ SHOW = 'masked'
 # The objective API's eval figures and loss: token_lm's.
 eval_summary = token_lm.eval_summary
 loss_fn = token_lm.loss_fn
+# Only the masked positions reach the vocabulary (objectives/mlm.py).
+predicted_length = mlm.predicted_length
 build_model = mlm.build_model
 
 # Start draws per row per round, and rounds at most: a 512-token row of text places
@@ -291,7 +293,13 @@ def make_preprocess(objective_cfg, tokenizer, seed: int):
 
   def preprocess(batch: dict) -> dict:
     inputs, selected, boundaries = mask(batch)
-    out = token_lm.model_batch(batch, inputs=inputs, targets=batch['tokens'], weights=selected)
+    out = token_lm.model_batch(
+      batch,
+      inputs=inputs,
+      targets=batch['tokens'],
+      weights=selected,
+      max_predictions=mlm.max_predictions(objective_cfg, batch['tokens'].shape[1]),
+    )
     out.update(boundaries)
     return out
 

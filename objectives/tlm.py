@@ -53,11 +53,21 @@ def make_preprocess(objective_cfg, tokenizer, seed: int):
 
   def preprocess(rows: dict) -> dict:
     inputs, selected = mask(rows)
-    batch = token_lm.model_batch(rows, inputs=inputs, targets=rows['tokens'], weights=selected)
+    batch = token_lm.model_batch(
+      rows,
+      inputs=inputs,
+      targets=rows['tokens'],
+      weights=selected,
+      max_predictions=mlm.max_predictions(objective_cfg, rows['tokens'].shape[1]),
+    )
     batch['token_types'] = np.asarray(rows['token_types'], np.int32)
     return batch
 
   return preprocess
+
+
+# Only the masked positions reach the vocabulary (objectives/mlm.py).
+predicted_length = mlm.predicted_length
 
 
 def loss_fn(params, batch, rng, *, model):

@@ -30,6 +30,7 @@ stream 0 and the kind stream 3, both at the segment's [CLS] column, which the
 masker never selects, so the three choices are independent.
 """
 
+import jax.numpy as jnp
 import numpy as np
 from ml_collections import config_dict
 
@@ -99,7 +100,13 @@ def make_preprocess(objective_cfg, tokenizer, seed: int):
     target = (suffix | eos) & (kinds == SEQ2SEQ_LM)
     attention = np.where(target, _L2R, _ATTENTION[np.maximum(kinds, 0)])  # Padding: any.
     inputs, selected = mask(batch)
-    out = token_lm.model_batch(batch, inputs=inputs, targets=batch['tokens'], weights=selected)
+    out = token_lm.model_batch(
+      batch,
+      inputs=inputs,
+      targets=batch['tokens'],
+      weights=selected,
+      max_predictions=mlm.max_predictions(objective_cfg, batch['tokens'].shape[1]),
+    )
     out['token_types'] = target.astype(np.int32)
     out['attention_kinds'] = attention.astype(np.int32)
     out['lm_kinds'] = kinds
@@ -108,8 +115,13 @@ def make_preprocess(objective_cfg, tokenizer, seed: int):
   return preprocess
 
 
+# Only the masked positions reach the vocabulary (objectives/mlm.py).
+predicted_length = mlm.predicted_length
+
+
 def loss_fn(params, batch, rng, *, model):
   """Mean cross-entropy over the masked positions of all kinds; `rng=None` means evaluation."""
+  kwargs, targets, weights = token_lm.predictions(batch)
   logits = model.apply(
     {'params': params},
     batch['inputs'],
@@ -119,10 +131,13 @@ def loss_fn(params, batch, rng, *, model):
     deterministic=rng is None,
     rngs=None if rng is None else {'dropout': rng},
     attention_kinds=batch['attention_kinds'],
-  )  # [batch, length, vocab]
-  loss, values = metrics.token_cross_entropy(logits, batch['targets'], batch['weights'])
+    **kwargs,
+  )  # [batch, P or length, vocab]
+  kinds = batch['lm_kinds']
+  if kwargs:  # The kinds of the gathered positions.
+    kinds = jnp.take_along_axis(kinds, batch['masked_positions'], axis=1)
+  loss, values = metrics.token_cross_entropy(logits, targets, weights)
   for index, name in enumerate(KINDS):  # XLA shares the one log-softmax among these.
-    weights = batch['weights'] * (batch['lm_kinds'] == index)
-    _, by_kind = metrics.token_cross_entropy(logits, batch['targets'], weights)
+    _, by_kind = metrics.token_cross_entropy(logits, targets, weights * (kinds == index))
     values[f'loss_{name}'] = by_kind['loss']
-  return loss, values
+  return loss, {**values, **token_lm.dropped_metric(batch)}

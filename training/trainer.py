@@ -117,8 +117,9 @@ def train(
   schedule = optimizers.learning_rate_schedule(cfg.optimizer, cfg.total_steps)
   tokens_per_step = cfg.batch_size * cfg.seq_len
   decoder_len = api.decoder_length(exp.objective, cfg.objective, cfg.seq_len)
+  predicted_len = api.predicted_length(exp.objective, cfg.objective, cfg.seq_len)
   flops_per_token = flops.model_flops_per_token(
-    harness.model, exp.model_cfg, cfg.seq_len, decoder_len
+    harness.model, exp.model_cfg, cfg.seq_len, decoder_len, predicted_len
   )
   peak, peak_source = cfg.peak_flops_per_device, 'configured peak_flops_per_device'
   if not peak:

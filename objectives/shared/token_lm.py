@@ -8,12 +8,13 @@ here and writes only its own corruption.
 
 import math
 
+import jax.numpy as jnp
 import numpy as np
 
 from objectives.shared import metrics
 
 
-def model_batch(rows: dict, *, inputs, targets, weights) -> dict:
+def model_batch(rows: dict, *, inputs, targets, weights, max_predictions: int = 0) -> dict:
   """The arrays the model and loss see, from packed `rows` and the objective's choices.
 
   Args:
@@ -21,14 +22,56 @@ def model_batch(rows: dict, *, inputs, targets, weights) -> dict:
     inputs: [batch, length] ids fed to the model.
     targets: [batch, length] ids to predict.
     weights: [batch, length] 1 where a prediction counts.
+    max_predictions: P > 0 (masked LMs, whose targets are the uncorrupted tokens): also
+      the first P predicted positions of each row and their targets and weights,
+      `masked_positions` / `masked_targets` / `masked_weights` [batch, P], so that only
+      they reach the output projection (`loss_fn`). A row with more than P is cut to
+      P: the rest are restored in `inputs` (not corrupted, not predicted, as BERT's
+      data generation caps them) and counted in `dropped_predictions` [batch].
   """
-  return {
-    'inputs': np.asarray(inputs, np.int32),
-    'targets': np.asarray(targets, np.int32),
-    'weights': np.asarray(weights, np.float32),
+  inputs, weights = np.asarray(inputs), np.asarray(weights, np.float32)
+  out = {
     'segment_ids': rows['segment_ids'].astype(np.int32),
     'positions': rows['positions'].astype(np.int32),
   }
+  if max_predictions > 0:
+    predicted = weights > 0
+    rank = np.cumsum(predicted, axis=1)  # 1-based rank of each predicted position.
+    dropped = predicted & (rank > max_predictions)
+    inputs = np.where(dropped, targets, inputs)
+    weights = np.where(dropped, 0.0, weights).astype(np.float32)
+    kept = predicted & ~dropped
+    # The kept positions first (stable: in order), then padding slots at position 0.
+    order = np.argsort(~kept, axis=1, kind='stable')[:, :max_predictions]
+    slots = np.take_along_axis(kept, order, axis=1)
+    out['masked_positions'] = np.where(slots, order, 0).astype(np.int32)
+    out['masked_targets'] = np.take_along_axis(np.asarray(targets), order, 1).astype(np.int32)
+    out['masked_weights'] = np.where(slots, np.take_along_axis(weights, order, 1), 0.0)
+    out['masked_weights'] = out['masked_weights'].astype(np.float32)
+    out['dropped_predictions'] = dropped.sum(axis=1).astype(np.float32)
+  out.update(
+    inputs=np.asarray(inputs, np.int32),
+    targets=np.asarray(targets, np.int32),
+    weights=weights,
+  )
+  return out
+
+
+def predictions(batch: dict) -> tuple[dict, object, object]:
+  """(model keyword arguments, targets, weights) of the positions a loss predicts: the
+  gathered `masked_*` arrays when the batch has them (`model_batch`), else every
+  position's `targets` and `weights`."""
+  if 'masked_positions' in batch:
+    kwargs = {'masked_positions': batch['masked_positions']}
+    return kwargs, batch['masked_targets'], batch['masked_weights']
+  return {}, batch['targets'], batch['weights']
+
+
+def dropped_metric(batch: dict) -> dict:
+  """`dropped_predictions`: masked tokens per batch cut by max_predictions (should be 0)."""
+  if 'dropped_predictions' not in batch:
+    return {}
+  return {'dropped_predictions': (batch['dropped_predictions'].sum(), jnp.float32(1.0))}
 
 
 # The batch arrays a decoder-only or encoder-only model takes, in order.
@@ -38,15 +81,20 @@ MODEL_INPUTS = ('inputs', 'segment_ids', 'positions')
 def loss_fn(params, batch, rng, *, model, model_inputs=MODEL_INPUTS):
   """Mean cross-entropy over the weighted positions; `rng=None` means evaluation.
 
-  `model_inputs` names the batch arrays passed to the model, in order.
+  `model_inputs` names the batch arrays passed to the model, in order. With gathered
+  positions (`model_batch`'s max_predictions) the model projects only those onto the
+  vocabulary: logits [batch, P, vocab] instead of [batch, length, vocab].
   """
+  kwargs, targets, weights = predictions(batch)
   logits = model.apply(
     {'params': params},
     *(batch[name] for name in model_inputs),
     deterministic=rng is None,
     rngs=None if rng is None else {'dropout': rng},
+    **kwargs,
   )
-  return metrics.token_cross_entropy(logits, batch['targets'], batch['weights'])
+  loss, values = metrics.token_cross_entropy(logits, targets, weights)
+  return loss, {**values, **dropped_metric(batch)}
 
 
 def eval_summary(values: dict[str, float]) -> dict[str, float]:

@@ -59,3 +59,13 @@ def test_factorized_embeddings_count_their_projection():
   # Factorized: + 128 x 768 projection, MLM transform 768 x 128 and vocabulary 128 x 30000
   # instead of 768 x 768 and 768 x 30000.
   assert factorized - full == 6 * (128 * 768 + 768 * 128 + 128 * 30000 - 768 * 768 - 768 * 30000)
+
+
+def test_gathered_masked_positions_count_only_their_head():
+  """BERT-base at 512 with 80 gathered positions (BERT's max_predictions_per_seq): the
+  MLM transform and the vocabulary projection run on 80 of 512 tokens."""
+  cfg = presets.get_config('bert-base')
+  head = 768 * 768 + 768 * 30522  # MLM transform + tied output projection.
+  full = flops.model_flops_per_token(heads.MaskedLM(cfg), cfg, 512)
+  gathered = flops.model_flops_per_token(heads.MaskedLM(cfg), cfg, 512, predicted_len=80)
+  assert full - gathered == pytest.approx(6 * head * (1 - 80 / 512))

@@ -62,7 +62,10 @@ def setup():
   ones = jnp.ones((1, 24), jnp.int32)
   params = nn.unbox(jax.jit(model.init)(jax.random.key(0), ones, ones, ones)['params'])
   rows = _rows()
-  batch = mlm.make_preprocess(_objective_cfg(mask_rate=0.4), TOKENIZER, seed=0)(rows)
+  # Every position through the generator's vocabulary projection: the reference layout
+  # (test_gathered_generator_is_the_all_positions_one checks the gathered one against it).
+  every = _objective_cfg(mask_rate=0.4, max_predictions_per_seq=-1)
+  batch = mlm.make_preprocess(every, TOKENIZER, seed=0)(rows)
   return dict(
     model=model,
     params=params,
@@ -175,6 +178,31 @@ def test_loss_matches_numpy_reference(setup):
   assert all(np.isfinite(g).all() for g in jax.tree.leaves(grads))
   for part in ('generator', 'discriminator'):
     assert sum(float(jnp.sum(jnp.abs(g))) for g in jax.tree.leaves(grads[part])) > 0, part
+
+
+def test_gathered_generator_is_the_all_positions_one(setup):
+  """With MLM's gathered positions the generator projects only the masked ones: the same
+  logits there, the same MLM loss, and its draws put back at their positions."""
+  params, full = setup['params'], setup['batch']
+  gathered = mlm.make_preprocess(_objective_cfg(mask_rate=0.4), TOKENIZER, seed=0)(_rows())
+  np.testing.assert_array_equal(gathered['inputs'], full['inputs'])  # Nothing overflowed.
+  positions, slots = gathered['masked_positions'], gathered['masked_weights'] > 0
+  assert positions.shape[1] < full['inputs'].shape[1] and slots.sum() == (full['weights'] > 0).sum()
+  out_full = jax.tree.map(np.asarray, setup['forward'](params, full, jax.random.key(7)))
+  out = jax.tree.map(np.asarray, setup['forward'](params, gathered, jax.random.key(7)))
+  rows = np.arange(positions.shape[0])[:, None]
+  np.testing.assert_allclose(
+    out['generator_logits'][slots], out_full['generator_logits'][rows, positions][slots],
+    rtol=1e-5, atol=1e-5,
+  )  # fmt: skip
+  expected = full['targets'].copy()
+  expected[rows.repeat(positions.shape[1], 1)[slots], positions[slots]] = out['sampled'][slots]
+  np.testing.assert_array_equal(out['corrupted'], expected)
+  _, metrics_full = setup['loss'](params, full, jax.random.key(7))
+  _, metrics = setup['loss'](params, gathered, jax.random.key(7))
+  for name in ('mlm_loss', 'mlm_accuracy'):
+    np.testing.assert_allclose(metrics[name], metrics_full[name], rtol=1e-5)
+  assert float(metrics['dropped_predictions'][0]) == 0.0
 
 
 def test_a_right_generator_replaces_nothing(setup):

@@ -12,7 +12,7 @@ import scipy.stats
 from data import host_random
 from models import presets
 from objectives import mlm
-from objectives.shared import metrics
+from objectives.shared import metrics, token_lm
 from tests.objective_config import objective_config
 
 # Special ids scattered over the vocabulary, not just 0..6.
@@ -99,8 +99,23 @@ def test_mlm_corruption_statistics():
     'weights': np.float32,
     'segment_ids': np.int32,
     'positions': np.int32,
+    'masked_positions': np.int32,  # The gathered masked positions ([batch, P]).
+    'masked_targets': np.int32,
+    'masked_weights': np.float32,
+    'dropped_predictions': np.float32,  # [batch]
   }
-  assert all(v.shape == batch['tokens'].shape for v in out.values())
+  full = ('inputs', 'targets', 'weights', 'segment_ids', 'positions')
+  assert all(out[k].shape == batch['tokens'].shape for k in full)
+  predictions = mlm.max_predictions(_objective(), 512)
+  assert out['masked_positions'].shape == (512, predictions) == (512, 111)
+  assert out['dropped_predictions'].sum() == 0  # Sized so that no row overflows.
+  rows = np.arange(512)[:, None]
+  slots = out['masked_weights'] > 0
+  assert slots.sum() == (out['weights'] > 0).sum()  # Every selected token, once.
+  np.testing.assert_array_equal(out['weights'][rows, out['masked_positions']][slots], 1.0)
+  np.testing.assert_array_equal(
+    out['masked_targets'][slots], out['targets'][rows, out['masked_positions']][slots]
+  )
   np.testing.assert_array_equal(out['segment_ids'], batch['segment_ids'])
   np.testing.assert_array_equal(out['positions'], batch['positions'])
   _check_rates(out, batch, 0.15, 0.8, 0.1)
@@ -288,6 +303,59 @@ def test_mlm_loss_gradients_and_weights():
   assert float(loss_and_grad(params, other)[0][0]) == float(loss)
   counted = {**batch, 'targets': np.where(ignored, batch['targets'], (batch['targets'] + 1) % 64)}
   assert abs(float(loss_and_grad(params, counted)[0][0]) - float(loss)) > 1e-4
+
+
+def test_gathered_positions_give_the_all_positions_loss_and_gradient():
+  """Projecting only the masked positions onto the vocabulary changes no number."""
+  model, params, batch = _mlm_setup()
+  rows = {'tokens': batch['targets'], **{k: batch[k] for k in ('segment_ids', 'positions')}}
+  gathered = token_lm.model_batch(
+    rows, inputs=batch['inputs'], targets=batch['targets'], weights=batch['weights'],
+    max_predictions=8,
+  )  # fmt: skip
+  assert gathered['masked_positions'].shape == (2, 8) and gathered['dropped_predictions'].sum() == 0
+  loss_and_grad = jax.jit(
+    jax.value_and_grad(lambda p, b: mlm.loss_fn(p, b, None, model=model), has_aux=True)
+  )
+  (want, want_metrics), want_grads = loss_and_grad(params, batch)
+  (got, got_metrics), got_grads = loss_and_grad(params, gathered)
+  np.testing.assert_allclose(got, want, rtol=1e-6)
+  for name in ('loss', 'accuracy'):
+    np.testing.assert_allclose(got_metrics[name], want_metrics[name], rtol=1e-6)
+  for g, w in zip(jax.tree.leaves(got_grads), jax.tree.leaves(want_grads), strict=True):
+    np.testing.assert_allclose(g, w, rtol=1e-5, atol=1e-7)
+
+
+def test_overflowing_rows_are_cut_restored_and_counted():
+  rng = np.random.default_rng(0)
+  rows = {
+    'tokens': rng.integers(7, 64, (3, 10)).astype(np.int32),
+    'segment_ids': np.ones((3, 10), np.int32),
+    'positions': np.broadcast_to(np.arange(10), (3, 10)).astype(np.int32),
+  }
+  weights = np.zeros((3, 10), np.float32)
+  weights[0, [1, 4, 6, 8, 9]] = 1  # 5 selected: 2 too many.
+  weights[1, [2]] = 1
+  inputs = np.where(weights > 0, TOKENIZER.mask_id, rows['tokens'])
+  out = token_lm.model_batch(
+    rows, inputs=inputs, targets=rows['tokens'], weights=weights, max_predictions=3
+  )
+  np.testing.assert_array_equal(out['masked_positions'], [[1, 4, 6], [2, 0, 0], [0, 0, 0]])
+  np.testing.assert_array_equal(out['masked_weights'], [[1, 1, 1], [1, 0, 0], [0, 0, 0]])
+  np.testing.assert_array_equal(out['dropped_predictions'], [2, 0, 0])
+  # The cut ones are neither corrupted nor predicted, in the full-length arrays too.
+  np.testing.assert_array_equal(out['inputs'][0, [8, 9]], rows['tokens'][0, [8, 9]])
+  np.testing.assert_array_equal(out['weights'][0], [0, 1, 0, 0, 1, 0, 1, 0, 0, 0])
+  assert float(token_lm.dropped_metric(out)['dropped_predictions'][0]) == 2.0  # Logged.
+
+
+def test_max_predictions_sizes():
+  assert mlm.max_predictions(_objective(), 128) == 37  # ceil(19.2 + 4 x 4.04) + 1.
+  assert mlm.max_predictions(objective_config(max_predictions_per_seq=20), 128) == 20  # BERT.
+  assert mlm.max_predictions(objective_config(max_predictions_per_seq=-1), 128) == 0  # Off.
+  assert mlm.predicted_length(objective_config(max_predictions_per_seq=-1), 128) == 128
+  with pytest.raises(ValueError, match='max_predictions_per_seq=-2'):
+    mlm.max_predictions(objective_config(max_predictions_per_seq=-2), 128)
 
 
 def _keyed_rows(shift: int, epoch: int, batch_size=64, length=256):

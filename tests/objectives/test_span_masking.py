@@ -314,4 +314,8 @@ def test_objective_api_and_config():
     'span_left',
     'span_right',
     'span_offset',
+    'masked_positions',  # MLM's gathered masked positions (objectives/mlm.py).
+    'masked_targets',
+    'masked_weights',
+    'dropped_predictions',
   }
