@@ -57,7 +57,7 @@ def get_config() -> config_dict.ConfigDict:
   c.model.mlp_dim = config_dict.placeholder(int)  # None keeps the preset's value.
   c.model.embed_dim = config_dict.placeholder(int)  # Factorized embedding width E (ALBERT).
   c.model.adapter_dim = config_dict.placeholder(int)  # Houlsby adapters' bottleneck (fine-tuning).
-  c.model.attention_impl = ''  # '' lets JAX choose; 'xla' or 'cudnn' forces one.
+  c.model.attention_impl = ''  # '' picks by platform (XLA on CPU); 'xla', 'cudnn' or 'splash'.
   c.model.scan_layers = False  # One nn.scan over the layers (faster compiles, same numerics).
   c.model.remat = 'none'  # Recompute activations in the backward pass: none, full or dots.
 
@@ -122,8 +122,9 @@ def get_config() -> config_dict.ConfigDict:
   c.mesh = config_dict.ConfigDict()
   c.mesh.data = -1  # Data-parallel axis size; -1 takes the remaining devices.
   c.mesh.fsdp = 1  # Fully-sharded data-parallel axis size (-1: remaining devices).
+  c.mesh.sequence = 1  # Sequence-parallel axis size: rows split over it (needs 'fsdp_tp_sp').
   c.mesh.tensor = 1  # Tensor-parallel axis size (-1: remaining devices).
-  c.mesh.strategy = 'fsdp_tp'  # Logical-axis rule set: 'dp', 'fsdp' or 'fsdp_tp'.
+  c.mesh.strategy = 'fsdp_tp'  # Logical-axis rule set: 'dp', 'fsdp', 'fsdp_tp' or 'fsdp_tp_sp'.
   return c.lock()
 
 

@@ -34,6 +34,14 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from models import attention
+from models.attention import (  # noqa: F401  (the stack's mask helpers live with attention)
+  BIDIRECTIONAL,
+  LEFT_TO_RIGHT,
+  RIGHT_TO_LEFT,
+  attention_kinds_mask,
+  attention_mask,
+)
 from models.model_config import ModelConfig
 
 
@@ -78,7 +86,7 @@ class TransformerConfig(ModelConfig):
   fan_in_init: bool = False  # T5 (Mesh TF): kernels N(0, 1/fan_in), embeddings N(0, 1).
   dtype: str = 'float32'  # Compute dtype.
   param_dtype: str = 'float32'
-  attention_impl: str | None = None  # None lets JAX choose (cudnn flash on GPU).
+  attention_impl: str | None = None  # None/'' auto, 'xla', 'cudnn', 'splash': attention.py.
   scan_layers: bool = False  # One nn.scan over the layers (fast compiles) instead of a loop.
   remat: str = 'none'  # Recompute in the backward pass: 'none', 'full', or 'dots' (keep matmuls).
   adapter_dim: int = 0  # Houlsby adapters of this bottleneck after every sub-layer (0: none).
@@ -147,48 +155,6 @@ def activation_fn(name: str) -> Callable:
   if name == 'relu':
     return nn.relu
   raise ValueError(f'Unknown activation {name!r}; expected gelu, gelu_tanh or relu.')
-
-
-def attention_mask(q_segment_ids: jax.Array, kv_segment_ids: jax.Array, causal: bool) -> jax.Array:
-  """Boolean mask [batch, 1, q_len, kv_len]: same non-padding segment (and causal).
-
-  A padding query (segment 0) attends to nothing; dot_product_attention then
-  returns zeros for it, which the losses weight out anyway.
-  """
-  same = q_segment_ids[:, :, None] == kv_segment_ids[:, None, :]
-  mask = same & (kv_segment_ids[:, None, :] > 0)
-  if causal:
-    q_len, kv_len = q_segment_ids.shape[1], kv_segment_ids.shape[1]
-    mask &= jnp.tril(jnp.ones((q_len, kv_len), dtype=bool))[None]
-  return mask[:, None]
-
-
-# Per-position attention kinds of an encoder that mixes attention masks in one batch
-# (UniLM, objectives/unilm.py). A BIDIRECTIONAL key is seen by every query of its
-# segment; any other key only from one side: by the queries at or after it when the
-# query reads LEFT_TO_RIGHT (BIDIRECTIONAL queries read so too), at or before it when
-# the query reads RIGHT_TO_LEFT. So a segment of one kind is fully bidirectional,
-# causal or anti-causal, and BIDIRECTIONAL source tokens followed by LEFT_TO_RIGHT
-# target tokens make UniLM's sequence-to-sequence mask.
-BIDIRECTIONAL, LEFT_TO_RIGHT, RIGHT_TO_LEFT = 0, 1, 2
-
-
-def attention_kinds_mask(segment_ids: jax.Array, kinds: jax.Array) -> jax.Array:
-  """Boolean self-attention mask [batch, 1, length, length] from per-position kinds.
-
-  Built on device from two [batch, length] arrays, so a mixed batch ships no
-  [length, length] masks. Segments and padding are kept apart as in `attention_mask`.
-
-  Args:
-    segment_ids: [batch, length] int, 0 for padding.
-    kinds: [batch, length] int, BIDIRECTIONAL, LEFT_TO_RIGHT or RIGHT_TO_LEFT.
-  """
-  index = jnp.arange(segment_ids.shape[1])
-  before = index[None, :] <= index[:, None]  # [q_len, kv_len]: key at or before the query.
-  backward = (kinds == RIGHT_TO_LEFT)[:, :, None]  # [batch, q_len, 1]
-  order = jnp.where(backward, before.T[None], before[None])  # [batch, q_len, kv_len]
-  order |= (kinds == BIDIRECTIONAL)[:, None, :]
-  return attention_mask(segment_ids, segment_ids, causal=False) & order[:, None]
 
 
 def relative_bucket(
@@ -331,16 +297,19 @@ class Projection(nn.Module):
 
 
 class Attention(nn.Module):
-  """Multi-head attention through `jax.nn.dot_product_attention`.
+  """Multi-head attention; the product itself is models/attention.py's, by
+  `cfg.attention_impl` (XLA reference, cuDNN, splash).
 
-  `bias` ([batch, heads, q_len, kv_len], T5's relative positions) is added to the
-  logits; `kv` is `x` for self-attention and the encoder output for cross-attention.
+  `mask` is an `attention.SegmentMask`; `bias` ([batch, heads, q_len, kv_len], T5's
+  relative positions) is added to the logits; `kv` is `x` for self-attention and the
+  encoder output for cross-attention. When training, attention dropout draws from the
+  'dropout' rng (or, on cuDNN, from cuDNN's generator).
   """
 
   cfg: TransformerConfig
 
   @nn.compact
-  def __call__(self, x, kv, mask, deterministic: bool, bias=None):
+  def __call__(self, x, kv, mask: attention.SegmentMask, deterministic: bool, bias=None):
     cfg = self.cfg
     heads = (cfg.num_heads, cfg.kv_dim)
     dense = functools.partial(Projection, cfg, (cfg.d_model,), heads, ('embed', 'heads', 'kv'))
@@ -350,29 +319,25 @@ class Attention(nn.Module):
     k = dense(name='key')(kv)  # [batch, kv_len, heads, kv]
     v = dense(name='value')(kv)
     axes = ('batch', 'length', 'act_heads', 'act_kv')
-    q, k, v = (nn.with_logical_constraint(t, axes) for t in (q, k, v))
-    scale = 1 / math.sqrt(cfg.kv_dim) if cfg.scale_attention else 1.0
-    if cfg.attention_dropout_rate > 0 and not deterministic:
-      # jax.nn.dot_product_attention has no dropout: spell it out when training.
-      logits = jnp.einsum('bqhd,bkhd->bhqk', q, k) * jnp.asarray(scale, q.dtype)
-      if bias is not None:
-        logits += bias
-      logits = jnp.where(mask, logits, jnp.finfo(logits.dtype).min)
-      probs = jax.nn.softmax(logits.astype(jnp.float32), axis=-1).astype(q.dtype)
-      probs = jnp.where(mask, probs, 0)  # Fully masked (padding) rows give zeros.
-      probs = nn.Dropout(cfg.attention_dropout_rate)(probs, deterministic=False)
-      out = jnp.einsum('bhqk,bkhd->bqhd', probs, v)
-    else:
-      out = jax.nn.dot_product_attention(
-        q,
-        k,
-        v,
-        bias,
-        mask=mask,
-        scale=None if cfg.scale_attention else 1.0,
-        implementation=cfg.attention_impl,
-      )
-      out = jnp.where(mask.any(axis=-1).transpose(0, 2, 1)[..., None], out, 0)
+    q = nn.with_logical_constraint(q, axes)
+    # Every query needs every key of its row: where the rules split `length` over
+    # devices (sequence parallelism), K and V are gathered whole ('kv_length').
+    kv_axes = ('batch', 'kv_length', 'act_heads', 'act_kv')
+    k, v = (nn.with_logical_constraint(t, kv_axes) for t in (k, v))
+    rate = 0.0 if deterministic else cfg.attention_dropout_rate
+    out = attention.dot_product_attention(
+      q,
+      k,
+      v,
+      mask,
+      bias=bias,
+      scale=None if cfg.scale_attention else 1.0,
+      dropout_rate=rate,
+      dropout_rng=self.make_rng('dropout') if rate > 0 else None,
+      implementation=cfg.attention_impl,
+      dropout_seed=attention.layer_seed(self.path),
+      replayed_layers=cfg.scan_layers or cfg.share_layers,
+    )
     out = nn.with_logical_constraint(out, axes)  # [batch, q_len, heads, kv]
     return Projection(cfg, heads, (cfg.d_model,), ('heads', 'kv', 'embed'), name='out')(out)
 
@@ -443,10 +408,10 @@ class Adapter(nn.Module):
 class Block(nn.Module):
   """Self-attention, (cross-attention,) MLP sub-layers, post-LN (BERT) or pre-LN (GPT-2).
 
-  Args of __call__: x [batch, length, embed]; mask [batch, 1, length, length];
+  Args of __call__: x [batch, length, embed]; mask, an `attention.SegmentMask`;
   deterministic; bias (relative positions) or None; for a decoder block of an
-  encoder-decoder, `encoded` [batch, enc_length, embed] and `cross_mask`
-  [batch, 1, length, enc_length].
+  encoder-decoder, `encoded` [batch, enc_length, embed] and `cross_mask` (the
+  SegmentMask of decoder over encoder segments).
   """
 
   cfg: TransformerConfig
@@ -568,18 +533,16 @@ class Stack(nn.Module):
       positions = jnp.broadcast_to(jnp.arange(tokens.shape[1]), tokens.shape)
     if token_types is None:
       token_types = jnp.zeros_like(tokens)
-    if attention_kinds is None:
-      mask = attention_mask(segment_ids, segment_ids, self.causal)
-    elif self.causal:
+    if attention_kinds is not None and self.causal:
       raise ValueError(
         'attention_kinds apply to a bidirectional encoder; this stack is causal'
         f' (causal={self.cfg.causal}, is_decoder={self.is_decoder}).'
       )
-    else:
-      mask = attention_kinds_mask(segment_ids, attention_kinds)
+    # [batch, length] arrays, not a [batch, 1, length, length] mask: see models/attention.py.
+    mask = attention.SegmentMask.self_attend(segment_ids, causal=self.causal, kinds=attention_kinds)
     cross_mask = None
     if self.is_decoder:
-      cross_mask = attention_mask(segment_ids, encoder_segment_ids, causal=False)
+      cross_mask = attention.SegmentMask.cross_attend(segment_ids, encoder_segment_ids)
     bias = self.relative_bias(positions, positions) if self.cfg.position == 'relative' else None
     x = self.embed(tokens, positions, token_types, deterministic)
     args = (mask, deterministic, bias, encoded, cross_mask)

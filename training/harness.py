@@ -53,6 +53,7 @@ class Harness:
     self.mesh = partitioning.make_mesh(config.mesh)
     self.rules = partitioning.logical_rules(config.mesh.strategy)
     partitioning.check_batch(config.batch_size, self.mesh)
+    partitioning.check_length(config.seq_len, self.mesh)
     check_microbatches(config.batch_size, config.num_microbatches, self.mesh)
     self.shards = ShardSpec.create(
       config.batch_size, config.data.num_shards, jax.process_index(), jax.process_count()

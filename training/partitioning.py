@@ -1,10 +1,19 @@
 """The device mesh and the only place logical axis names meet mesh axes.
 
-The mesh has three axes: `data` (pure data parallelism), `fsdp` (data
-parallelism whose parameters and optimizer state are sharded, ZeRO-3 style)
-and `tensor` (Megatron-style tensor parallelism over heads, MLP and vocab).
-A strategy is a rule set picked by name in `config.mesh.strategy`; axes of
-size 1 make a rule a no-op, so 'fsdp_tp' on an (8, 1, 1) mesh is plain DP.
+The mesh has four axes: `data` (pure data parallelism), `fsdp` (data
+parallelism whose parameters and optimizer state are sharded, ZeRO-3 style),
+`sequence` (sequence, or context, parallelism: the activations' `length` axis
+split over devices) and `tensor` (Megatron-style tensor parallelism over heads,
+MLP and vocab). A strategy is a rule set picked by name in `config.mesh.strategy`;
+axes of size 1 make a rule a no-op, so 'fsdp_tp' on an (8, 1, 1, 1) mesh is plain DP.
+
+Sequence parallelism ('fsdp_tp_sp') maps `length` to `sequence`: embeddings, norms,
+MLPs, heads and losses work per position on their slice of every row; attention
+gathers the keys and values of the whole row ('kv_length' stays unsplit, so XLA
+all-gathers K/V over `sequence` before the product and reduce-scatters their
+gradients after) while each device keeps its own queries. A `sequence` device holds
+other tokens of the same rows, so it is a data-parallel device for the gradients, and
+the parameters are sharded over (fsdp, sequence) as FSDP shards them over fsdp.
 """
 
 import math
@@ -15,13 +24,22 @@ import optax
 from jax.experimental import mesh_utils
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-MESH_AXES = ('data', 'fsdp', 'tensor')
+# `sequence` sits beside `tensor`, on the fast links of a topology-aware mesh: both
+# exchange activations inside every layer.
+MESH_AXES = ('data', 'fsdp', 'sequence', 'tensor')
 BATCH_AXES = ('data', 'fsdp')
 
 # Activations: the batch is split over every data-like axis.
 _ACTIVATION_RULES = (
   ('batch', BATCH_AXES),
   ('length', None),
+  ('kv_length', None),  # Attention's keys and values: always the whole row.
+  ('act_embed', None),
+)
+_SEQUENCE_ACTIVATION_RULES = (
+  ('batch', BATCH_AXES),
+  ('length', 'sequence'),
+  ('kv_length', None),
   ('act_embed', None),
 )
 _TENSOR_ACTIVATION_RULES = (
@@ -72,11 +90,16 @@ _FSDP_TP_PARAM_RULES = (
   ('adapter', None),
 )
 
+# Sequence parallelism: the sequence devices also shard the parameters, as fsdp's do.
+_FSDP_TP_SP_PARAM_RULES = (('embed', ('fsdp', 'sequence')),) + _FSDP_TP_PARAM_RULES[1:]
+
 RULES = {
   'dp': _ACTIVATION_RULES + _REPLICATED_ACTIVATION_RULES + _REPLICATED_PARAM_RULES,
   'fsdp': _ACTIVATION_RULES + _REPLICATED_ACTIVATION_RULES + _FSDP_PARAM_RULES,
   'fsdp_tp': _ACTIVATION_RULES + _TENSOR_ACTIVATION_RULES + _FSDP_TP_PARAM_RULES,
+  'fsdp_tp_sp': _SEQUENCE_ACTIVATION_RULES + _TENSOR_ACTIVATION_RULES + _FSDP_TP_SP_PARAM_RULES,
 }
+SEQUENCE_STRATEGIES = ('fsdp_tp_sp',)  # The rule sets that use the `sequence` axis.
 
 
 def logical_rules(strategy: str) -> tuple:
@@ -85,9 +108,10 @@ def logical_rules(strategy: str) -> tuple:
   return RULES[strategy]
 
 
-def mesh_shape(mesh_cfg, num_devices: int) -> tuple[int, int, int]:
-  """Resolves -1 ("the remaining devices") and checks the product is the device count."""
-  sizes = [mesh_cfg.data, mesh_cfg.fsdp, mesh_cfg.tensor]
+def mesh_shape(mesh_cfg, num_devices: int) -> tuple[int, int, int, int]:
+  """(data, fsdp, sequence, tensor) sizes: resolves -1 ("the remaining devices") and checks
+  the product is the device count. A config without `sequence` has a sequence axis of 1."""
+  sizes = [mesh_cfg.data, mesh_cfg.fsdp, getattr(mesh_cfg, 'sequence', 1), mesh_cfg.tensor]
   described = ', '.join(f'mesh.{a}={s}' for a, s in zip(MESH_AXES, sizes, strict=True))
   if sizes.count(-1) > 1:
     raise ValueError(f'At most one mesh axis may be -1, got {described}.')
@@ -110,9 +134,16 @@ def mesh_shape(mesh_cfg, num_devices: int) -> tuple[int, int, int]:
 
 
 def make_mesh(mesh_cfg, devices=None) -> Mesh:
-  """A (data, fsdp, tensor) mesh over all devices (or `devices`)."""
+  """A (data, fsdp, sequence, tensor) mesh over all devices (or `devices`)."""
   devices = jax.devices() if devices is None else list(devices)
   shape = mesh_shape(mesh_cfg, len(devices))
+  strategy = getattr(mesh_cfg, 'strategy', None)
+  if shape[2] > 1 and strategy is not None and strategy not in SEQUENCE_STRATEGIES:
+    raise ValueError(
+      f'mesh.sequence={shape[2]} splits rows over devices, but mesh.strategy={strategy!r} '
+      f"does not use that axis (its devices would repeat each other's work); use "
+      f'{" or ".join(map(repr, SEQUENCE_STRATEGIES))}, or mesh.sequence=1.'
+    )
   # Topology-aware on TPU/GPU (ICI-near devices share the fast axes); a reshape on CPU.
   return Mesh(mesh_utils.create_device_mesh(shape, devices=devices), MESH_AXES)
 
@@ -127,9 +158,20 @@ def check_batch(batch_size: int, mesh: Mesh):
     )
 
 
+def check_length(seq_len: int, mesh: Mesh):
+  """Sequence parallelism splits every row evenly over the `sequence` axis."""
+  ways = mesh.shape['sequence']
+  if seq_len % ways:
+    raise ValueError(
+      f'seq_len={seq_len} cannot be split over the {ways} sequence-parallel devices '
+      f'(mesh.sequence={ways}); use a multiple of {ways}.'
+    )
+
+
 def batch_sharding(mesh: Mesh) -> NamedSharding:
   """Sharding of every [batch, ...] input array, whatever its rank: the leading batch
-  axis over (data, fsdp), the others replicated (per-row labels [batch] included)."""
+  axis over (data, fsdp), the others replicated (per-row labels [batch] included; under
+  sequence parallelism the model's first constraint slices each device's positions)."""
   return NamedSharding(mesh, PartitionSpec(BATCH_AXES))
 
 

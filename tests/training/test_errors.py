@@ -38,7 +38,8 @@ def test_mesh_that_does_not_fit_the_devices(mesh, match):
 
 
 def test_mesh_minus_one_takes_the_rest():
-  assert partitioning.mesh_shape(_mesh_cfg(2, -1, 2), 8) == (2, 2, 2)
+  # (data, fsdp, sequence, tensor); a mesh config without `sequence` has one of 1.
+  assert partitioning.mesh_shape(_mesh_cfg(2, -1, 2), 8) == (2, 2, 1, 2)
 
 
 def test_batch_the_mesh_cannot_split():
