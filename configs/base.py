@@ -86,6 +86,7 @@ def get_config() -> config_dict.ConfigDict:
   # SentencePiece model; BERT's WordPiece already does.
   c.data.eval_split = ''  # Task eval split(s), comma-separated; '' is the task's dev split.
   c.data.num_shards = 0  # Logical data shards; 0 means one per process.
+  c.data.prefetch = 2  # Batches read ahead and put on the devices by a thread (0: none).
   c.data.tokenizer_path = ''  # SentencePiece .model or WordPiece vocab.txt; '' trains one.
   c.data.vocab_size = 4096  # SentencePiece vocabulary trained when no tokenizer_path is set.
   c.data.tokenizer_train_docs = 100_000  # Documents sampled to train SentencePiece.

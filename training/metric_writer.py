@@ -79,6 +79,11 @@ class MetricWriter:
       *([f'acc {scalars["accuracy"]:.3f}'] if 'accuracy' in scalars else []),
       f'lr {scalars["learning_rate"]:.2e}',
       f'{scalars["tokens_per_sec"]:,.0f} tok/s',
+      *(
+        [f'input {scalars["input_tokens_per_sec"]:,.0f} tok/s']
+        if 'input_tokens_per_sec' in scalars
+        else []
+      ),
       f'mfu {100 * scalars["mfu"]:.2f}%',
       f'eta {eta}',
     ]

@@ -1,4 +1,6 @@
-"""A run killed with SIGKILL and restarted ends exactly where an uninterrupted run ends."""
+"""A run killed with SIGKILL and restarted ends exactly where an uninterrupted run ends,
+with batches read ahead by the prefetch thread (the checkpoint holds the data state of
+the batches trained on, not of those read ahead)."""
 
 import glob
 import re
@@ -23,6 +25,7 @@ def test_sigkill_and_restart_matches_uninterrupted_run(tmp_path, spm_path):
     *runs.TINY_OVERRIDES,
     '--config.total_steps=12',
     '--config.checkpoint_every_steps=3',
+    '--config.data.prefetch=3',  # The kill comes with 3 batches read ahead of step 7.
     f'--config.data.tokenizer_path={spm_path}',
   )
   straight, broken = str(tmp_path / 'straight'), str(tmp_path / 'broken')

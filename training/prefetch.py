@@ -1,0 +1,101 @@
+"""Input that keeps up: the next batches read, preprocessed and put on the devices by a
+background thread while the current step runs.
+
+A checkpoint must hold the data state of the batches *consumed*, not of those read
+ahead: a resumed run would otherwise skip the prefetched ones. So the thread records
+the loader's state right after reading each batch and hands it over with the batch;
+the train loop saves the state that came with the last batch it trained on.
+
+The thread also times the host side (reading, masking, packing, device transfer), so
+the log can compare the input pipeline's tokens/s with the step's: `input_wait_sec`
+per step near 0 means the input keeps up.
+"""
+
+import queue
+import threading
+import time
+from collections.abc import Callable, Iterator
+from typing import Any, NamedTuple
+
+
+class Prefetched(NamedTuple):
+  batch: Any  # What `to_device` made of the host batch (global jax.Arrays).
+  data_state: dict  # The loader's state after this batch: resume from here.
+  host_seconds: float  # Reading + preprocessing + the device transfer of this batch.
+
+
+class _End(NamedTuple):
+  error: BaseException | None  # None: the loader is exhausted.
+
+
+class Prefetcher:
+  """Iterates `Prefetched` items `depth` batches ahead of the consumer.
+
+  Args:
+    loader: has `__next__` (a host batch) and `get_state()` (data/loader.py Loader).
+    to_device: host batch -> device batch (partitioning.global_batch), run in the thread
+      so that the transfer overlaps the step.
+    depth: batches read ahead (0: no thread, each batch read when asked for).
+  """
+
+  def __init__(self, loader, to_device: Callable[[dict], Any], depth: int):
+    if depth < 0:
+      raise ValueError(f'data.prefetch={depth} must be >= 0 (0: read each batch when asked).')
+    self._loader, self._to_device, self._depth = loader, to_device, depth
+    self._stop = threading.Event()
+    self._queue: queue.Queue = queue.Queue(maxsize=max(depth, 1))
+    self._thread = None
+    self.wait_seconds = 0.0  # Time the consumer spent waiting for batches, in total.
+    if depth:
+      self._thread = threading.Thread(target=self._fill, name='prefetch', daemon=True)
+      self._thread.start()
+
+  def _read(self) -> Prefetched:
+    start = time.perf_counter()
+    host = next(self._loader)
+    state = self._loader.get_state()  # Right after this batch: what resume needs.
+    batch = self._to_device(host)
+    return Prefetched(batch, state, time.perf_counter() - start)
+
+  def _put(self, item) -> bool:
+    """Puts `item` unless stopped; False when the consumer has gone."""
+    while not self._stop.is_set():
+      try:
+        self._queue.put(item, timeout=0.1)
+        return True
+      except queue.Full:
+        continue
+    return False
+
+  def _fill(self):
+    try:
+      while not self._stop.is_set():
+        if not self._put(self._read()):
+          return
+    except StopIteration:
+      self._put(_End(None))
+    except BaseException as e:  # Handed to the consumer, who raises it.
+      self._put(_End(e))
+
+  def __iter__(self) -> Iterator[Prefetched]:
+    return self
+
+  def __next__(self) -> Prefetched:
+    start = time.perf_counter()
+    if self._thread is None:
+      item = self._read()
+    else:
+      item = self._queue.get()
+    self.wait_seconds += time.perf_counter() - start
+    if isinstance(item, _End):
+      self._stop.set()
+      if item.error is not None:
+        raise item.error
+      raise StopIteration
+    return item
+
+  def close(self):
+    """Stops the thread (a batch it is reading is finished and dropped)."""
+    self._stop.set()
+    if self._thread is not None:
+      self._thread.join(timeout=60)
