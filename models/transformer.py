@@ -17,8 +17,9 @@ tools/relayout.py whole runs.
 Padding and packing are both expressed by `segment_ids` ([batch, length], 0 for
 padding, 1..k for the packed documents of a row): attention never crosses a
 segment, and in a causal stack it is also causal within the segment. An encoder
-may instead take per-position attention kinds (`attention_kinds_mask`), which mix
-UniLM's bidirectional, left-to-right, right-to-left and seq2seq masks in one batch.
+may instead take per-position attention kinds (models/attention.py
+`attention_kinds_mask`), which mix UniLM's bidirectional, left-to-right,
+right-to-left and seq2seq masks in one batch.
 
 Every parameter carries logical axis names (see training/partitioning.py):
 `vocab`, `embed`, `mlp`, `heads`, `kv`, `position`, `token_type`; activations
@@ -35,13 +36,6 @@ import jax
 import jax.numpy as jnp
 
 from models import attention
-from models.attention import (  # noqa: F401  (the stack's mask helpers live with attention)
-  BIDIRECTIONAL,
-  LEFT_TO_RIGHT,
-  RIGHT_TO_LEFT,
-  attention_kinds_mask,
-  attention_mask,
-)
 from models.model_config import ModelConfig
 
 
@@ -527,7 +521,8 @@ class Stack(nn.Module):
     `encoder_segment_ids` [batch, enc_length]: decoder segment k attends to
     encoder segment k (packed pairs stay apart). A bidirectional encoder may take
     `attention_kinds` [batch, length] (BIDIRECTIONAL, LEFT_TO_RIGHT, RIGHT_TO_LEFT
-    per position, see `attention_kinds_mask`) in place of its all-bidirectional mask.
+    per position, see models/attention.py `attention_kinds_mask`) in place of its
+    all-bidirectional mask.
     """
     if positions is None:
       positions = jnp.broadcast_to(jnp.arange(tokens.shape[1]), tokens.shape)

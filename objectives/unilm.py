@@ -16,7 +16,7 @@ and target alike, each masked token predicted from what its mask lets it see
 (itself, as [MASK], included). The loss is MLM's cross-entropy over the masked
 positions; metrics also report it per kind (`loss_<kind>`).
 
-The host ships per-position attention kinds (models/transformer.py
+The host ships per-position attention kinds (models/attention.py
 `attention_kinds_mask`), from which the encoder builds the mask on device. Where
 UniLM pairs two text spans ([SOS] S1 [EOS] S2 [EOS]), packed text is split inside
 each segment here, after 1 + floor(u (L - 1)) of its L text tokens
@@ -35,7 +35,7 @@ import numpy as np
 from ml_collections import config_dict
 
 from data import host_random
-from models import transformer
+from models import attention
 from objectives import mlm, prefix_lm
 from objectives.shared import metrics, token_lm
 
@@ -49,7 +49,7 @@ build_model = mlm.build_model
 KINDS = ('bidirectional', 'left_to_right', 'right_to_left', 'seq2seq')
 BIDIRECTIONAL_LM, LEFT_TO_RIGHT_LM, RIGHT_TO_LEFT_LM, SEQ2SEQ_LM = range(len(KINDS))
 # The attention kind of each LM kind's positions; a seq2seq target reads left to right.
-_BI, _L2R, _R2L = transformer.BIDIRECTIONAL, transformer.LEFT_TO_RIGHT, transformer.RIGHT_TO_LEFT
+_BI, _L2R, _R2L = attention.BIDIRECTIONAL, attention.LEFT_TO_RIGHT, attention.RIGHT_TO_LEFT
 _ATTENTION = np.array([_BI, _L2R, _R2L, _BI], np.int32)  # By KINDS index.
 _KIND_STREAM = 3
 

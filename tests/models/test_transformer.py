@@ -8,7 +8,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from models import heads, presets, transformer
+from models import attention, heads, presets, transformer
 
 VOCAB = 64
 TOL = 1e-5
@@ -134,7 +134,7 @@ def test_attention_mask_values():
     bool,
   )
   for is_causal, expected in ((False, bidirectional), (True, causal)):
-    mask = transformer.attention_mask(segment_ids, segment_ids, is_causal)
+    mask = attention.attention_mask(segment_ids, segment_ids, is_causal)
     assert mask.shape == (2, 1, 5, 5)
     assert mask.dtype == jnp.bool_
     np.testing.assert_array_equal(np.asarray(mask)[:, 0], expected)
@@ -183,7 +183,7 @@ def test_dropout_paths(preset):
 
 # Per-position attention kinds (UniLM, objectives/unilm.py)
 
-BI, L2R, R2L = transformer.BIDIRECTIONAL, transformer.LEFT_TO_RIGHT, transformer.RIGHT_TO_LEFT
+BI, L2R, R2L = attention.BIDIRECTIONAL, attention.LEFT_TO_RIGHT, attention.RIGHT_TO_LEFT
 # One row of LENGTH: a bidirectional, a left-to-right, a right-to-left and a
 # seq2seq segment (2 source, 2 target tokens), then padding.
 KINDS_SEGMENTS = np.array([1] * 3 + [2] * 3 + [3] * 3 + [4] * 4 + [0] * 3)
@@ -205,7 +205,7 @@ def _expected_kinds_mask() -> np.ndarray:
 def test_attention_kinds_mask_values():
   segment_ids = jnp.asarray(np.stack([KINDS_SEGMENTS, np.minimum(KINDS_SEGMENTS, 1)]))
   kinds = jnp.asarray(np.stack([KINDS_ROW, np.full(LENGTH, R2L)]))
-  mask = transformer.attention_kinds_mask(segment_ids, kinds)
+  mask = attention.attention_kinds_mask(segment_ids, kinds)
   assert mask.shape == (2, 1, LENGTH, LENGTH) and mask.dtype == jnp.bool_
   np.testing.assert_array_equal(np.asarray(mask)[0, 0], _expected_kinds_mask())
   # One right-to-left segment of 13 tokens; padding neither sees nor is seen.
@@ -215,8 +215,8 @@ def test_attention_kinds_mask_values():
   # Uniform kinds give today's masks.
   same = (segment_ids, segment_ids)
   for kind, causal in ((BI, False), (L2R, True)):
-    uniform = transformer.attention_kinds_mask(segment_ids, jnp.full(segment_ids.shape, kind))
-    np.testing.assert_array_equal(uniform, transformer.attention_mask(*same, causal))
+    uniform = attention.attention_kinds_mask(segment_ids, jnp.full(segment_ids.shape, kind))
+    np.testing.assert_array_equal(uniform, attention.attention_mask(*same, causal))
 
 
 def test_attention_kinds_dependence_through_the_encoder():

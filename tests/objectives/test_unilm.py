@@ -8,7 +8,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from models import presets, transformer
+from models import attention, presets
 from objectives import unilm
 from tests.objective_config import objective_config
 
@@ -82,7 +82,7 @@ def test_attention_masks_of_each_kind():
   batch = _batch()
   out = unilm.make_preprocess(_objective(), TOKENIZER, seed=0)(batch)
   mask = np.asarray(
-    transformer.attention_kinds_mask(
+    attention.attention_kinds_mask(
       jnp.asarray(out['segment_ids']), jnp.asarray(out['attention_kinds'])
     )
   )[:, 0]  # [batch, length, length]
