@@ -39,7 +39,7 @@ def _module(path: str):
 
 def test_the_experiment_files_are_found_in_every_folder():
   folders = {os.path.dirname(p) for p in FILES}
-  assert folders == {'configs', 'configs/cpu', 'configs/paper'}
+  assert folders == {'configs', 'configs/cpu', 'configs/paper', 'configs/plan'}
   assert 'configs/quickstart.py' in FILES and 'configs/paper/t5_small.py' in FILES
 
 
