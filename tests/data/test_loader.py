@@ -44,7 +44,9 @@ def _take(loader, n):
 def _assert_batches_equal(got, expected):
   assert len(got) == len(expected)
   for step, (a, b) in enumerate(zip(got, expected, strict=True)):
-    assert set(a) == set(b) == {'inputs', 'targets', 'weights', 'segment_ids', 'positions'}
+    full = {'inputs', 'targets', 'weights', 'segment_ids', 'positions'}
+    gathered = {'masked_positions', 'masked_targets', 'masked_weights', 'dropped_predictions'}
+    assert set(a) == set(b) == full | gathered  # MLM's rows, its masked positions gathered.
     for key in a:
       np.testing.assert_array_equal(a[key], b[key], err_msg=f'{key} at step {step}')
 
