@@ -1,12 +1,15 @@
-"""Input that keeps up: the next batches read, preprocessed and put on the devices by a
-background thread while the current step runs.
+"""Input that keeps up: the next batches read and preprocessed (masking, packing: NumPy) by
+a background thread while the current step runs; the consumer's thread puts each on the
+devices when it takes it (an asynchronous transfer: JAX dispatch returns at once). The
+thread makes no JAX call: with device transfers made from it, beside the train loop's
+own dispatches, a test process aborted once inside XLA on jax 0.10.2's CPU client.
 
 A checkpoint must hold the data state of the batches *consumed*, not of those read
 ahead: a resumed run would otherwise skip the prefetched ones. So the thread records
 the loader's state right after reading each batch and hands it over with the batch;
 the train loop saves the state that came with the last batch it trained on.
 
-The thread also times the host side (reading, masking, packing, device transfer), so
+The host side is timed (reading, masking, packing, dispatching the transfer), so
 the log can compare the input pipeline's tokens/s with the step's: `input_wait_sec`
 per step near 0 means the input keeps up.
 """
@@ -21,7 +24,7 @@ from typing import Any, NamedTuple
 class Prefetched(NamedTuple):
   batch: Any  # What `to_device` made of the host batch (global jax.Arrays).
   data_state: dict  # The loader's state after this batch: resume from here.
-  host_seconds: float  # Reading + preprocessing + the device transfer of this batch.
+  host_seconds: float  # Reading + preprocessing + dispatching the transfer of this batch.
 
 
 class _End(NamedTuple):
@@ -33,8 +36,8 @@ class Prefetcher:
 
   Args:
     loader: has `__next__` (a host batch) and `get_state()` (data/loader.py Loader).
-    to_device: host batch -> device batch (partitioning.global_batch), run in the thread
-      so that the transfer overlaps the step.
+    to_device: host batch -> device batch (partitioning.global_batch), run on the
+      consumer's thread when it takes the batch.
     depth: batches read ahead (0: no thread, each batch read when asked for).
   """
 
@@ -51,11 +54,11 @@ class Prefetcher:
       self._thread.start()
 
   def _read(self) -> Prefetched:
+    """The next host batch (numpy) and the state after it; no JAX call here."""
     start = time.perf_counter()
     host = next(self._loader)
     state = self._loader.get_state()  # Right after this batch: what resume needs.
-    batch = self._to_device(host)
-    return Prefetched(batch, state, time.perf_counter() - start)
+    return Prefetched(host, state, time.perf_counter() - start)
 
   def _put(self, item) -> bool:
     """Puts `item` unless stopped; False when the consumer has gone."""
@@ -92,7 +95,9 @@ class Prefetcher:
       if item.error is not None:
         raise item.error
       raise StopIteration
-    return item
+    start = time.perf_counter()
+    batch = self._to_device(item.batch)  # On the consumer's thread (see the docstring).
+    return item._replace(batch=batch, host_seconds=item.host_seconds + time.perf_counter() - start)
 
   def close(self):
     """Stops the thread (a batch it is reading is finished and dropped)."""
