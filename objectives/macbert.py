@@ -417,12 +417,6 @@ def make_preprocess(objective_cfg, tokenizer, seed: int):
 
   def preprocess(batch: dict) -> dict:
     inputs, selected = mask(batch)
-    return token_lm.model_batch(
-      batch,
-      inputs=inputs,
-      targets=batch['tokens'],
-      weights=selected,
-      max_predictions=mlm.max_predictions(objective_cfg, batch['tokens'].shape[1]),
-    )
+    return mlm.model_batch(objective_cfg, batch, inputs, selected)
 
   return preprocess

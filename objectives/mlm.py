@@ -137,18 +137,25 @@ def make_masker(objective_cfg, tokenizer, seed: int, unit_starts=None):
   return mask
 
 
+def model_batch(objective_cfg, rows: dict, inputs, selected) -> dict:
+  """The model batch of a masked LM: the corrupted `inputs`, the original tokens as
+  targets at the `selected` positions, those positions gathered (`max_predictions`).
+  Every MLM-family objective ends its preprocessing here."""
+  return token_lm.model_batch(
+    rows,
+    inputs=inputs,
+    targets=rows['tokens'],
+    weights=selected,
+    max_predictions=max_predictions(objective_cfg, rows['tokens'].shape[1]),
+  )
+
+
 def make_preprocess(objective_cfg, tokenizer, seed: int):
   """Returns `preprocess(batch) -> batch` turning packed rows into MLM inputs."""
   mask = make_masker(objective_cfg, tokenizer, seed)
 
   def preprocess(batch: dict) -> dict:
     inputs, selected = mask(batch)
-    return token_lm.model_batch(
-      batch,
-      inputs=inputs,
-      targets=batch['tokens'],
-      weights=selected,
-      max_predictions=max_predictions(objective_cfg, batch['tokens'].shape[1]),
-    )
+    return model_batch(objective_cfg, batch, inputs, selected)
 
   return preprocess

@@ -293,13 +293,7 @@ def make_preprocess(objective_cfg, tokenizer, seed: int):
 
   def preprocess(batch: dict) -> dict:
     inputs, selected, boundaries = mask(batch)
-    out = token_lm.model_batch(
-      batch,
-      inputs=inputs,
-      targets=batch['tokens'],
-      weights=selected,
-      max_predictions=mlm.max_predictions(objective_cfg, batch['tokens'].shape[1]),
-    )
+    out = mlm.model_batch(objective_cfg, batch, inputs, selected)
     out.update(boundaries)
     return out
 

@@ -53,13 +53,7 @@ def make_preprocess(objective_cfg, tokenizer, seed: int):
 
   def preprocess(rows: dict) -> dict:
     inputs, selected = mask(rows)
-    batch = token_lm.model_batch(
-      rows,
-      inputs=inputs,
-      targets=rows['tokens'],
-      weights=selected,
-      max_predictions=mlm.max_predictions(objective_cfg, rows['tokens'].shape[1]),
-    )
+    batch = mlm.model_batch(objective_cfg, rows, inputs, selected)
     batch['token_types'] = np.asarray(rows['token_types'], np.int32)
     return batch
 

@@ -100,13 +100,7 @@ def make_preprocess(objective_cfg, tokenizer, seed: int):
     target = (suffix | eos) & (kinds == SEQ2SEQ_LM)
     attention = np.where(target, _L2R, _ATTENTION[np.maximum(kinds, 0)])  # Padding: any.
     inputs, selected = mask(batch)
-    out = token_lm.model_batch(
-      batch,
-      inputs=inputs,
-      targets=batch['tokens'],
-      weights=selected,
-      max_predictions=mlm.max_predictions(objective_cfg, batch['tokens'].shape[1]),
-    )
+    out = mlm.model_batch(objective_cfg, batch, inputs, selected)
     out['token_types'] = target.astype(np.int32)
     out['attention_kinds'] = attention.astype(np.int32)
     out['lm_kinds'] = kinds

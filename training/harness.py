@@ -11,6 +11,7 @@ import jax
 from jax.experimental import multihost_utils
 
 from data.loader import ShardSpec
+from objectives import api
 from training import checkpointing, experiment, optimizers, partitioning
 from training import state as state_lib
 
@@ -43,6 +44,15 @@ def check_microbatches(batch_size: int, num_microbatches: int, mesh):
       f'into microbatches that split over the {ways} data-parallel devices: batch_size must '
       f'be a multiple of num_microbatches x {ways} = {max(num_microbatches, 1) * ways}.'
     )
+
+
+def step_options(config, objective) -> dict:
+  """The train step's keyword arguments beyond (model, loss_fn, tx, seed), shared by the
+  trainer and the pod plans: gradient accumulation and the objective's loss terms."""
+  return {
+    'num_microbatches': config.num_microbatches,
+    'loss_terms': api.loss_terms(objective, config.objective),
+  }
 
 
 class Harness:

@@ -123,15 +123,6 @@ def batch_structs(host_batch: dict, batch_size: int, sharding) -> dict:
   }
 
 
-def step_options(config, objective) -> dict:
-  """The train step's keyword arguments beyond (model, loss_fn, tx, seed), as trainer.py
-  passes them: gradient accumulation's `num_microbatches` and the objective's loss terms."""
-  return {
-    'num_microbatches': config.num_microbatches,
-    'loss_terms': api.loss_terms(objective, config.objective),
-  }
-
-
 def _memory(compiled) -> dict:
   """Per-device bytes of XLA's buffer assignment, and their total."""
   stats = compiled.memory_analysis()
@@ -234,7 +225,7 @@ def plan(config, slice_name: str, *, backend: str = 'auto', vocab: int = 0) -> d
   mesh = partitioning.make_mesh(config.mesh, devices)
   rules = partitioning.logical_rules(config.mesh.strategy)
   partitioning.check_batch(config.batch_size, mesh)
-  options = step_options(config, objective)
+  options = harness.step_options(config, objective)
   if options.get('num_microbatches', 1) != 1:
     harness.check_microbatches(config.batch_size, options['num_microbatches'], mesh)
   with tempfile.TemporaryDirectory() as directory:

@@ -111,8 +111,7 @@ def train(
     loss_fn=exp.objective.loss_fn,
     tx=harness.tx,
     seed=cfg.seed,
-    num_microbatches=cfg.num_microbatches,
-    loss_terms=api.loss_terms(exp.objective, cfg.objective),
+    **harness_lib.step_options(cfg, exp.objective),
   )
   evaluator = make_evaluator(harness, shardings) if cfg.eval_every_steps else None
   schedule = optimizers.learning_rate_schedule(cfg.optimizer, cfg.total_steps)
