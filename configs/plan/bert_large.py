@@ -21,31 +21,15 @@ After pretraining, GLUE dev scores near the paper's BERT-large (Table 6, L=24 H=
 A=16 row: MNLI-m 86.6); not trained here.
 """
 
-from configs import base
+from configs.paper import bert_base
 
 
 def get_config():
-  c = base.get_config()
+  c = bert_base.get_config()  # BERT's recipe, at BERT-large's size.
   c.model.preset = 'bert-large'
-  c.model.dtype = 'bfloat16'
-  c.model.scan_layers = True
+  c.model.scan_layers = True  # Pod-scale: scanned layers, full rematerialization.
   c.model.remat = 'full'
-  c.objective.module = 'objectives.mlm'
-  c.data.source = 'tfds'
-  c.data.tfds_name = 'wikipedia/20230601.en'
-  c.data.tfds_split = 'train[1%:]'
-  c.data.tfds_eval_split = 'train[:1%]'
   c.data.vocab_size = 30522
-  c.total_steps = 1_000_000
-  c.batch_size = 256
-  c.seq_len = 512
-  c.log_every_steps = 100
-  c.checkpoint_every_steps = 10_000
-  c.eval_every_steps = 10_000
-  c.eval_steps = 100
-  c.optimizer.learning_rate = 1e-4
-  c.optimizer.warmup_steps = 10_000
-  c.optimizer.weight_decay = 0.01
   c.mesh.data = 1
   c.mesh.fsdp = 16
   c.mesh.strategy = 'fsdp'

@@ -22,36 +22,15 @@ of temporaries), 5.39e15 FLOPs a step. GPT-2's WebText perplexities are not comp
 C4; not trained here.
 """
 
-from configs import base
+from configs.paper import gpt2_small
 
 
 def get_config():
-  c = base.get_config()
+  c = gpt2_small.get_config()  # GPT-2 small's recipe, at GPT-2 XL's size.
   c.model.preset = 'gpt2-xl'
-  c.model.dtype = 'bfloat16'
-  c.model.dropout_rate = 0.0
-  c.model.scan_layers = True
+  c.model.scan_layers = True  # Pod-scale: scanned layers, full rematerialization.
   c.model.remat = 'full'
-  c.objective.module = 'objectives.clm'
-  c.data.source = 'tfds'
-  c.data.tfds_name = 'c4/en'
-  c.data.tfds_split = 'train'
-  c.data.tfds_eval_split = 'validation'
-  c.data.vocab_size = 50257
-  c.total_steps = 100_000
-  c.batch_size = 512
-  c.seq_len = 1024
-  c.log_every_steps = 100
-  c.checkpoint_every_steps = 5_000
-  c.eval_every_steps = 5_000
-  c.eval_steps = 50
   c.optimizer.learning_rate = 2e-4
-  c.optimizer.b2 = 0.95
-  c.optimizer.eps = 1e-8
-  c.optimizer.weight_decay = 0.1
-  c.optimizer.warmup_steps = 2_000
-  c.optimizer.schedule = 'cosine'
-  c.optimizer.end_lr_fraction = 0.1
   c.mesh.data = 1
   c.mesh.fsdp = 64
   c.mesh.strategy = 'fsdp'

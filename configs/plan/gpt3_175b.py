@@ -28,20 +28,15 @@ microbatches: 1 is refused by the TPU compiler (129.46 GiB of temporaries), 2 ta
 trained here.
 """
 
-from configs import base
+from configs.paper import gpt2_small
 
 
 def get_config():
-  c = base.get_config()
+  c = gpt2_small.get_config()  # GPT-2's data and optimizer shape, GPT-3's sizes and run.
   c.model.preset = 'gpt3-175b'
-  c.model.dtype = 'bfloat16'
-  c.model.scan_layers = True
+  c.model.dropout_rate = None  # The preset's (GPT-2 small's recipe turns it off).
+  c.model.scan_layers = True  # Pod-scale: scanned layers, full rematerialization.
   c.model.remat = 'full'
-  c.objective.module = 'objectives.clm'
-  c.data.source = 'tfds'
-  c.data.tfds_name = 'c4/en'
-  c.data.tfds_split = 'train'
-  c.data.tfds_eval_split = 'validation'
   c.data.vocab_size = 50304  # GPT-2's 50,257 padded to a multiple of 128 (as Megatron-LM).
   c.total_steps = 95_367
   c.batch_size = 1536
@@ -52,12 +47,7 @@ def get_config():
   c.eval_every_steps = 1_000
   c.eval_steps = 20
   c.optimizer.learning_rate = 0.6e-4
-  c.optimizer.b2 = 0.95
-  c.optimizer.eps = 1e-8
-  c.optimizer.weight_decay = 0.1
   c.optimizer.warmup_steps = 119
-  c.optimizer.schedule = 'cosine'
-  c.optimizer.end_lr_fraction = 0.1
   c.mesh.data = 1
   c.mesh.fsdp = 64
   c.mesh.tensor = 8

@@ -24,32 +24,16 @@ of temporaries), 7.20e16 FLOPs a step. T5-11B's fine-tuned scores (Table 14, T5-
 GLUE average 90.3) are the yardstick of a checkpoint from this run; not trained here.
 """
 
-from configs import base
+from configs.paper import t5_small
 
 
 def get_config():
-  c = base.get_config()
+  c = t5_small.get_config()  # T5's recipe, at T5-11B's size and batch.
   c.model.preset = 't5-11b'
-  c.model.dtype = 'bfloat16'
-  c.model.scan_layers = True
+  c.model.scan_layers = True  # Pod-scale: scanned layers, full rematerialization.
   c.model.remat = 'full'
-  c.objective.module = 'objectives.span_corruption'
-  c.data.source = 'tfds'
-  c.data.tfds_name = 'c4/en'
-  c.data.tfds_split = 'train'
-  c.data.tfds_eval_split = 'validation'
-  c.data.vocab_size = 32_000
   c.total_steps = 1_000_000
   c.batch_size = 2048
-  c.seq_len = 512
-  c.log_every_steps = 100
-  c.checkpoint_every_steps = 5_000
-  c.eval_every_steps = 5_000
-  c.eval_steps = 50
-  c.optimizer.learning_rate = 1e-3
-  c.optimizer.warmup_steps = 10_000
-  c.optimizer.schedule = 'cosine'
-  c.optimizer.weight_decay = 0.0
   c.mesh.data = 1
   c.mesh.fsdp = 16
   c.mesh.tensor = 4
