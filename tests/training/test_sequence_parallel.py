@@ -11,10 +11,9 @@ import pytest
 from jax.sharding import PartitionSpec as P
 
 from configs import quickstart
-from data.loader import ShardSpec
 from models import attention, heads, presets
-from training import experiment, optimizers, partitioning
-from training import state as state_lib
+from tests.training import test_sharding
+from training import partitioning
 
 LENGTH, VOCAB = 32, 64
 
@@ -144,36 +143,17 @@ def _config(spm_path, sequence: int, strategy: str, preset: str, objective: str)
   return c
 
 
-def _train(config, steps: int = 3):
-  """Losses of `steps` real train steps (state.create, jit_train_step) on the config's mesh."""
-  exp = experiment.build(config, '/nonexistent-unused')
-  mesh = partitioning.make_mesh(config.mesh)
-  rules = partitioning.logical_rules(config.mesh.strategy)
-  partitioning.check_length(config.seq_len, mesh)
-  tx = optimizers.build(config.optimizer, config.total_steps)
-  state, shardings = state_lib.create(
-    exp.model, tx, mesh=mesh, rules=rules, seed=config.seed, seq_len=config.seq_len
-  )
-  batch_sharding = partitioning.batch_sharding(mesh)
-  step_fn = state_lib.jit_train_step(
-    shardings, batch_sharding, mesh=mesh, rules=rules, model=exp.model,
-    loss_fn=exp.objective.loss_fn, tx=tx, seed=config.seed,
-  )  # fmt: skip
-  loader = exp.loader('train', ShardSpec.create(config.batch_size, 1, 0, 1))
-  losses = []
-  for _ in range(steps):
-    state, metrics = step_fn(state, partitioning.global_batch(next(loader), batch_sharding))
-    losses.append(float(metrics['loss'][0] / metrics['loss'][1]))
-  return losses, state
-
-
 @pytest.mark.slow
 @pytest.mark.parametrize(
   'preset, objective', [('bert-tiny', 'objectives.mlm'), ('gpt2-tiny', 'objectives.clm')]
 )
 def test_train_steps_match_data_parallelism(spm_path, preset, objective):
-  dp_losses, dp_state = _train(_config(spm_path, 1, 'fsdp_tp', preset, objective))
-  sp_losses, sp_state = _train(_config(spm_path, 4, 'fsdp_tp_sp', preset, objective))
+  dp_losses, dp_state = test_sharding.train_steps(
+    _config(spm_path, 1, 'fsdp_tp', preset, objective)
+  )
+  sp_losses, sp_state = test_sharding.train_steps(
+    _config(spm_path, 4, 'fsdp_tp_sp', preset, objective)
+  )
   np.testing.assert_allclose(sp_losses, dp_losses, rtol=0, atol=1e-5)
   assert sp_losses[2] < sp_losses[0]  # It trains.
   kernel = sp_state.params[next(iter(sp_state.params))]['block_0']['mlp']['wi']['kernel']

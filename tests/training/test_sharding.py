@@ -23,10 +23,14 @@ def _config(spm_path, data, fsdp, tensor, strategy='fsdp_tp'):
   return c
 
 
-def _train(config, devices, steps=3):
+def train_steps(config, devices=None, steps=3):
+  """Losses and state after `steps` real train steps (state.create, jit_train_step) on the
+  config's mesh over `devices` (all by default); tests/training/test_sequence_parallel.py
+  uses it too."""
   exp = experiment.build(config, '/nonexistent-unused')
   mesh = partitioning.make_mesh(config.mesh, devices=devices)
   rules = partitioning.logical_rules(config.mesh.strategy)
+  partitioning.check_length(config.seq_len, mesh)
   tx = optimizers.build(config.optimizer, config.total_steps)
   state, shardings = state_lib.create(
     exp.model, tx, mesh=mesh, rules=rules, seed=config.seed, seq_len=config.seq_len
@@ -49,13 +53,13 @@ MESHES = [(8, 1, 1), (2, 4, 1), (2, 2, 2)]
 
 @pytest.fixture(scope='module')
 def reference(spm_path):
-  return _train(_config(spm_path, 1, 1, 1), jax.devices()[:1])
+  return train_steps(_config(spm_path, 1, 1, 1), jax.devices()[:1])
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize('shape', MESHES, ids=lambda s: 'x'.join(map(str, s)))
 def test_same_losses_on_every_mesh(spm_path, reference, shape):
-  losses, state = _train(_config(spm_path, *shape), jax.devices())
+  losses, state = train_steps(_config(spm_path, *shape), jax.devices())
   np.testing.assert_allclose(losses, reference[0], rtol=0, atol=1e-5)
   assert losses[2] < losses[0]  # It trains.
   ref_params = jax.tree.leaves(reference[1].params)
@@ -64,7 +68,7 @@ def test_same_losses_on_every_mesh(spm_path, reference, shape):
 
 
 def test_params_are_sharded_as_the_rules_say(spm_path):
-  _, state = _train(_config(spm_path, 2, 2, 2), jax.devices(), steps=1)
+  _, state = train_steps(_config(spm_path, 2, 2, 2), jax.devices(), steps=1)
   params = state.params['encoder']
   specs = {
     'embed/token/embedding': P('tensor', 'fsdp'),  # [vocab, embed]
@@ -94,7 +98,7 @@ def test_params_are_sharded_as_the_rules_say(spm_path):
   [('dp', P(None, None)), ('fsdp', P('fsdp', None)), ('fsdp_tp', P('fsdp', 'tensor'))],
 )
 def test_strategies_pick_rule_sets(spm_path, strategy, expected):
-  _, state = _train(_config(spm_path, 2, 2, 2, strategy), jax.devices(), steps=1)
+  _, state = train_steps(_config(spm_path, 2, 2, 2, strategy), jax.devices(), steps=1)
   assert state.params['encoder']['block_0']['mlp']['wi']['kernel'].sharding.spec == expected
 
 
