@@ -17,7 +17,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from bench import throughput
+from bench import hf_reference, step_timing, throughput
 from configs import base
 from models import presets
 from objectives import clm, mlm
@@ -161,3 +161,108 @@ def _trained_params(preset: str, objective_module: str) -> int:
   count = sum(x.size for x in jax.tree.leaves(shapes))
   assert count >= presets.count_params(cfg)  # A pretraining head comes on top of the backbone.
   return count
+
+
+def test_interleaved_rotates_the_order_and_times_every_round():
+  calls = []
+  runners = {name: (lambda name=name: calls.append(name)) for name in 'abc'}
+  times = step_timing.interleaved(runners, warmup=1, repeats=3, steps=2)
+  assert calls[:3] == ['a', 'b', 'c']  # Warm-up, then rounds in rotated order.
+  rounds = calls[3:]
+  assert rounds == [
+    'a',
+    'a',
+    'b',
+    'b',
+    'c',
+    'c',
+    'b',
+    'b',
+    'c',
+    'c',
+    'a',
+    'a',
+    'c',
+    'c',
+    'a',
+    'a',
+    'b',
+    'b',
+  ]
+  assert set(times) == {'a', 'b', 'c'} and all(len(t) == 3 for t in times.values())
+  assert step_timing.round_ratios([2.0, 6.0], [1.0, 2.0]) == [2.0, 3.0]
+  assert step_timing.spread([3.0, 1.0, 2.0]) == {'median': 2.0, 'min': 1.0, 'max': 3.0}
+  with pytest.raises(ValueError, match='repeats=0'):
+    step_timing.interleaved(runners, warmup=0, repeats=0, steps=1)
+
+
+def _without_versions(config) -> dict:
+  return {k: v for k, v in config.to_dict().items() if k != 'transformers_version'}
+
+
+def test_hf_configs_of_the_base_presets_are_the_hf_defaults():
+  transformers = pytest.importorskip('transformers')
+  no_dropout = dict(hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
+  bert = hf_reference.hf_config(presets.get_config('bert-base'))
+  assert _without_versions(bert) == _without_versions(transformers.BertConfig(**no_dropout))
+  gpt2 = hf_reference.hf_config(presets.get_config('gpt2-small'))
+  no_dropout = dict(resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0)
+  assert _without_versions(gpt2) == _without_versions(transformers.GPT2Config(**no_dropout))
+  assert hf_reference.hf_config(presets.get_config('bert-tiny')).hidden_size == 128
+
+
+@pytest.mark.parametrize('preset', ['t5-small', 'bart-base', 'albert-base', 'roberta-base'])
+def test_hf_reference_refuses_other_families(preset):
+  with pytest.raises(ValueError, match='neither'):
+    hf_reference.family(presets.get_config(preset))
+
+
+def test_compare_refuses_overriding_what_it_sets():
+  with pytest.raises(ValueError, match='sets --config.model.preset itself'):
+    throughput.compare_config('configs/base.py', 'bert-tiny', ['--config.model.preset=bert-base'])
+  config = throughput.compare_config('configs/base.py', 'gpt2-tiny', ['--config.seq_len=64'])
+  assert (config.objective.module, config.model.dropout_rate) == ('objectives.clm', 0.0)
+  assert (config.batch_size, config.seq_len) == (8, 64)  # The comparison's default batch.
+  all_positions = throughput.compare_config('configs/base.py', 'bert-tiny', [], all_positions=True)
+  assert all_positions.objective.max_predictions_per_seq == -1
+
+
+@pytest.mark.slow
+def test_compare_hf_times_ours_and_hf_side_by_side(tmp_path, capsys):
+  pytest.importorskip('transformers')
+  out = tmp_path / 'compare.json'
+  argv = ['--compare', 'hf', '--models', 'bert-tiny,gpt2-tiny', '--config.seq_len=32']
+  argv += ['--repeats', '2', '--steps', '1', '--warmup', '0', '--json', str(out)]
+  result = throughput.main(argv)
+  lines = capsys.readouterr().out.splitlines()
+  assert [c.strip() for c in lines[0].split('|')][:3] == ['model', 'runner', 'predicted/row']
+  assert result == json.loads(out.read_text())
+  assert (result['batch_size'], result['seq_len'], result['dtype']) == (8, 32, 'float32')
+  runners = {(r['model'], r['runner']): r for r in result['runners']}
+  assert list(runners) == [
+    ('bert-tiny', 'ours (gathered)'),
+    ('bert-tiny', 'ours (all positions)'),
+    ('bert-tiny', 'hf'),
+    ('gpt2-tiny', 'ours'),
+    ('gpt2-tiny', 'hf'),
+  ]
+  gathered, every, hf = (
+    runners['bert-tiny', n] for n in ('ours (gathered)', 'ours (all positions)', 'hf')
+  )
+  assert gathered['params'] == every['params'] == hf['params']  # The same model, both sides.
+  assert runners['gpt2-tiny', 'ours']['params'] == runners['gpt2-tiny', 'hf']['params']
+  assert gathered['predicted_len'] == 14 and every['predicted_len'] == hf['predicted_len'] == 32
+  # The same work at every position (XLA's count), less with the gathered head.
+  assert every['xla_flops_per_step'] == pytest.approx(hf['xla_flops_per_step'], rel=0.01)
+  assert gathered['xla_flops_per_step'] < 0.7 * every['xla_flops_per_step']
+  assert gathered['flops_per_token'] < every['flops_per_token'] == hf['flops_per_token']
+  for record in result['runners']:
+    assert len(record['step_ms_rounds']) == 2 and record['tokens_per_s'] > 0
+    assert record['step_ms']['min'] <= record['step_ms']['median'] <= record['step_ms']['max']
+    assert 0 < record['mfu'] and np.isfinite(record['final_loss'])
+    if record['side'] == 'ours':
+      assert record['x_hf']['median'] > 0 and len(record['x_hf_rounds']) == 2
+      theirs = runners[record['model'], 'hf']['xla_flops_per_step']
+      assert record['x_hf_by_flops'] == pytest.approx(theirs / record['xla_flops_per_step'])
+    else:
+      assert 'x_hf' not in record
