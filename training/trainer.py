@@ -21,7 +21,7 @@ from models import flops
 from objectives import api
 from objectives.shared import metrics as metrics_lib
 from training import harness as harness_lib
-from training import metric_writer, mfu, model_setup, optimizers, partitioning, prefetch, pretrained
+from training import metric_writer, mfu, optimizers, partitioning, prefetch, resume
 from training import state as state_lib
 
 
@@ -74,24 +74,9 @@ def train(
   for note in exp.notes:
     writer.info(note)
   loader = exp.loader('train', harness.shards)
-  latest = harness.checkpointer.latest_step()
-  if latest is None:
-    state, shardings = state_lib.create(
-      harness.model,
-      harness.tx,
-      mesh=harness.mesh,
-      rules=harness.rules,
-      seed=cfg.seed,
-      seq_len=cfg.seq_len,
-    )
-    if cfg.init_from:
-      state = _init_from_pretrained(state, shardings, harness, writer)
-  else:
-    abstract, shardings = harness.abstract_state()
-    state, data_state, meta = harness.checkpointer.restore(latest, abstract)
-    harness_lib.check_tokenizer(meta, exp, harness.checkpointer.directory)
+  state, shardings, data_state, _ = resume.start_state(harness, writer.info)
+  if data_state is not None:
     loader.set_state(data_state)
-    writer.info(f'Resumed from step {latest} in {harness.checkpointer.directory}.')
   meta = harness_lib.checkpoint_meta(cfg, exp)
   if jax.process_index() == 0:
     with open(os.path.join(workdir, 'config.json'), 'w') as f:
@@ -180,21 +165,6 @@ def train(
     evaluator.close()
   writer.close()
   return logged
-
-
-def _init_from_pretrained(state, shardings, harness, writer):
-  """The fresh state with the pretrained weights of `init_from` in place, and the optimizer
-  state built from them (RecAdam's anchor is the pretrained point)."""
-  cfg = harness.config
-  loaded = pretrained.load_params(model_setup.describe(cfg.init_from))
-  params, report = pretrained.merge(state.params, loaded, shardings.params)
-  writer.info(
-    f'init_from {cfg.init_from}: {len(report["loaded"])} pretrained tensors loaded, '
-    f'{len(report["fresh"])} initialized fresh ({", ".join(report["fresh"][:6])}'
-    f'{", ..." if len(report["fresh"]) > 6 else ""}), {len(report["unused"])} left unused.'
-  )
-  init_opt = jax.jit(harness.tx.init, out_shardings=shardings.opt_state)
-  return state.replace(params=params, opt_state=init_opt(params))
 
 
 def check_loss_terms(values: dict, module: str):
