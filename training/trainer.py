@@ -21,7 +21,7 @@ from models import flops
 from objectives import api
 from objectives.shared import metrics as metrics_lib
 from training import harness as harness_lib
-from training import metric_writer, mfu, optimizers, partitioning, prefetch, resume
+from training import metric_writer, mfu, optimizers, partitioning, preemption, prefetch, resume
 from training import state as state_lib
 
 
@@ -125,42 +125,56 @@ def train(
   # the loader's state after it, which is what a checkpoint of that step must hold.
   to_device = functools.partial(partitioning.global_batch, sharding=harness.batch_sharding)
   batches = prefetch.Prefetcher(loader, to_device, cfg.data.prefetch)
+  watch, preempted = preemption.PreemptionWatch(), False
   last_log, last_time, acc, logged = step, time.time(), None, {}
   host_seconds, waited = 0.0, batches.wait_seconds
-  while step < cfg.total_steps:
-    batch, data_state, seconds_read = next(batches)
-    host_seconds += seconds_read
-    state, step_metrics = train_step(state, batch)
-    acc = step_metrics if acc is None else metrics_lib.add(acc, step_metrics)
-    step += 1
-    if step % cfg.log_every_steps == 0 or step == cfg.total_steps:
-      values = metrics_lib.summarize(acc)  # Blocks until the steps are done.
-      check_loss_terms(values, cfg.objective.module)
-      steps = step - last_log
-      seconds = (time.time() - last_time) / steps
-      values.update(
-        learning_rate=float(schedule(step - 1)),
-        tokens_per_sec=tokens_per_step / seconds,
-        mfu=flops_per_token * tokens_per_step / seconds / (peak * jax.device_count()),
-        seconds_per_step=seconds,
-        # What the input pipeline alone delivers, and how long steps waited for it.
-        input_tokens_per_sec=tokens_per_step * steps / max(host_seconds, 1e-9),
-        input_wait_sec=(batches.wait_seconds - waited) / steps,
+  try:
+    while step < cfg.total_steps:
+      batch, data_state, seconds_read = next(batches)
+      host_seconds += seconds_read
+      state, step_metrics = train_step(state, batch)
+      acc = step_metrics if acc is None else metrics_lib.add(acc, step_metrics)
+      step += 1
+      preempted = watch.reached(step)
+      if step % cfg.log_every_steps == 0 or step == cfg.total_steps or preempted:
+        values = metrics_lib.summarize(acc)  # Blocks until the steps are done.
+        check_loss_terms(values, cfg.objective.module)
+        steps = step - last_log
+        seconds = (time.time() - last_time) / steps
+        values.update(
+          learning_rate=float(schedule(step - 1)),
+          tokens_per_sec=tokens_per_step / seconds,
+          mfu=flops_per_token * tokens_per_step / seconds / (peak * jax.device_count()),
+          seconds_per_step=seconds,
+          # What the input pipeline alone delivers, and how long steps waited for it.
+          input_tokens_per_sec=tokens_per_step * steps / max(host_seconds, 1e-9),
+          input_wait_sec=(batches.wait_seconds - waited) / steps,
+        )
+        writer.write(step, values)
+        writer.progress(step, values, seconds)
+        logged, last_log, last_time, acc = values, step, time.time(), None
+        host_seconds, waited = 0.0, batches.wait_seconds
+      if evaluator is not None and (step % cfg.eval_every_steps == 0 or step == cfg.total_steps):
+        eval_values = evaluator(step, state.params)
+        writer.write(step, eval_values, prefix='eval/')
+        writer.info(f'eval at step {step}: ' + _format(eval_values))
+        last_time = time.time()  # Evaluation time is not training time.
+      harness.checkpointer.save(
+        step, state, data_state, meta, force=step == cfg.total_steps or preempted
       )
-      writer.write(step, values)
-      writer.progress(step, values, seconds)
-      logged, last_log, last_time, acc = values, step, time.time(), None
-      host_seconds, waited = 0.0, batches.wait_seconds
-    if evaluator is not None and (step % cfg.eval_every_steps == 0 or step == cfg.total_steps):
-      eval_values = evaluator(step, state.params)
-      writer.write(step, eval_values, prefix='eval/')
-      writer.info(f'eval at step {step}: ' + _format(eval_values))
-      last_time = time.time()  # Evaluation time is not training time.
-    harness.checkpointer.save(step, state, data_state, meta, force=step == cfg.total_steps)
-    if after_step is not None:
-      after_step(step)
-  batches.close()
-  harness.checkpointer.close()
+      if after_step is not None:
+        after_step(step)
+      if preempted:
+        break
+  finally:  # Also when a step raises: the handlers put back, the reading thread ended.
+    watch.close()
+    batches.close()
+  harness.checkpointer.close()  # Waits for the last save.
+  if preempted:
+    writer.info(
+      f'{watch.reason}: stopped after step {step} with its checkpoint saved in '
+      f'{harness.checkpointer.directory}; the same command resumes from it.'
+    )
   if evaluator is not None:
     evaluator.close()
   writer.close()

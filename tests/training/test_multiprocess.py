@@ -2,7 +2,10 @@
 and a checkpoint they write resumes in a single process (elastic resume)."""
 
 import json
+import os
+import re
 import shutil
+import signal
 import subprocess
 
 import portpicker
@@ -130,3 +133,47 @@ def test_two_process_fine_tuning_scores_every_dev_example_once(tmp_path, spm_pat
     assert (tmp_path / name / 'best').is_dir()
   assert scores['multi']['eval/sst2'] == pytest.approx(scores['single']['eval/sst2'], abs=1e-6)
   assert scores['multi']['eval/best_step'] == scores['single']['eval/best_step'] == 4
+
+
+@pytest.mark.slow
+def test_sigterm_to_one_of_two_processes_checkpoints_one_agreed_step(tmp_path, spm_path):
+  """A preemption notice reaching one host only: JAX's preemption service agrees on a
+  step, both processes save it and exit 0 (none left waiting in a collective)."""
+  workdir = str(tmp_path / 'multi')
+  overrides = (
+    *runs.TINY_OVERRIDES,
+    '--config.total_steps=12',
+    '--config.checkpoint_every_steps=100',  # Only the preemption's checkpoint before 12.
+    '--config.data.num_shards=2',
+    f'--config.data.tokenizer_path={spm_path}',
+  )
+  port = portpicker.pick_unused_port()
+  procs = [
+    subprocess.Popen(
+      runs.command(
+        'train.py',
+        workdir,
+        *overrides,
+        f'--coordinator_address=127.0.0.1:{port}',
+        '--num_processes=2',
+        f'--process_id={i}',
+      ),  # fmt: skip
+      env=runs.env(devices=4),
+      cwd=runs.ROOT,
+      stdout=subprocess.PIPE,
+      stderr=subprocess.PIPE,
+      text=True,
+    )
+    for i in range(2)
+  ]
+  for line in procs[0].stdout:  # Process 0 logs; the notice goes to process 1.
+    if line.startswith('step 4/12'):
+      procs[1].send_signal(signal.SIGTERM)
+      break
+  outputs = [p.communicate(timeout=600) for p in procs]
+  for p, (_, err) in zip(procs, outputs, strict=True):
+    assert p.returncode == 0, err[-4000:]
+  (stopped,) = re.findall(r'A preemption notice .*: stopped after step (\d+)', outputs[0][0])
+  assert 4 <= int(stopped) < 12
+  assert os.listdir(f'{workdir}/checkpoints') == [stopped]
+  assert max(runs.losses(workdir)) == int(stopped)

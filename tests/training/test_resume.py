@@ -1,9 +1,14 @@
 """A run killed with SIGKILL and restarted ends exactly where an uninterrupted run ends,
 with batches read ahead by the prefetch thread (the checkpoint holds the data state of
-the batches trained on, not of those read ahead)."""
+the batches trained on, not of those read ahead); a run sent SIGTERM (a preemption
+notice) checkpoints the step it is in, exits 0, and its restart redoes nothing."""
 
+import collections
 import glob
+import json
 import re
+import signal
+import subprocess
 
 import numpy as np
 import orbax.checkpoint as ocp
@@ -48,7 +53,47 @@ def test_sigkill_and_restart_matches_uninterrupted_run(tmp_path, spm_path):
     assert a.read() == b.read()
   expected, got = runs.losses(straight), runs.losses(broken)
   assert [got[s] for s in range(8, 13)] == [expected[s] for s in range(8, 13)]
-  (step_a, params_a), (step_b, params_b) = _final_params(straight), _final_params(broken)
+  _assert_same_final_params(straight, broken)
+
+  # SIGTERM from outside once step 4 is logged: the run ends at a step boundary with
+  # that step checkpointed (none is due before 6), and exits 0.
+  preempted = str(tmp_path / 'preempted')
+  proc = subprocess.Popen(
+    runs.command('train.py', preempted, *overrides, '--config.checkpoint_every_steps=6'),
+    env=runs.env(),
+    cwd=runs.ROOT,
+    stdout=subprocess.PIPE,
+    stderr=subprocess.PIPE,
+    text=True,
+  )
+  for line in proc.stdout:
+    if line.startswith('step 4/12'):
+      proc.send_signal(signal.SIGTERM)
+      break
+  out, err = proc.communicate(timeout=600)
+  assert proc.returncode == 0, err[-3000:]
+  (stopped,) = re.findall(r'SIGTERM received: stopped after step (\d+) with its checkpoint', out)
+  stopped = int(stopped)
+  assert 4 <= stopped < 12
+  assert _final_params(preempted)[0] == stopped == max(runs.losses(preempted))
+  resumed = runs.run('train.py', preempted, *overrides, '--config.checkpoint_every_steps=6')
+  assert f'Resumed from step {stopped}' in resumed.stdout
+  assert _logged_steps(preempted) == list(range(1, 13))  # Each step once: nothing redone.
+  assert runs.losses(preempted) == expected
+  _assert_same_final_params(straight, preempted)
+
+
+def _logged_steps(workdir: str) -> list[int]:
+  """The steps of metrics.jsonl's training records, in file order (repeats kept)."""
+  with open(f'{workdir}/metrics.jsonl') as f:
+    records = [json.loads(line) for line in f]
+  steps = [r['step'] for r in records if 'loss' in r]
+  assert not [s for s, n in collections.Counter(steps).items() if n > 1], steps
+  return steps
+
+
+def _assert_same_final_params(workdir_a: str, workdir_b: str):
+  (step_a, params_a), (step_b, params_b) = _final_params(workdir_a), _final_params(workdir_b)
   assert step_a == step_b == 12
   flat_a, flat_b = dict(_flatten(params_a)), dict(_flatten(params_b))
   assert flat_a.keys() == flat_b.keys()
