@@ -215,7 +215,16 @@ class MaskedLM(nn.Module):
     return tokens, tokens, tokens, None, True, {name: jnp.zeros_like(tokens) for name in names}
 
   def vocab_logits(self, h, bias):
-    """Tied (or untied) output projection of [batch, length, token_dim] states, plus `bias`."""
+    """Tied (or untied) output projection of [batch, length, token_dim] states, plus `bias`.
+
+    The states are constrained to the activations' layout first (rows over the batch axes,
+    width whole): left free, the transform's output keeps its kernel's 'mlp' sharding
+    (tensor), and XLA's SPMD partitioner (jax 0.10.2) then miscompiles the projection's
+    backward pass when few rows reach it (gathered masked positions, short rows):
+    it permutes the logits' cotangent to another batch order and pairs it with the
+    states in the original order, so the gradients of every layer below the
+    vocabulary come out wrong (forward and output-embedding gradient right)."""
+    h = nn.with_logical_constraint(h, ('batch', 'length', 'act_embed'))
     logits = self.encoder.attend(h) if self.cfg.tie_embeddings else self.decoder(h)
     logits = logits + bias.astype(logits.dtype)
     return nn.with_logical_constraint(logits, ('batch', 'length', 'act_vocab'))

@@ -8,13 +8,11 @@ import dataclasses
 import functools
 import math
 
-import jax
-
 from data import loader as loader_lib
 from data import sources, tasks, tokenizer_api, tokenizers
 from models.transformer import TransformerConfig
 from objectives import api
-from training import model_setup, partitioning
+from training import model_setup
 
 
 @dataclasses.dataclass
@@ -62,38 +60,6 @@ class Experiment:
     )
 
 
-def gathered_positions_under_tensor_parallelism(config, objective) -> list[str]:
-  """MLM's gathered masked positions (objective.max_predictions_per_seq) with a tensor
-  axis > 1 under a rule set that shards the vocabulary over it: the gradients come out
-  wrong (forward right) on jax 0.10.2 (found by tests/training/test_sharding.py's 2x2x2
-  mesh; not understood yet), so such a run projects every position instead (the
-  automatic size), or stops (an explicit size).
-
-  Returns:
-    The note to log when the automatic size was turned off.
-  """
-  predictions = config.objective.max_predictions_per_seq
-  size = config.mesh.tensor
-  if size == -1:  # The devices left over by the other axes.
-    shape = partitioning.mesh_shape(config.mesh, jax.device_count())
-    size = shape[partitioning.MESH_AXES.index('tensor')]
-  tensor = size > 1 and config.mesh.strategy in ('fsdp_tp', 'fsdp_tp_sp')
-  gathers = api.predicted_length(objective, config.objective, config.seq_len) < config.seq_len
-  if not (gathers and tensor):
-    return []
-  if predictions > 0:
-    raise ValueError(
-      f'objective.max_predictions_per_seq={predictions} with mesh.tensor={size}: '
-      'gathered MLM positions give wrong gradients under tensor parallelism (a known bug, '
-      'see training/experiment.py); set objective.max_predictions_per_seq=-1.'
-    )
-  config.objective.max_predictions_per_seq = -1
-  return [
-    'objective.max_predictions_per_seq=-1 (every position reaches the vocabulary): gathered '
-    'MLM positions are not used with tensor parallelism yet (training/experiment.py).'
-  ]
-
-
 def build(config, workdir: str, *, process_index: int = 0, barrier=None) -> Experiment:
   """Loads (or trains, once, into the workdir) the tokenizer and sizes the model."""
   objective = api.load(config.objective.module, config.objective)
@@ -108,10 +74,8 @@ def build(config, workdir: str, *, process_index: int = 0, barrier=None) -> Expe
     tokenizer = tokenizers.get_or_train_tokenizer(
       config, workdir, process_index=process_index, barrier=barrier
     )
-  notes = gathered_positions_under_tensor_parallelism(config, objective)
   model_cfg = model_setup.model_config(config, tokenizer.vocab_size)
   exp = Experiment(config, tokenizer, objective, model_cfg)
-  exp.notes += notes
   # Nothing left to size when both lengths are given in steps: the records need not be read.
   sized = config.total_steps and (config.eval_every_steps or not config.evals_per_epoch)
   if config.num_epochs and not sized:

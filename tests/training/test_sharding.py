@@ -7,7 +7,6 @@ from jax.sharding import PartitionSpec as P
 
 from configs import quickstart
 from data.loader import ShardSpec
-from objectives import api
 from training import experiment, optimizers, partitioning
 from training import state as state_lib
 
@@ -100,20 +99,3 @@ def test_params_are_sharded_as_the_rules_say(spm_path):
 def test_strategies_pick_rule_sets(spm_path, strategy, expected):
   _, state = train_steps(_config(spm_path, 2, 2, 2, strategy), jax.devices(), steps=1)
   assert state.params['encoder']['block_0']['mlp']['wi']['kernel'].sharding.spec == expected
-
-
-def test_gathered_mlm_positions_are_not_used_under_tensor_parallelism():
-  """A known bug: gathered masked positions get wrong gradients when a tensor axis shards
-  the vocabulary (training/experiment.py). The automatic size falls back to every
-  position, with a note; an explicit size stops the run."""
-  config = quickstart.get_config()
-  config.mesh.data, config.mesh.tensor = 4, 2
-  objective = api.load(config.objective.module, config.objective)
-  notes = experiment.gathered_positions_under_tensor_parallelism(config, objective)
-  assert config.objective.max_predictions_per_seq == -1 and 'tensor parallelism' in notes[0]
-  config.objective.max_predictions_per_seq = 20
-  with pytest.raises(ValueError, match='max_predictions_per_seq=20 with mesh.tensor=2'):
-    experiment.gathered_positions_under_tensor_parallelism(config, objective)
-  config.mesh.data, config.mesh.tensor = 8, 1  # No tensor axis: gathered as asked.
-  assert experiment.gathered_positions_under_tensor_parallelism(config, objective) == []
-  assert config.objective.max_predictions_per_seq == 20
