@@ -16,7 +16,7 @@ from absl import app, flags
 from ml_collections import config_flags
 
 from evaluation import during_training
-from training import launch
+from training import config_checks, launch
 
 _CONFIG = config_flags.DEFINE_config_file('config', None, 'Experiment config file.')
 _WORKDIR = flags.DEFINE_string('workdir', None, 'Run directory: checkpoints, logs, tokenizer.')
@@ -42,6 +42,7 @@ def _kill_after(kill_step: int | None):
 
 def main(argv):
   del argv
+  config_checks.validate(_CONFIG.value)  # Before anything is created in the workdir.
   launch.route_logs(_WORKDIR.value, 'train')
   launch.initialize_distributed()
   during_training.train_and_evaluate(

@@ -36,6 +36,12 @@ def get_config() -> config_dict.ConfigDict:
   c.checkpoint_every_steps = 500  # Orbax checkpoint cadence (the last step is always saved);
   # 0: with every evaluation.
   c.keep_checkpoints = 3  # Newest checkpoints kept in --workdir/checkpoints.
+  c.on_save_error = 'stop'  # A background checkpoint save failed: 'stop' the run or 'continue'.
+  c.max_bad_steps = 10  # Skipped updates in a row (non-finite, or a loss spike) before the
+  # run stops with an error.
+  c.loss_spike_zscore = 0.0  # Skip an update whose loss is this many running standard
+  # deviations above the running mean (0: off).
+  c.allow_schedule_change = False  # Resume with another total_steps (the schedule changes).
   c.eval_every_steps = 500  # Held-out evaluation cadence during training (0: never).
   c.eval_steps = 0  # Batches per evaluation; 0 means the whole held-out split.
   c.init_from = ''  # Fine-tuning: a train.py run dir or a converted checkpoint to start from.
@@ -86,6 +92,8 @@ def get_config() -> config_dict.ConfigDict:
   # SentencePiece model; BERT's WordPiece already does.
   c.data.eval_split = ''  # Task eval split(s), comma-separated; '' is the task's dev split.
   c.data.num_shards = 0  # Logical data shards; 0 means one per process.
+  c.data.on_decode_error = 'strict'  # Invalid UTF-8 in text files: 'strict' (error naming the
+  # file and byte offset) or 'replace' (U+FFFD, counted in the log).
   c.data.prefetch = 2  # Batches read ahead and put on the devices by a thread (0: none).
   c.data.tokenizer_path = ''  # SentencePiece .model or WordPiece vocab.txt; '' trains one.
   c.data.vocab_size = 4096  # SentencePiece vocabulary trained when no tokenizer_path is set.

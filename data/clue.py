@@ -18,7 +18,7 @@ import dataclasses
 import os
 import re
 
-from data import jsonl
+from data import jsonl, text_decoding
 from data.wordpiece import CJK_RANGES
 
 Record = dict  # {'text_a': str, 'text_b': str | None, 'label': int | None, 'idx': int}
@@ -74,7 +74,7 @@ def fewclue_labels(fewclue_dir: str, task: str) -> list[str]:
   path = os.path.join(fewclue_dir, task, spec.label_file)
   if not os.path.isfile(path):
     raise FileNotFoundError(f'FewCLUE {task}: no label file {path}.')
-  with open(path, encoding='utf-8') as f:
+  with text_decoding.open_strict(path) as f:
     return [line.strip() for line in f if line.strip()]
 
 
@@ -159,7 +159,7 @@ def read_chnsenticorp(path: str) -> tuple[list[Record], list[str]]:
 
   Rows are kept as they are, an empty review included (the shared file has one).
   """
-  with open(path, encoding='utf-8-sig', newline='') as f:
+  with text_decoding.open_strict(path, 'utf-8-sig', newline='') as f:
     rows = list(csv.reader(f))
   if not rows or rows[0] != ['label', 'review']:
     raise ValueError(f'{path}: expected the header "label,review", got {rows[:1]}.')
@@ -188,10 +188,10 @@ def read_thucnews(path: str, class_path: str | None = None) -> tuple[list[Record
   class_path = class_path or os.path.join(os.path.dirname(path), 'class.txt')
   if not os.path.isfile(class_path):
     raise FileNotFoundError(f'THUCNews: no class names file {class_path}.')
-  with open(class_path, encoding='utf-8') as f:
+  with text_decoding.open_strict(class_path) as f:
     labels = [line.strip() for line in f if line.strip()]
   records = []
-  with open(path, encoding='utf-8') as f:
+  with text_decoding.open_strict(path) as f:
     for line_number, line in enumerate(f, 1):
       line = line.rstrip('\r\n')
       if not line:

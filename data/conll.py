@@ -8,6 +8,8 @@ Tags are kept as written (the shared copy is IOB2: B- opens every entity).
 
 import numpy as np
 
+from data import text_decoding
+
 Sentence = tuple[list[str], list[str]]  # (tokens, ner_tags), one tag per token
 
 _DOCSTART = '-DOCSTART-'
@@ -23,7 +25,7 @@ def read_conll(path: str) -> list[Sentence]:
       gives file and line number).
   """
   sentences, tokens, tags = [], [], []
-  with open(path, encoding='utf-8') as f:
+  with text_decoding.open_strict(path) as f:
     for line_number, line in enumerate(f, 1):
       fields = line.split()
       if not fields:

@@ -24,6 +24,8 @@ import dataclasses
 import logging
 import os
 
+from data import text_decoding
+
 # Unquoted tab-separated fields: a '"' is text, never a quote.
 _TSV = dict(delimiter='\t', quoting=csv.QUOTE_NONE)
 Record = dict  # {'text_a': str, 'text_b': str | None, 'label': int | float | None, 'idx': int}
@@ -173,7 +175,7 @@ def read_glue(glue_dir: str, task: str, split: str) -> list[Record]:
       f'<glue_dir>/{spec.directory}/{spec.file_name(split)}).'
     )
   # utf-8-sig drops MRPC's byte-order mark, which would otherwise glue onto 'Quality'.
-  with open(path, encoding='utf-8-sig', newline='') as f:
+  with text_decoding.open_strict(path, 'utf-8-sig', newline='') as f:
     lines = [(n, row) for n, row in enumerate(csv.reader(f, **_TSV), 1) if row]
   if split in spec.headerless_splits:
     header = list(spec.headerless_columns)

@@ -7,7 +7,9 @@ k = round(1 / eval_fraction); training gets the rest. Both are index views, so
 nothing large is copied.
 
 JSONL files (`source='jsonl'`) hold one document per line (data/jsonl.py), optionally
-with annotated character spans.
+with annotated character spans. Invalid UTF-8 in a text or JSONL file is an error naming
+the file and byte, or, with `data.on_decode_error='replace'`, U+FFFD counted in the log
+(data/text_decoding.py).
 
 TensorFlow Datasets is imported only for `source='tfds'`, so the model and
 training path imports without TensorFlow.
@@ -20,7 +22,7 @@ from collections.abc import Sequence
 
 from ml_collections import config_dict
 
-from data import jsonl, tasks
+from data import jsonl, tasks, text_decoding
 
 SOURCES = ('embedded', 'text', 'jsonl', 'tfds', *tasks.SOURCES)
 SPLITS = ('train', 'eval')
@@ -130,34 +132,38 @@ def _expand_globs(patterns: str, key: str) -> list[str]:
   return paths
 
 
-def read_text_documents(paths: Sequence[str]) -> list[str]:
+def read_text_documents(paths: Sequence[str], on_decode_error: str = 'strict') -> list[str]:
   """Reads documents in BERT's pretraining-data format.
 
   Args:
     paths: UTF-8 text files, one sentence (or paragraph) per line; documents are
       separated by one or more blank lines, and a file's end ends a document.
+    on_decode_error: `data.on_decode_error`: 'strict' (invalid UTF-8 is a ValueError
+      naming the file and byte) or 'replace' (U+FFFD, the count logged as a warning).
 
   Returns:
     The non-empty documents, lines stripped and joined with '\\n', in file order.
   """
+  text_decoding.check_mode(on_decode_error)
+  report = text_decoding.DecodeReport()
   documents = []
   for path in paths:
     lines = []
-    with open(path, encoding='utf-8') as f:
-      for line in f:
-        line = line.strip()
-        if line:
-          lines.append(line)
-        elif lines:
-          documents.append('\n'.join(lines))
-          lines = []
+    for line in text_decoding.text_lines(path, on_decode_error, report):
+      line = line.strip()
+      if line:
+        lines.append(line)
+      elif lines:
+        documents.append('\n'.join(lines))
+        lines = []
     if lines:
       documents.append('\n'.join(lines))
+  report.log(len(paths))
   return documents
 
 
-def _text_documents(patterns: str, key: str) -> list[str]:
-  documents = read_text_documents(_expand_globs(patterns, key))
+def _text_documents(patterns: str, key: str, on_decode_error: str) -> list[str]:
+  documents = read_text_documents(_expand_globs(patterns, key), on_decode_error)
   if not documents:
     raise ValueError(f'data.{key}={patterns!r} holds no non-empty documents.')
   return documents
@@ -209,15 +215,19 @@ def load_documents(data_config: config_dict.ConfigDict, split: str) -> Sequence[
   if source == 'embedded':
     return _hold_out(_embedded_documents(), split, data_config.eval_fraction, 'embedded corpus')
   if source == 'text':
+    decode = data_config.on_decode_error
     if split == 'eval' and data_config.eval_text_files:
-      return _text_documents(data_config.eval_text_files, 'eval_text_files')
-    documents = _text_documents(data_config.text_files, 'text_files')
+      return _text_documents(data_config.eval_text_files, 'eval_text_files', decode)
+    documents = _text_documents(data_config.text_files, 'text_files', decode)
     if data_config.eval_text_files:
       return documents
     return _hold_out(documents, split, data_config.eval_fraction, 'data.text_files')
   if source == 'jsonl':
     read = lambda key: jsonl.read_jsonl_documents(  # noqa: E731
-      _expand_globs(data_config[key], key), data_config.text_key, data_config.span_fields
+      _expand_globs(data_config[key], key),
+      data_config.text_key,
+      data_config.span_fields,
+      data_config.on_decode_error,
     )
     if split == 'eval' and data_config.eval_text_files:
       return read('eval_text_files')

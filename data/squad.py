@@ -32,6 +32,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from data import text_decoding
+
 
 def _answered(question_id: str, context: str, answers: list[str], starts: list[int]) -> None:
   """Checks that every answer lies inside the context where its offset says."""
@@ -69,7 +71,7 @@ def read_squad(path: str) -> list[dict]:
     list also counts as unanswerable), 'idx' (position in the list)}. v2.0's `plausible_answers`
     are not answers and are dropped.
   """
-  with open(path, encoding='utf-8') as f:
+  with text_decoding.open_strict(path) as f:
     data = json.load(f)
   if not isinstance(data, dict) or 'data' not in data:
     raise ValueError(f'{path}: not a SQuAD file (expected a JSON object with a "data" list).')

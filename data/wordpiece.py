@@ -17,6 +17,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from data import text_decoding
 from data.tokenizer_api import Tokenizer
 
 MAX_CHARS_PER_WORD = 100
@@ -111,7 +112,8 @@ class WordPieceTokenizer(Tokenizer):
     with open(vocab_path, 'rb') as f:
       vocab_bytes = f.read()
     super().__init__(vocab_path, vocab_bytes)
-    self._pieces = [line.rstrip('\r') for line in vocab_bytes.decode('utf-8').split('\n')]
+    vocab_text = text_decoding.decode_bytes(vocab_bytes, vocab_path)
+    self._pieces = [line.rstrip('\r') for line in vocab_text.split('\n')]
     if self._pieces and not self._pieces[-1]:
       self._pieces.pop()  # The trailing newline ends the last line; it is not a piece.
     self._ids = {}

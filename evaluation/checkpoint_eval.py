@@ -35,9 +35,12 @@ def evaluate_checkpoint(config, workdir: str) -> dict:
   if step is None:
     raise FileNotFoundError(f'No checkpoint in {harness.checkpointer.directory}: train first.')
   abstract, shardings = harness.abstract_state()
-  state, _, meta = harness.checkpointer.restore(step, abstract)
-  harness.checkpointer.close()
+  # The tokenizer first, from the checkpoint's meta alone: another tokenizer sizes another
+  # model, which the restore would otherwise reject with a shape error.
+  meta = harness.checkpointer.read_meta(step)
   harness_lib.check_tokenizer(meta, harness.exp, harness.checkpointer.directory)
+  state, _, _ = harness.checkpointer.restore(step, abstract)  # Verified against its digests.
+  harness.checkpointer.close()
   if api.is_task(harness.exp.objective):
     result = _evaluate_task_run(harness, workdir, state.params, abstract.params, shardings.params)
     rows = {**result['metrics'], **{f'score/{k}': v for k, v in result['scores'].items()}}

@@ -12,7 +12,7 @@ from jax.experimental import multihost_utils
 
 from data.loader import ShardSpec
 from objectives import api
-from training import checkpointing, experiment, optimizers, partitioning
+from training import checkpointing, config_checks, experiment, integrity, optimizers, partitioning
 from training import state as state_lib
 
 
@@ -35,6 +35,121 @@ def check_tokenizer(meta: dict, exp, where: str):
     )
 
 
+# Config keys that fix the train state's leaves and shapes: a checkpoint restores only into
+# the model and optimizer it was saved from (the leaves themselves are compared next, from
+# the checkpoint's integrity record, before any array is read).
+STATE_KEYS = (
+  'model.preset',
+  'model.num_layers',
+  'model.num_decoder_layers',
+  'model.d_model',
+  'model.num_heads',
+  'model.mlp_dim',
+  'model.embed_dim',
+  'model.adapter_dim',
+  'model.param_dtype',
+  'model.scan_layers',
+  'optimizer.name',
+)
+# Config keys of the learning-rate schedule; `total_steps` counts only where the schedule
+# depends on it (a decay to the end, or a warmup sized as a fraction of the run).
+SCHEDULE_KEYS = (
+  'optimizer.schedule',
+  'optimizer.learning_rate',
+  'optimizer.warmup_steps',
+  'optimizer.warmup_ratio',
+  'optimizer.end_lr_fraction',
+)
+_ABSENT = object()  # A key that a checkpoint of an older version did not save.
+
+
+def _saved_value(saved: dict, dotted: str):
+  node = saved
+  for part in dotted.split('.'):
+    if not isinstance(node, dict) or part not in node:
+      return _ABSENT
+    node = node[part]
+  return node
+
+
+def _config_value(config, dotted: str):
+  node = config
+  for part in dotted.split('.'):
+    node = node[part]
+  return node
+
+
+def _changes(saved: dict, config, keys) -> list[str]:
+  """'key=saved in the checkpoint, now' for each of `keys` whose value differs."""
+  changes = []
+  for key in keys:
+    before, now = _saved_value(saved, key), _config_value(config, key)
+    if before is not _ABSENT and before != now:
+      changes.append(f'{key}={before!r} in the checkpoint, {now!r} now')
+  return changes
+
+
+def _schedule_depends_on_length(opt_cfg) -> bool:
+  return opt_cfg.schedule in ('linear', 'cosine') or bool(opt_cfg.warmup_ratio)
+
+
+def check_meta(meta: dict, config, exp, where: str, info) -> None:
+  """Checks a checkpoint's meta against the run about to resume from it, before any
+  array is restored: its tokenizer, its trained tokenizer's vocab_size, the keys that
+  shape the state, and its learning-rate schedule.
+
+  Args:
+    meta: the checkpoint's meta item (`checkpoint_meta` of the run that saved it).
+    config: this run's config.
+    exp: this run's experiment (its tokenizer).
+    where: the checkpoint's path, for messages.
+    info: logs one line (a schedule change allowed by `allow_schedule_change`).
+
+  Raises:
+    ValueError (training.integrity.CheckpointMismatchError): one message naming each
+      value in the checkpoint and in this run, and what to do.
+  """
+  try:
+    check_tokenizer(meta, exp, where)
+  except ValueError as error:
+    raise integrity.CheckpointMismatchError(str(error)) from None
+  saved = meta['config']
+  trained_here = not config.data.tokenizer_path and not config.init_from
+  vocab = _saved_value(saved, 'data.vocab_size')
+  if trained_here and vocab is not _ABSENT and vocab != config.data.vocab_size:
+    raise integrity.CheckpointMismatchError(
+      f'The checkpoint in {where} was trained with the tokenizer this run trained with '
+      f'data.vocab_size={vocab} ({exp.tokenizer.path}), but this run asks for '
+      f'data.vocab_size={config.data.vocab_size}, which it would not get: resume with '
+      f'data.vocab_size={vocab}, or start a new --workdir for another vocabulary.'
+    )
+  changed = _changes(saved, config, STATE_KEYS)
+  if changed:
+    raise integrity.CheckpointMismatchError(
+      f'The checkpoint in {where} holds another model or optimizer than this run builds: '
+      f'{"; ".join(changed)}. Resume with the values it was saved with, or start a new '
+      '--workdir (init_from starts a new run from its weights).'
+    )
+  changed = _changes(saved, config, SCHEDULE_KEYS)
+  length = _changes(saved, config, ('total_steps',))
+  if length and not changed and not _schedule_depends_on_length(config.optimizer):
+    info(f'{length[0]}: the {config.optimizer.schedule} schedule does not depend on it.')
+    return
+  changed += length
+  if not changed:
+    return
+  if not config.allow_schedule_change:
+    raise integrity.CheckpointMismatchError(
+      f'The checkpoint in {where} was trained on another learning-rate schedule: '
+      f'{"; ".join(changed)}. Resuming would change the learning rate of every step from '
+      'here on: set allow_schedule_change=True to do so, or resume with the saved values.'
+    )
+  info(
+    f'allow_schedule_change: resuming {where} with {"; ".join(changed)}; the learning rate '
+    'follows the new schedule from here on.'
+  )
+
+
 def check_microbatches(batch_size: int, num_microbatches: int, mesh):
   """Each microbatch must itself split evenly over the data-parallel devices."""
   ways = math.prod(mesh.shape[a] for a in partitioning.BATCH_AXES)
@@ -52,6 +167,7 @@ def step_options(config, objective) -> dict:
   return {
     'num_microbatches': config.num_microbatches,
     'loss_terms': api.loss_terms(objective, config.objective),
+    'loss_spike_zscore': config.loss_spike_zscore,
   }
 
 
@@ -59,6 +175,7 @@ class Harness:
   """Mesh, model, optimizer and jitted steps of one config, shared by train and eval."""
 
   def __init__(self, config, workdir: str):
+    config_checks.validate(config)
     self.config, self.workdir = config, workdir
     self.mesh = partitioning.make_mesh(config.mesh)
     self.rules = partitioning.logical_rules(config.mesh.strategy)
@@ -74,7 +191,10 @@ class Harness:
     self.tx = optimizers.build(config.optimizer, config.total_steps)
     self.batch_sharding = partitioning.batch_sharding(self.mesh)
     self.checkpointer = checkpointing.Checkpointer(
-      workdir, keep=config.keep_checkpoints, save_every=config.checkpoint_every_steps
+      workdir,
+      keep=config.keep_checkpoints,
+      save_every=config.checkpoint_every_steps,
+      on_save_error=config.on_save_error,
     )
 
   def abstract_state(self):

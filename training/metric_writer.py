@@ -2,10 +2,14 @@
 
 Only process 0 writes. `DIR/metrics.jsonl` holds one JSON object per logged
 step (step, loss, learning_rate, tokens_per_sec, mfu, ...); a resumed run
-appends to it, so the file reads as one run.
+first drops the records of the steps after its checkpoint (`truncate_after`), then
+appends, so the file reads as one run with each step once. Every line is strict JSON:
+a NaN or infinite figure is written as null and named in the record's `nonfinite`
+list (TensorBoard still gets the float).
 """
 
 import json
+import math
 import os
 import sys
 import time
@@ -30,6 +34,32 @@ def _summary_writer_class():
   return SummaryWriter
 
 
+def json_record(step: int, scalars: dict[str, float], prefix: str = '') -> str:
+  """One metrics.jsonl line (no newline): strict JSON, a non-finite figure as null with
+  its name in `nonfinite` (json.dumps would write NaN / Infinity, which strict JSON
+  readers, jq and most non-Python parsers, refuse)."""
+  record, nonfinite = {'step': step}, []
+  for name, value in scalars.items():
+    value = float(value)
+    if not math.isfinite(value):
+      nonfinite.append(prefix + name)
+      value = None
+    record[prefix + name] = value
+  if nonfinite:
+    record['nonfinite'] = nonfinite
+  return json.dumps(record, allow_nan=False)
+
+
+def _after(line: str, step: int) -> bool:
+  """Whether a metrics.jsonl line is the record of a step after `step` (False for a line
+  that does not parse or has no step: kept, not judged)."""
+  try:
+    record = json.loads(line)
+  except json.JSONDecodeError:
+    return False
+  return isinstance(record, dict) and isinstance(record.get('step'), int) and record['step'] > step
+
+
 def _duration(seconds: float) -> str:
   seconds = int(max(seconds, 0))
   hours, rest = divmod(seconds, 3600)
@@ -44,9 +74,10 @@ class MetricWriter:
     self._total = total_steps
     self._jsonl = None
     self._tb = None
+    self._path = os.path.join(workdir, 'metrics.jsonl')
     if self._enabled:
       os.makedirs(workdir, exist_ok=True)
-      self._jsonl = open(os.path.join(workdir, 'metrics.jsonl'), 'a')
+      self._jsonl = open(self._path, 'a')
       self._tb = _summary_writer_class()(os.path.join(workdir, 'tensorboard'))
     self._start = time.time()
 
@@ -58,8 +89,7 @@ class MetricWriter:
     """Logs `scalars` at `step`; `prefix` ('eval/') marks evaluation figures."""
     if not self._enabled:
       return
-    record = {'step': step, **{prefix + k: float(v) for k, v in scalars.items()}}
-    self._jsonl.write(json.dumps(record) + '\n')
+    self._jsonl.write(json_record(step, scalars, prefix) + '\n')
     self._jsonl.flush()
     for name, value in scalars.items():
       self._tb.add_scalar(prefix + name, value, step)
@@ -88,6 +118,34 @@ class MetricWriter:
       f'eta {eta}',
     ]
     print(' | '.join(fields), file=sys.stdout, flush=True)
+
+  def truncate_after(self, step: int) -> int:
+    """Drops the records of steps after `step` from metrics.jsonl; returns how many.
+
+    A run resumed from its checkpoint of `step` logs the later steps again; without
+    this the file would hold them twice (the killed run's and the resumed run's).
+    Evaluation records (`eval/...`) at or before `step` stay. The file is rewritten to a
+    temporary file that replaces it at once (os.replace), so a kill in the middle leaves
+    the old file whole. A last line without its newline (a write cut by a kill) is
+    dropped too; other lines that do not parse are kept as they are.
+    """
+    if not self._enabled or not os.path.exists(self._path):
+      return 0
+    self._jsonl.close()
+    with open(self._path) as f:
+      lines = f.readlines()
+    read = len(lines)
+    if lines and not lines[-1].endswith('\n'):
+      lines.pop()  # Torn by a kill mid-write.
+    kept = [line for line in lines if not _after(line, step)]
+    temporary = self._path + '.tmp'
+    with open(temporary, 'w') as f:
+      f.writelines(kept)
+      f.flush()
+      os.fsync(f.fileno())
+    os.replace(temporary, self._path)
+    self._jsonl = open(self._path, 'a')
+    return read - len(kept)
 
   def close(self):
     if self._enabled:

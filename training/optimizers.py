@@ -25,6 +25,9 @@ import optax
 
 from training import adaptation
 
+# optimizer.schedule: the decays after warmup that learning_rate_schedule builds.
+SCHEDULES = ('linear', 'cosine', 'rsqrt', 'constant')
+
 
 def warmup_steps(opt_cfg, total_steps: int) -> int:
   """Warmup steps: `warmup_ratio` x total_steps (rounded) when the ratio is set, else
@@ -63,8 +66,7 @@ def learning_rate_schedule(opt_cfg, total_steps: int) -> optax.Schedule:
     decay = lambda t: peak * jnp.sqrt(base / jnp.maximum(t + warmup, base))  # noqa: E731
   else:
     raise ValueError(
-      f'Unknown optimizer.schedule {opt_cfg.schedule!r}; expected linear, cosine, rsqrt or '
-      'constant.'
+      f'Unknown optimizer.schedule {opt_cfg.schedule!r}; expected one of {", ".join(SCHEDULES)}.'
     )
   if warmup == 0:
     return decay

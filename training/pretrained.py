@@ -9,7 +9,9 @@ and adapter settings still apply. `merge` copies every pretrained leaf whose pat
 fine-tuned model also has (the encoder, the pooler) and keeps the fresh initialization
 of the rest (the task head, adapters); pretraining heads the model lacks are left
 behind. `load_run` also hands a run to the exporter (`python -m models.convert --to hf`)
-and to LM evaluation as a `Converted`.
+and to LM evaluation as a `Converted`. Either kind is checked against the digests saved
+with it (models/convert/converted.py, training/integrity.py): damaged weights are an
+error, never a silent start.
 """
 
 import json
@@ -17,24 +19,36 @@ import os
 
 import jax
 import numpy as np
-import orbax.checkpoint as ocp
 
 from models import convert
 from models.convert import converted, mapping, scan
 from models.convert.converted import Converted
-from training import model_setup
+from training import checkpointing, integrity, model_setup
 
 
 def latest_params(workdir: str) -> tuple[dict, int]:
-  """(params as NumPy arrays, layers looped; step) of run `workdir`'s newest checkpoint;
-  the optimizer state stays behind."""
-  manager = ocp.CheckpointManager(os.path.join(workdir, 'checkpoints'), item_names=('state',))
-  step = manager.latest_step()
-  if step is None:
-    raise FileNotFoundError(f'No checkpoint in {workdir}/checkpoints.')
-  restored = manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore()))
-  manager.close()
-  params = scan.jax_to_numpy(restored.state['params'])
+  """(params as NumPy arrays, layers looped; step) of run `workdir`'s newest checkpoint,
+  verified against its digests; the optimizer state stays behind.
+
+  Raises:
+    FileNotFoundError: the run has no checkpoint.
+    ValueError: its newest checkpoint is damaged (it is another run's: nothing is moved).
+  """
+  checkpointer = checkpointing.Checkpointer(workdir, keep=0, save_every=1, read_only=True)
+  try:
+    step = checkpointer.latest_step()
+    if step is None:
+      raise FileNotFoundError(f'No checkpoint in {workdir}/checkpoints.')
+    state, _, _ = checkpointer.restore_as_saved(step)
+  except integrity.CorruptCheckpointError as error:
+    raise ValueError(
+      f'init_from {workdir}: its newest checkpoint is damaged ({error}); move '
+      f'{checkpointer.directory}/{error.step} aside to start from the step before, or '
+      'resume that run once (train.py moves it aside and falls back by itself).'
+    ) from error
+  finally:
+    checkpointer.close()
+  params = scan.jax_to_numpy(state['params'])
   with open(os.path.join(workdir, 'config.json')) as f:
     if json.load(f)['model'].get('scan_layers'):
       params = scan.to_looped(params)

@@ -1,9 +1,18 @@
-"""Where a run starts: its newest checkpoint, a pretrained `init_from`, or a fresh init."""
+"""Where a run starts: its newest usable checkpoint, a pretrained `init_from`, or a fresh init.
+
+Resuming tries the checkpoint steps newest first. Each step's meta (JSON, no arrays) is
+read and checked against the run first (tokenizer, vocabulary, model, schedule:
+harness.check_meta), so a config that cannot use the checkpoint stops with one message
+before anything is restored and the checkpoint stays where it is. A step that is
+damaged (missing or unreadable files, digests that differ, NaN: CorruptCheckpointError)
+is renamed `<step>.corrupt` (never deleted), one line says why, and the step before it
+is tried; only when no step is usable does the run stop, listing them.
+"""
 
 import jax
 
 from training import harness as harness_lib
-from training import model_setup, pretrained
+from training import integrity, model_setup, pretrained
 from training import state as state_lib
 
 
@@ -17,10 +26,16 @@ def start_state(harness: harness_lib.Harness, info):
   Returns:
     (state, shardings, data_state, step): `data_state` and `step` are those of the
     checkpoint resumed from, both None for a fresh start.
+
+  Raises:
+    CheckpointMismatchError (a ValueError): the newest readable checkpoint does not fit
+      this run's config.
+    RuntimeError: checkpoints exist but none is usable.
   """
-  cfg, exp = harness.config, harness.exp
-  latest = harness.checkpointer.latest_step()
-  if latest is None:
+  cfg, exp, checkpointer = harness.config, harness.exp, harness.checkpointer
+  steps = checkpointer.all_steps()
+  if not steps:
+    _check_nothing_moved_aside(checkpointer)
     state, shardings = state_lib.create(
       harness.model,
       harness.tx,
@@ -33,10 +48,42 @@ def start_state(harness: harness_lib.Harness, info):
       state = _init_from_pretrained(state, shardings, harness, info)
     return state, shardings, None, None
   abstract, shardings = harness.abstract_state()
-  state, data_state, meta = harness.checkpointer.restore(latest, abstract)
-  harness_lib.check_tokenizer(meta, exp, harness.checkpointer.directory)
-  info(f'Resumed from step {latest} in {harness.checkpointer.directory}.')
-  return state, shardings, data_state, latest
+  unusable = []
+  for step in steps:
+    where = f'{checkpointer.directory}/{step}'
+    try:
+      meta = checkpointer.read_meta(step)
+      harness_lib.check_meta(meta, cfg, exp, where, info)
+      state, data_state, _ = checkpointer.restore(step, abstract)
+    except integrity.CorruptCheckpointError as error:
+      moved = checkpointer.move_aside(step)
+      info(
+        f'Checkpoint step {step} is unusable, item {error.item!r}: {error.reason}; moved to '
+        f'{moved}, trying the one before.'
+      )
+      unusable.append(f'step {step} ({error.item}: {error.reason})')
+      continue
+    warning = checkpointer.disk_space_warning()
+    if warning:
+      info(warning)
+    info(f'Resumed from step {step} in {checkpointer.directory}.')
+    return state, shardings, data_state, step
+  raise RuntimeError(
+    f'No usable checkpoint in {checkpointer.directory}: {"; ".join(unusable)}. Each was '
+    'moved aside as <step>.corrupt (nothing was deleted): rename one back to resume from '
+    'it, or remove them (or use a new --workdir) to start from scratch.'
+  )
+
+
+def _check_nothing_moved_aside(checkpointer):
+  """A run whose every checkpoint was found unusable does not silently start over."""
+  moved = checkpointer.moved_aside()
+  if moved:
+    raise RuntimeError(
+      f'{checkpointer.directory} holds only checkpoints moved aside as unusable '
+      f'({", ".join(moved)}): remove them (or use a new --workdir) to start this run from '
+      'scratch, or rename a step back to resume from it.'
+    )
 
 
 def _init_from_pretrained(state, shardings, harness, info):

@@ -1,4 +1,9 @@
-"""The train state, initialized directly sharded, and the jitted train step."""
+"""The train state, initialized directly sharded, and the jitted train step.
+
+The step guards its update: a step whose loss or gradient norm is not finite, or (with
+`loss_spike_zscore` > 0) whose loss spikes far above the running loss, leaves the
+params and optimizer state as they were (training/guard.py counts such steps in a row).
+"""
 
 import functools
 
@@ -11,12 +16,42 @@ from jax.sharding import PartitionSpec
 
 from training import partitioning
 
+# Per-step metrics of the guard, (1.0 or 0.0, 1.0) each step: summed over a log interval
+# they give the fraction of its steps whose update was skipped, and read for one step
+# they are its flag (training/guard.py). A non-finite step is not also counted a spike.
+SKIPPED_NONFINITE = 'skipped_nonfinite'
+SKIPPED_SPIKE = 'skipped_spike'
+SKIP_METRICS = (SKIPPED_NONFINITE, SKIPPED_SPIKE)
+
+# The running loss of the spike guard: an exact mean and variance over the first applied
+# steps, then an exponential moving average with this decay (a window of ~100 steps).
+LOSS_STATS_DECAY = 0.99
+# Applied steps the running loss must have seen before a spike can be skipped.
+SPIKE_WARMUP_STEPS = 20
+
+
+@flax.struct.dataclass
+class LossStats:
+  """Running mean and variance of the losses of applied steps (float32 scalars), kept
+  in the state so that a resumed run judges spikes against the same baseline. Kept
+  whether or not spikes are skipped, so that turning the guard on at a resume finds it
+  warm."""
+
+  count: jax.Array  # int32: applied steps seen.
+  mean: jax.Array
+  var: jax.Array
+
+  @classmethod
+  def zeros(cls) -> 'LossStats':
+    return cls(count=jnp.zeros((), jnp.int32), mean=jnp.zeros(()), var=jnp.zeros(()))
+
 
 @flax.struct.dataclass
 class TrainState:
-  step: jax.Array  # int32 scalar: optimizer steps taken.
+  step: jax.Array  # int32 scalar: batches trained on (skipped updates included).
   params: dict
   opt_state: optax.OptState
+  loss_stats: LossStats  # Replicated scalars (training/partitioning.logical_shardings).
 
 
 def init_inputs(model, seq_len: int) -> tuple:
@@ -34,7 +69,12 @@ def _boxed_init(model, tx, seq_len: int):
   def init(rng):
     params = model.init(rng, *init_inputs(model, seq_len))['params']
     opt_state = fit_optimizer_names(tx.init(params), params)
-    return TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=opt_state)
+    return TrainState(
+      step=jnp.zeros((), jnp.int32),
+      params=params,
+      opt_state=opt_state,
+      loss_stats=LossStats.zeros(),
+    )
 
   return init
 
@@ -113,25 +153,102 @@ def train_step(
   seed: int,
   num_microbatches: int = 1,
   loss_terms: dict[str, float] | None = None,
+  loss_spike_zscore: float = 0.0,
+  spike_warmup_steps: int = SPIKE_WARMUP_STEPS,
 ):
   """One optimizer step. Dropout randomness is derived from (seed, step) (and the
   microbatch's index when the batch is split).
 
   With `num_microbatches` = m > 1 the global batch is split into m microbatches inside
   the step (`accumulate_gradients`) and the optimizer sees the whole batch's gradient.
+
+  The update is guarded: when the loss or the gradient's global norm (after
+  accumulation, before the optimizer's clipping) is not finite, or, with
+  `loss_spike_zscore` = z > 0 and after `spike_warmup_steps` applied steps, the loss is
+  more than z running standard deviations above the running mean (`LossStats`), the
+  params, optimizer state and running loss stay as they were. `step` still advances:
+  the batch was consumed, and the next step must read the next batch and derive the
+  next randomness, as an uninterrupted run does. The optimizer's own count does not
+  advance, so its learning-rate schedule lags `step` by the number of skipped updates.
+  An applied step computes exactly what an unguarded step computes (the guard selects
+  between the new and the old trees).
+
+  Returns:
+    (state, metrics): the step's (sum, weight) metrics, `grad_norm`, and SKIP_METRICS.
+    The metrics of a skipped step have weight 0, so an interval's logged figures are
+    means over its applied steps and a NaN never reaches them.
   """
   rng = jax.random.fold_in(jax.random.key(seed), state.step)
   loss_fn = functools.partial(loss_fn, model=model)
+  loss_terms = loss_terms or {'loss': 1.0}
   if num_microbatches == 1:
-    (_, metrics), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params, batch, rng)
+    (loss, metrics), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params, batch, rng)
   else:
     grads, metrics = accumulate_gradients(
-      loss_fn, state.params, batch, rng, num_microbatches, loss_terms or {'loss': 1.0}
+      loss_fn, state.params, batch, rng, num_microbatches, loss_terms
     )
+    loss = _loss_of_terms(metrics, loss_terms)
   updates, opt_state = tx.update(grads, state.opt_state, state.params)
   params = optax.apply_updates(state.params, updates)
-  metrics = dict(metrics, grad_norm=(optax.tree.norm(grads), jnp.float32(1.0)))
-  return TrainState(step=state.step + 1, params=params, opt_state=opt_state), metrics
+  grad_norm = optax.tree.norm(grads)
+  loss = loss.astype(jnp.float32)
+  nonfinite = ~(jnp.isfinite(loss) & jnp.isfinite(grad_norm))
+  spike = ~nonfinite & is_loss_spike(state.loss_stats, loss, loss_spike_zscore, spike_warmup_steps)
+  applied = ~(nonfinite | spike)
+  new_state = TrainState(
+    step=state.step + 1,
+    params=_select(applied, params, state.params),
+    opt_state=_select(applied, opt_state, state.opt_state),
+    loss_stats=_select(applied, update_loss_stats(state.loss_stats, loss), state.loss_stats),
+  )
+  metrics = dict(metrics, grad_norm=(grad_norm, jnp.float32(1.0)))
+  metrics = _select(applied, metrics, jax.tree.map(jnp.zeros_like, metrics))
+  one = jnp.float32(1.0)
+  metrics[SKIPPED_NONFINITE] = (nonfinite.astype(jnp.float32), one)
+  metrics[SKIPPED_SPIKE] = (spike.astype(jnp.float32), one)
+  return new_state, metrics
+
+
+def _select(keep_new, new, old):
+  """`new` where the scalar `keep_new` is true, else `old`, leaf by leaf (sharding kept)."""
+  return jax.tree.map(lambda n, o: jnp.where(keep_new, n, o), new, old)
+
+
+def _loss_of_terms(metrics: dict, loss_terms: dict[str, float]) -> jax.Array:
+  """The batch's loss rebuilt from its summed (sum, weight) loss terms (accumulation)."""
+  return sum(
+    c * metrics[t][0] / jnp.where(metrics[t][1] > 0, metrics[t][1], 1.0)
+    for t, c in loss_terms.items()
+  )
+
+
+def update_loss_stats(stats: LossStats, loss, decay: float = LOSS_STATS_DECAY) -> LossStats:
+  """The running loss after one more applied step.
+
+  The weight of the new loss is max(1 / (count + 1), 1 - decay): the exact mean and
+  (population) variance while fewer than 1 / (1 - decay) losses were seen, so the
+  baseline does not start biased towards 0, then an exponential moving average that
+  follows a loss going down during training. A finite loss whose square overflows
+  float32 (above ~1e19) leaves the stats as they were: an infinite variance would switch
+  the spike guard off for good, and a checkpoint holding it would read as corrupt.
+  """
+  alpha = jnp.maximum(1.0 / (stats.count.astype(jnp.float32) + 1.0), 1.0 - decay)
+  delta = loss - stats.mean
+  new = LossStats(
+    count=stats.count + 1,
+    mean=stats.mean + alpha * delta,
+    var=(1.0 - alpha) * (stats.var + alpha * delta * delta),
+  )
+  return _select(jnp.isfinite(new.mean) & jnp.isfinite(new.var), new, stats)
+
+
+def is_loss_spike(stats: LossStats, loss, zscore: float, warmup_steps: int) -> jax.Array:
+  """Whether `loss` is more than `zscore` running standard deviations above the running
+  mean (a bool scalar; always false when `zscore` <= 0 or during the warm-up)."""
+  if zscore <= 0:
+    return jnp.zeros((), bool)
+  warm = stats.count >= warmup_steps
+  return warm & (loss - stats.mean > zscore * jnp.sqrt(stats.var))
 
 
 # The largest disagreement (relative) between an objective's loss and the sum of its

@@ -20,8 +20,17 @@ import jax
 from models import flops
 from objectives import api
 from objectives.shared import metrics as metrics_lib
+from training import (
+  guard,
+  metric_writer,
+  mfu,
+  optimizers,
+  partitioning,
+  preemption,
+  prefetch,
+  resume,
+)
 from training import harness as harness_lib
-from training import metric_writer, mfu, optimizers, partitioning, preemption, prefetch, resume
 from training import state as state_lib
 
 
@@ -71,10 +80,12 @@ def train(
     )
   exp = harness.exp
   writer = metric_writer.MetricWriter(workdir, cfg.total_steps)
+  harness.checkpointer.log = writer.info  # Its notes (a failed save let go) as run lines.
   for note in exp.notes:
     writer.info(note)
   loader = exp.loader('train', harness.shards)
-  state, shardings, data_state, _ = resume.start_state(harness, writer.info)
+  state, shardings, data_state, resumed_step = resume.start_state(harness, writer.info)
+  writer.truncate_after(resumed_step or 0)  # Steps after the checkpoint are redone: logged once.
   if data_state is not None:
     loader.set_state(data_state)
   meta = harness_lib.checkpoint_meta(cfg, exp)
@@ -126,6 +137,8 @@ def train(
   to_device = functools.partial(partitioning.global_batch, sharding=harness.batch_sharding)
   batches = prefetch.Prefetcher(loader, to_device, cfg.data.prefetch)
   watch, preempted = preemption.PreemptionWatch(), False
+  # Skipped updates in a row, counted from each step's flag one step late (no host wait).
+  bad_steps, last_flag = guard.BadStepCounter(cfg.max_bad_steps), None
   last_log, last_time, acc, logged = step, time.time(), None, {}
   host_seconds, waited = 0.0, batches.wait_seconds
   try:
@@ -133,12 +146,17 @@ def train(
       batch, data_state, seconds_read = next(batches)
       host_seconds += seconds_read
       state, step_metrics = train_step(state, batch)
+      if last_flag is not None:  # The previous step's: done by now.
+        bad_steps.update(last_flag)
+        bad_steps.check(step)
+      last_flag = guard.skipped_flag(step_metrics)
       acc = step_metrics if acc is None else metrics_lib.add(acc, step_metrics)
       step += 1
       preempted = watch.reached(step)
       if step % cfg.log_every_steps == 0 or step == cfg.total_steps or preempted:
         values = metrics_lib.summarize(acc)  # Blocks until the steps are done.
         check_loss_terms(values, cfg.objective.module)
+        values = guard.interval_figures(values)
         steps = step - last_log
         seconds = (time.time() - last_time) / steps
         values.update(
@@ -166,6 +184,9 @@ def train(
         after_step(step)
       if preempted:
         break
+    if last_flag is not None:
+      bad_steps.update(last_flag)
+      bad_steps.check(step)
   finally:  # Also when a step raises: the handlers put back, the reading thread ended.
     watch.close()
     batches.close()

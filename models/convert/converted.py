@@ -4,15 +4,20 @@
                      NumPy arrays: the union of what the source held, e.g.
                      {'encoder', 'pooler', 'mlm_transform', 'mlm_norm', 'mlm_bias'}.
     OUT/model.json   {'family', 'config' (TransformerConfig fields), 'heads',
-                     'unconverted', 'ignored', 'hf_config', 'source', 'tokenizer_files'}.
+                     'unconverted', 'ignored', 'hf_config', 'source', 'tokenizer_files',
+                     'digests' ({tensor path: {'dtype', 'shape', 'sha256'}})}.
     OUT/vocab.txt ...  Tokenizer files copied from the source.
 
-`load` reads it back; `head_params` picks the subtrees one of our models takes
-(`heads.Backbone`, `heads.MaskedLM`, `heads.CausalLM`), e.g.
-`heads.MaskedLM(c.config).apply({'params': head_params(c, 'masked_lm')}, ...)`.
+`load` reads it back and checks every tensor against the digest the converter wrote
+(Orbax reads flipped bytes back as other numbers without a word, and a fine-tuning run
+would start from them): a difference is an error naming the file and the tensor;
+directories written before digests existed load unchecked. `head_params` picks the
+subtrees one of our models takes (`heads.Backbone`, `heads.MaskedLM`, `heads.CausalLM`),
+e.g. `heads.MaskedLM(c.config).apply({'params': head_params(c, 'masked_lm')}, ...)`.
 """
 
 import dataclasses
+import hashlib
 import json
 import os
 
@@ -60,6 +65,7 @@ def save(out: str, converted: Converted) -> None:
     'hf_config': converted.hf_config,
     'source': converted.source,
     'tokenizer_files': converted.tokenizer_files,
+    'digests': tensor_digests(converted.params),
   }
   with open(os.path.join(out, MODEL_JSON), 'w') as f:
     json.dump(meta, f, indent=2)
@@ -82,12 +88,22 @@ def load(path: str) -> Converted:
   unknown = sorted(set(meta['config']) - fields)
   if unknown:
     raise ValueError(f'{meta_path}: config fields {unknown} are not TransformerConfig fields.')
-  with ocp.StandardCheckpointer() as checkpointer:
-    params = checkpointer.restore(os.path.join(path, PARAMS))
+  params_path = os.path.join(path, PARAMS)
+  try:
+    with ocp.StandardCheckpointer() as checkpointer:
+      params = _to_numpy(checkpointer.restore(params_path))
+  except Exception as error:  # Missing, truncated or garbled files: Orbax's errors vary.
+    first_line = (str(error).strip().splitlines() or [type(error).__name__])[0][:300]
+    raise ValueError(
+      f'{params_path}: unreadable ({first_line}); the converted checkpoint is damaged: '
+      'convert it again.'
+    ) from error
+  if 'digests' in meta:  # Written by a converter that records them.
+    check_digests(params, meta['digests'], params_path)
   return Converted(
     family=meta['family'],
     config=TransformerConfig(**meta['config']),
-    params=_to_numpy(params),
+    params=params,
     heads=meta['heads'],
     unconverted=meta['unconverted'],
     ignored=meta['ignored'],
@@ -101,6 +117,47 @@ def _to_numpy(tree):
   if isinstance(tree, dict):
     return {k: _to_numpy(v) for k, v in tree.items()}
   return np.asarray(tree)
+
+
+def _flat(tree: dict, prefix: str = '') -> dict:
+  out = {}
+  for key, value in tree.items():
+    if isinstance(value, dict):
+      out.update(_flat(value, f'{prefix}{key}/'))
+    else:
+      out[prefix + key] = value
+  return out
+
+
+def tensor_digests(params: dict) -> dict:
+  """{tensor path: {'dtype', 'shape', 'sha256' of its bytes (row-major)}} of `params`."""
+  digests = {}
+  for name, value in sorted(_flat(params).items()):
+    array = np.asarray(value)
+    digests[name] = {
+      'dtype': array.dtype.name,
+      'shape': list(array.shape),
+      'sha256': hashlib.sha256(np.ascontiguousarray(array).tobytes()).hexdigest(),
+    }
+  return digests
+
+
+def check_digests(params: dict, saved: dict, where: str) -> None:
+  """Raises ValueError naming `where` and the first tensors whose digest (dtype, shape,
+  bytes) differs from the one the converter wrote, or that are missing or extra."""
+  loaded = tensor_digests(params)
+  names = sorted(set(saved) | set(loaded))
+  differing = [n for n in names if n not in saved or n not in loaded or saved[n] != loaded[n]]
+  if not differing:
+    return
+  more = f' and {len(differing) - 3} more' if len(differing) > 3 else ''
+  named = f'tensors {", ".join(differing[:3])}{more} differ'
+  if len(differing) == 1:
+    named = f'tensor {differing[0]} differs'
+  raise ValueError(
+    f'{where}: {named} from the digests written by the converter (model.json): the '
+    'converted checkpoint is damaged; convert it again.'
+  )
 
 
 # Top-level groups of each of our models; the stack is 'encoder' or 'decoder'.

@@ -98,3 +98,14 @@ def test_checkpoint_with_another_tokenizer_is_refused(spm_path):
   with pytest.raises(ValueError, match=r'trained with tokenizer /a/spm.model.*data.tokenizer_path'):
     harness_lib.check_tokenizer(meta, exp, '/run/checkpoints')
   assert jax.device_count() == 8
+
+
+@pytest.mark.slow
+def test_a_bad_config_value_stops_before_the_workdir_is_made(tmp_path):
+  workdir = tmp_path / 'run'
+  overrides = ('--config.batch_size=0', '--config.optimizer.b2=1.0')
+  result = runs.run('train.py', str(workdir), *overrides, check=False)
+  assert result.returncode != 0
+  assert 'batch_size=0: must be an integer >= 1' in result.stderr
+  assert 'optimizer.b2=1.0' in result.stderr
+  assert not workdir.exists()
