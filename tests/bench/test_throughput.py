@@ -252,8 +252,10 @@ def test_compare_hf_times_ours_and_hf_side_by_side(tmp_path, capsys):
   assert gathered['params'] == every['params'] == hf['params']  # The same model, both sides.
   assert runners['gpt2-tiny', 'ours']['params'] == runners['gpt2-tiny', 'hf']['params']
   assert gathered['predicted_len'] == 14 and every['predicted_len'] == hf['predicted_len'] == 32
-  # The same work at every position (XLA's count), less with the gathered head.
-  assert every['xla_flops_per_step'] == pytest.approx(hf['xla_flops_per_step'], rel=0.01)
+  # The same work at every position (XLA's count), less with the gathered head. Ours also
+  # selects between the updated and the previous state (the non-finite guard,
+  # training/state.py): a few elementwise operations per parameter, 5% of this tiny step.
+  assert hf['xla_flops_per_step'] < every['xla_flops_per_step'] < 1.08 * hf['xla_flops_per_step']
   assert gathered['xla_flops_per_step'] < 0.7 * every['xla_flops_per_step']
   assert gathered['flops_per_token'] < every['flops_per_token'] == hf['flops_per_token']
   for record in result['runners']:
