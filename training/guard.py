@@ -21,10 +21,12 @@ class TrainingDivergedError(RuntimeError):
   """`max_bad_steps` updates in a row were skipped."""
 
 
-def skipped_flag(step_metrics: dict) -> jax.Array:
-  """A device scalar: 1.0 when the step's update was skipped (non-finite or spike), else
-  0.0. Read it (`float`) once the step is done: e.g. the previous step's, lagged."""
-  return sum(step_metrics[name][0] for name in state_lib.SKIP_METRICS)
+def skipped_flag(step_metrics: dict) -> tuple[jax.Array, ...]:
+  """The step's skip flags (device scalars, 1.0 when its update was skipped as
+  non-finite, or as a spike): give them to `BadStepCounter.update` once the step is done,
+  e.g. the previous step's, lagged. Left on the device, unsummed: an eager sum would be
+  one more dispatch per step."""
+  return tuple(step_metrics[name][0] for name in state_lib.SKIP_METRICS)
 
 
 class BadStepCounter:
@@ -44,8 +46,10 @@ class BadStepCounter:
     self.consecutive = 0
 
   def update(self, flag) -> int:
-    """Adds one step's flag (truthy: its update was skipped); returns the count in a row."""
-    self.consecutive = self.consecutive + 1 if float(flag) > 0 else 0
+    """Adds one step's flag (a number, or a tuple of them as `skipped_flag` gives; > 0:
+    its update was skipped); returns the count in a row."""
+    flags = flag if isinstance(flag, tuple) else (flag,)
+    self.consecutive = self.consecutive + 1 if sum(float(f) for f in flags) > 0 else 0
     return self.consecutive
 
   @property

@@ -109,26 +109,26 @@ def _leaf_digest(x):
   return jnp.stack(sums), finite
 
 
-def _digest_leaves(leaves):
-  pairs = [_leaf_digest(x) for x in leaves]
-  return jnp.stack([d for d, _ in pairs]), jnp.stack([f for _, f in pairs])
+# One program per distinct leaf (shape, dtype, sharding), not one for the whole state:
+# the leaves of a model repeat a few shapes (its layers; params and both Adam moments),
+# so a state of hundreds of leaves compiles a handful of small programs, once per
+# process (and reads them from the persistent compilation cache after that), where one
+# program over every leaf took seconds to compile for each new model.
+_LEAF_DIGEST = jax.jit(_leaf_digest)
+_LEAF_DIGEST_ON_MESH = {}
 
 
-_DIGEST = jax.jit(_digest_leaves)
-_DIGEST_ON_MESH = {}
-
-
-def _digest_fn(leaves):
-  """The jitted digest, its outputs replicated over the leaves' mesh (every process
+def _digest_fn(x):
+  """The jitted digest of leaf `x`, its outputs replicated over its mesh (every process
   reads the same words), or placed by jit for host arrays."""
-  mesh = next((x.sharding.mesh for x in leaves if isinstance(x.sharding, NamedSharding)), None)
-  if mesh is None:
-    return _DIGEST
-  if mesh not in _DIGEST_ON_MESH:
-    _DIGEST_ON_MESH[mesh] = jax.jit(
-      _digest_leaves, out_shardings=NamedSharding(mesh, PartitionSpec())
+  if not isinstance(x.sharding, NamedSharding):
+    return _LEAF_DIGEST
+  mesh = x.sharding.mesh
+  if mesh not in _LEAF_DIGEST_ON_MESH:
+    _LEAF_DIGEST_ON_MESH[mesh] = jax.jit(
+      _leaf_digest, out_shardings=NamedSharding(mesh, PartitionSpec())
     )
-  return _DIGEST_ON_MESH[mesh]
+  return _LEAF_DIGEST_ON_MESH[mesh]
 
 
 def state_record(state) -> tuple[dict, list[str]]:
@@ -144,7 +144,7 @@ def state_record(state) -> tuple[dict, list[str]]:
   if not named:
     return {}, []
   leaves = [x if isinstance(x, jax.Array) else jnp.asarray(x) for _, x in named]
-  digests, finite = jax.device_get(_digest_fn(leaves)(leaves))
+  digests, finite = zip(*jax.device_get([_digest_fn(x)(x) for x in leaves]), strict=True)
   record, nonfinite = {}, []
   for (path, _), x, digest, ok in zip(named, leaves, digests, finite, strict=True):
     name = leaf_name(path)

@@ -268,8 +268,9 @@ def test_the_counter_counts_skipped_steps_in_a_row():
 
 def test_the_flag_of_a_step_and_the_figures_of_an_all_skipped_interval():
   one, zero = (jnp.float32(1.0), jnp.float32(1.0)), (jnp.float32(0.0), jnp.float32(1.0))
-  assert float(guard.skipped_flag({NONFINITE: zero, SPIKE: one})) == 1.0
-  assert float(guard.skipped_flag({NONFINITE: zero, SPIKE: zero})) == 0.0
+  for flags, skipped in (((zero, one), 1), ((one, zero), 1), ((zero, zero), 0)):
+    flag = guard.skipped_flag(dict(zip((NONFINITE, SPIKE), flags, strict=True)))
+    assert guard.BadStepCounter(5).update(flag) == skipped
   partly = {'loss': 3.0, NONFINITE: 0.5, SPIKE: 0.25}
   assert guard.interval_figures(partly) == partly
   skipped = guard.interval_figures({'loss': 0.0, 'grad_norm': 0.0, NONFINITE: 0.75, SPIKE: 0.25})
