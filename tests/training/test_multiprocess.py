@@ -28,25 +28,7 @@ def test_two_processes_match_one_and_resume_in_one(tmp_path, spm_path):
   runs.run('train.py', single, *overrides, devices=8)
 
   multi = str(tmp_path / 'multi')
-  port = portpicker.pick_unused_port()
-  procs = [
-    subprocess.Popen(
-      runs.command(
-        'train.py',
-        multi,
-        *overrides,
-        f'--coordinator_address=127.0.0.1:{port}',
-        '--num_processes=2',
-        f'--process_id={i}',
-      ),  # fmt: skip
-      env=runs.env(devices=4),
-      cwd=runs.ROOT,
-      stdout=subprocess.PIPE,
-      stderr=subprocess.PIPE,
-      text=True,
-    )
-    for i in range(2)
-  ]
+  procs = _start_two_processes(multi, overrides)
   outputs = [p.communicate(timeout=600) for p in procs]
   for p, (_, err) in zip(procs, outputs, strict=True):
     assert p.returncode == 0, err[-4000:]
@@ -147,8 +129,24 @@ def test_sigterm_to_one_of_two_processes_checkpoints_one_agreed_step(tmp_path, s
     '--config.data.num_shards=2',
     f'--config.data.tokenizer_path={spm_path}',
   )
+  procs = _start_two_processes(workdir, overrides)
+  for line in procs[0].stdout:  # Process 0 logs; the notice goes to process 1.
+    if line.startswith('step 4/12'):
+      procs[1].send_signal(signal.SIGTERM)
+      break
+  outputs = [p.communicate(timeout=600) for p in procs]
+  for p, (_, err) in zip(procs, outputs, strict=True):
+    assert p.returncode == 0, err[-4000:]
+  (stopped,) = re.findall(r'A preemption notice .*: stopped after step (\d+)', outputs[0][0])
+  assert 4 <= int(stopped) < 12
+  assert os.listdir(f'{workdir}/checkpoints') == [stopped]
+  assert max(runs.losses(workdir)) == int(stopped)
+
+
+def _start_two_processes(workdir: str, overrides) -> list[subprocess.Popen]:
+  """train.py as processes 0 and 1 of a 2-process run on 127.0.0.1, 4 CPU devices each."""
   port = portpicker.pick_unused_port()
-  procs = [
+  return [
     subprocess.Popen(
       runs.command(
         'train.py',
@@ -166,14 +164,3 @@ def test_sigterm_to_one_of_two_processes_checkpoints_one_agreed_step(tmp_path, s
     )
     for i in range(2)
   ]
-  for line in procs[0].stdout:  # Process 0 logs; the notice goes to process 1.
-    if line.startswith('step 4/12'):
-      procs[1].send_signal(signal.SIGTERM)
-      break
-  outputs = [p.communicate(timeout=600) for p in procs]
-  for p, (_, err) in zip(procs, outputs, strict=True):
-    assert p.returncode == 0, err[-4000:]
-  (stopped,) = re.findall(r'A preemption notice .*: stopped after step (\d+)', outputs[0][0])
-  assert 4 <= int(stopped) < 12
-  assert os.listdir(f'{workdir}/checkpoints') == [stopped]
-  assert max(runs.losses(workdir)) == int(stopped)
