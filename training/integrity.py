@@ -144,7 +144,10 @@ def state_record(state) -> tuple[dict, list[str]]:
   if not named:
     return {}, []
   leaves = [x if isinstance(x, jax.Array) else jnp.asarray(x) for _, x in named]
-  digests, finite = zip(*jax.device_get([_digest_fn(x)(x) for x in leaves]), strict=True)
+  # One leaf at a time, each waited for: with many small programs in flight at once,
+  # each with its all-reduce, XLA's CPU client ran out of threads for the collectives'
+  # rendezvous on 8 devices (an abort after 40 s; 4-process FSDP test).
+  digests, finite = zip(*(jax.device_get(_digest_fn(x)(x)) for x in leaves), strict=True)
   record, nonfinite = {}, []
   for (path, _), x, digest, ok in zip(named, leaves, digests, finite, strict=True):
     name = leaf_name(path)
