@@ -8,7 +8,7 @@ checkpoint that rotates the good ones away). So every checkpoint carries, in a J
 of its own, a 64-bit digest of each state leaf, and a restored state is compared with it
 before the run uses it.
 
-The digest is computed on the devices, by one jitted function over the whole state:
+The digest is computed on the devices, leaf by leaf (`state_record`):
 each element's bits, read as unsigned integers (float32 as uint32, bfloat16 as uint16
 widened to uint32, ...), are multiplied by an odd number derived from the element's
 global flat index by an integer hash, and summed with uint32 wrap-around; two hashes
