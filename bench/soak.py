@@ -34,8 +34,10 @@ import sys
 import tempfile
 import time
 
+import jax
 import numpy as np
-import orbax.checkpoint as ocp
+
+from training import checkpointing, integrity
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # Small enough that a 200-step soak with 10 restarts takes minutes on a 2-core CPU.
@@ -149,25 +151,14 @@ def flip_bytes(workdir: str) -> str:
 
 
 def final_state(workdir: str) -> tuple[int, dict]:
-  """(step, {path: array}) of the newest checkpoint's whole state, as saved."""
-  manager = ocp.CheckpointManager(os.path.join(workdir, 'checkpoints'), item_names=('state',))
-  step = manager.latest_step()
-  restored = manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore()))
-  manager.close()
-  flat = {}
-
-  def walk(tree, prefix):
-    if isinstance(tree, dict):
-      for key, value in tree.items():
-        walk(value, f'{prefix}{key}/')
-    elif isinstance(tree, list | tuple):
-      for i, value in enumerate(tree):
-        walk(value, f'{prefix}{i}/')
-    elif tree is not None:
-      flat[prefix.rstrip('/')] = np.asarray(tree)
-
-  walk(restored.state, '')
-  return step, flat
+  """(step, {leaf name: array}) of the newest checkpoint's whole state, as saved, read
+  through the project's checkpointer (its digests verified)."""
+  checkpointer = checkpointing.Checkpointer(workdir, keep=0, save_every=1, read_only=True)
+  step = checkpointer.latest_step()
+  state, _, _ = checkpointer.restore_as_saved(step)
+  checkpointer.close()
+  named = jax.tree_util.tree_flatten_with_path(state)[0]
+  return step, {integrity.leaf_name(path): np.asarray(x) for path, x in named}
 
 
 def logged_losses(workdir: str) -> list[tuple[int, float]]:

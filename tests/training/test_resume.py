@@ -11,17 +11,10 @@ import signal
 import subprocess
 
 import numpy as np
-import orbax.checkpoint as ocp
 import pytest
 
+from bench import soak
 from tests.training import runs
-
-
-def _final_params(workdir: str) -> dict:
-  manager = ocp.CheckpointManager(f'{workdir}/checkpoints', item_names=('state',))
-  step = manager.latest_step()
-  restored = manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore()))
-  return step, restored.state['params']
 
 
 @pytest.mark.slow
@@ -75,7 +68,7 @@ def test_sigkill_and_restart_matches_uninterrupted_run(tmp_path, spm_path):
   (stopped,) = re.findall(r'SIGTERM received: stopped after step (\d+) with its checkpoint', out)
   stopped = int(stopped)
   assert 4 <= stopped < 12
-  assert _final_params(preempted)[0] == stopped == max(runs.losses(preempted))
+  assert soak.final_state(preempted)[0] == stopped == max(runs.losses(preempted))
   resumed = runs.run('train.py', preempted, *overrides, '--config.checkpoint_every_steps=6')
   assert f'Resumed from step {stopped}' in resumed.stdout
   assert _logged_steps(preempted) == list(range(1, 13))  # Each step once: nothing redone.
@@ -93,17 +86,11 @@ def _logged_steps(workdir: str) -> list[int]:
 
 
 def _assert_same_final_params(workdir_a: str, workdir_b: str):
-  (step_a, params_a), (step_b, params_b) = _final_params(workdir_a), _final_params(workdir_b)
+  """The newest checkpoints of both runs are step 12 with bit-identical params."""
+  (step_a, state_a), (step_b, state_b) = soak.final_state(workdir_a), soak.final_state(workdir_b)
   assert step_a == step_b == 12
-  flat_a, flat_b = dict(_flatten(params_a)), dict(_flatten(params_b))
-  assert flat_a.keys() == flat_b.keys()
-  for name in flat_a:
-    np.testing.assert_array_equal(flat_a[name], flat_b[name], err_msg=name)
-
-
-def _flatten(tree, prefix=''):
-  for key, value in tree.items():
-    if isinstance(value, dict):
-      yield from _flatten(value, f'{prefix}{key}/')
-    else:
-      yield prefix + key, np.asarray(value)
+  params_a = {k: v for k, v in state_a.items() if k.startswith('params/')}
+  params_b = {k: v for k, v in state_b.items() if k.startswith('params/')}
+  assert params_a.keys() == params_b.keys() and params_a
+  for name in params_a:
+    np.testing.assert_array_equal(params_a[name], params_b[name], err_msg=name)
