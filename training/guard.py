@@ -52,6 +52,11 @@ class BadStepCounter:
     self.consecutive = self.consecutive + 1 if sum(float(f) for f in flags) > 0 else 0
     return self.consecutive
 
+  def add(self, flag, step: int) -> None:
+    """`update` with step `step`'s flag, then `check`: what the loop does each step."""
+    self.update(flag)
+    self.check(step)
+
   @property
   def exceeded(self) -> bool:
     return self.consecutive >= self.max_bad_steps

@@ -146,9 +146,8 @@ def train(
       batch, data_state, seconds_read = next(batches)
       host_seconds += seconds_read
       state, step_metrics = train_step(state, batch)
-      if last_flag is not None:  # The previous step's: done by now.
-        bad_steps.update(last_flag)
-        bad_steps.check(step)
+      if last_flag is not None:  # The previous step's (number `step`): done by now.
+        bad_steps.add(last_flag, step)
       last_flag = guard.skipped_flag(step_metrics)
       acc = step_metrics if acc is None else metrics_lib.add(acc, step_metrics)
       step += 1
@@ -185,8 +184,7 @@ def train(
       if preempted:
         break
     if last_flag is not None:
-      bad_steps.update(last_flag)
-      bad_steps.check(step)
+      bad_steps.add(last_flag, step)
   finally:  # Also when a step raises: the handlers put back, the reading thread ended.
     watch.close()
     batches.close()
