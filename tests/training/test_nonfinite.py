@@ -3,6 +3,7 @@ as they were and says so in its metrics; normal steps are computed exactly as be
 diverged run is stopped by the host-side counter of skipped steps in a row."""
 
 import functools
+import json
 import math
 import types
 
@@ -13,10 +14,11 @@ import numpy as np
 import optax
 import pytest
 
+from configs import quickstart
 from models import heads, presets
 from objectives.shared import metrics as metrics_lib
 from objectives.shared import token_lm
-from training import guard, partitioning
+from training import checkpointing, guard, integrity, partitioning, trainer
 from training import state as state_lib
 
 VOCAB, LENGTH, BATCH = 128, 32, 16
@@ -276,3 +278,27 @@ def test_the_flag_of_a_step_and_the_figures_of_an_all_skipped_interval():
   skipped = guard.interval_figures({'loss': 0.0, 'grad_norm': 0.0, NONFINITE: 0.75, SPIKE: 0.25})
   assert math.isnan(skipped['loss']) and math.isnan(skipped['grad_norm'])
   assert skipped[NONFINITE] == 0.75 and skipped[SPIKE] == 0.25
+
+
+def test_the_training_loop_stops_a_diverged_run_with_no_nan_checkpoint(tmp_path, spm_path):
+  """trainer.train end to end at learning rate 1e6: the updates go non-finite, each is
+  skipped, the run stops after max_bad_steps in a row naming the steps, metrics.jsonl
+  stays strict JSON, and every checkpoint saved holds finite params."""
+  config = quickstart.get_config()
+  config.batch_size, config.seq_len, config.total_steps = 8, 32, 30
+  config.log_every_steps, config.eval_every_steps, config.checkpoint_every_steps = 1, 0, 2
+  config.optimizer.learning_rate, config.optimizer.warmup_ratio = 1e6, 0.0
+  config.optimizer.clip_norm, config.max_bad_steps = 0.0, 3
+  config.peak_flops_per_device, config.data.tokenizer_path = 1e9, spm_path
+  workdir = str(tmp_path / 'run')
+  with pytest.raises(guard.TrainingDivergedError, match=r'\(3 in a row, max_bad_steps=3\)'):
+    trainer.train(config, workdir)
+  with open(f'{workdir}/metrics.jsonl') as f:
+    records = [json.loads(line, parse_constant=lambda c: pytest.fail(c)) for line in f]
+  assert records and max(r['step'] for r in records) < config.total_steps
+  assert any(r['skipped_nonfinite'] == 1.0 for r in records)
+  reader = checkpointing.Checkpointer(workdir, keep=0, save_every=1, read_only=True)
+  for step in reader.all_steps():
+    state, _, _ = reader.restore_as_saved(step)
+    assert integrity.state_record(state)[1] == [], step  # No non-finite leaf.
+  reader.close()
