@@ -30,16 +30,36 @@ def _attention_width(cfg: TransformerConfig) -> int:
 
 
 def _mlp_params(cfg: TransformerConfig) -> int:
-  return (3 if cfg.gated_mlp else 2) * cfg.d_model * cfg.mlp_dim
+  """The feed-forward sub-layers' matmuls (MobileBERT stacks `num_mlps`, `inner_dim` wide)."""
+  return cfg.num_mlps * (3 if cfg.gated_mlp else 2) * cfg.inner_dim * cfg.mlp_dim
+
+
+def _encoder_block_params(cfg: TransformerConfig) -> int:
+  """Matmul params of one encoder block: attention and MLPs, and MobileBERT's bottlenecks
+  (into and out of `bottleneck_dim`; with a shared query-key bottleneck the values read
+  the wide block input)."""
+  d, inner, width = cfg.d_model, cfg.inner_dim, _attention_width(cfg)
+  if not cfg.bottleneck_dim:
+    return 4 * d * width + _mlp_params(cfg)
+  value_in = d if cfg.shared_qk_bottleneck else inner
+  bottlenecks = (3 if cfg.shared_qk_bottleneck else 2) * d * inner
+  return bottlenecks + (2 * inner + value_in) * width + width * inner + _mlp_params(cfg)
+
+
+def _embed_projection(cfg: TransformerConfig) -> int:
+  """The projection of factorized (ALBERT) or trigram (MobileBERT) embeddings to d_model."""
+  if not (cfg.embed_dim or cfg.embed_trigram):
+    return 0
+  return cfg.token_dim * (3 if cfg.embed_trigram else 1) * cfg.d_model
 
 
 def matmul_params(cfg: TransformerConfig, mlm_head: bool) -> int:
   """Matmul parameters a token of a one-stack model passes through (and, for an
   encoder-decoder, those at r = 1: every stack at the encoder's length)."""
   d, width, token_dim = cfg.d_model, _attention_width(cfg), cfg.token_dim
-  encoder = cfg.num_layers * (4 * d * width + _mlp_params(cfg))
+  encoder = cfg.num_layers * _encoder_block_params(cfg)
   decoder = cfg.num_decoder_layers * (8 * d * width + _mlp_params(cfg))
-  embed_projection = token_dim * d if cfg.embed_dim else 0
+  embed_projection = _embed_projection(cfg)
   head = token_dim * cfg.vocab_size + (d * token_dim if mlm_head else 0)
   return encoder + decoder + embed_projection + head
 
@@ -65,9 +85,8 @@ def train_flops_per_token(
   if not isinstance(cfg, TransformerConfig):
     return cfg.train_flops_per_token(seq_len)
   d, width = cfg.d_model, _attention_width(cfg)
-  embed_projection = cfg.token_dim * d if cfg.embed_dim else 0
   head = cfg.token_dim * cfg.vocab_size + (d * cfg.token_dim if mlm_head else 0)
-  encoder = cfg.num_layers * (4 * d * width + _mlp_params(cfg)) + embed_projection
+  encoder = cfg.num_layers * _encoder_block_params(cfg) + _embed_projection(cfg)
   scores = 12 * cfg.num_layers * seq_len * width
   if not cfg.num_decoder_layers:
     predicted = 1.0 if predicted_len is None else predicted_len / seq_len

@@ -39,6 +39,25 @@ _ROBERTA = dict(
 _ALBERT = dict(_BERT, vocab_size=30000, embed_dim=128, share_layers=True, activation='gelu_tanh')
 # ELECTRA (Clark et al. 2020): BERT's stack without pooler; discriminators and generators.
 _ELECTRA = dict(_BERT, pooler=False)
+# MobileBERT (Sun et al. 2020, google/mobilebert-uncased): BERT-large's 24 layers at 512
+# wide, each block narrowed to 128 (queries and keys from a shared bottleneck of the block
+# input, values from the 512-wide input itself, 4 heads of 32), four stacked ReLU FFNs of
+# 512, NoNorm everywhere, and 128-wide token embeddings read as trigrams, projected to 512.
+_MOBILEBERT = dict(
+  _BERT,
+  num_layers=24,
+  d_model=512,
+  num_heads=4,
+  mlp_dim=512,
+  embed_dim=128,
+  embed_trigram=True,
+  bottleneck_dim=128,
+  shared_qk_bottleneck=True,
+  num_mlps=4,
+  norm='affine',
+  activation='relu',
+  dropout_rate=0.0,
+)
 # Pre-LN decoder with a final LayerNorm and tanh GELU (Radford et al. 2019).
 _GPT2 = dict(
   vocab_size=50257,
@@ -161,6 +180,13 @@ PRESETS: dict[str, dict] = {
   'electra-large-generator': dict(_bert(24, 256, 4), **dict(_ELECTRA, embed_dim=1024)),
   # Sanh et al. 2019: 6 of BERT-base's layers, no token types, no pooler: 66M.
   'distilbert': _bert(6, 768, 12, **dict(type_vocab_size=0, pooler=False)),
+  # Sun et al. 2020; the paper's Table 1 says 25.3M.
+  'mobilebert': _MOBILEBERT,
+  # MobileBERT's block at 2 layers and a quarter of its widths, for tests and CPU runs
+  # (not the paper's MobileBERT-TINY, which is 24 layers deep).
+  'mobilebert-tiny': dict(
+    _MOBILEBERT, num_layers=2, d_model=128, mlp_dim=128, embed_dim=32, bottleneck_dim=32
+  ),
   # Jiao et al. 2020, TinyBERT-4: 4 layers, 312 wide, FFN 1200 (14.5M).
   'tinybert-4': dict(_bert(4, 312, 12), mlp_dim=1200),
   # Joshi et al. 2020 and Sun et al. 2019: BERT-shaped (their objectives differ).

@@ -35,7 +35,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from models import attention
+from models import attention, quantization
 from models.model_config import ModelConfig
 
 
@@ -65,7 +65,9 @@ class TransformerConfig(ModelConfig):
   final_norm: bool = False  # LayerNorm after the last block (GPT-2, pre-LN stacks).
   activation: str = 'gelu'  # 'gelu' (exact erf, BERT), 'gelu_tanh' (GPT-2) or 'relu' (ERNIE).
   gated_mlp: bool = False  # T5 v1.1: act(x W0) * (x W1), then Wo.
-  norm: str = 'layer'  # 'layer' (LayerNorm) or 'rms' (T5: scale-only, no mean, no bias).
+  # 'layer' (LayerNorm), 'rms' (T5: scale-only, no mean, no bias) or 'affine' (MobileBERT's
+  # NoNorm: x * scale + bias, no statistics at all).
+  norm: str = 'layer'
   use_bias: bool = True  # Biases in the dense layers (T5 has none).
   scale_attention: bool = True  # Divide logits by sqrt(head_dim); T5 folds it into the init.
   layer_norm_eps: float = 1e-12
@@ -84,6 +86,46 @@ class TransformerConfig(ModelConfig):
   scan_layers: bool = False  # One nn.scan over the layers (fast compiles) instead of a loop.
   remat: str = 'none'  # Recompute in the backward pass: 'none', 'full', or 'dots' (keep matmuls).
   adapter_dim: int = 0  # Houlsby adapters of this bottleneck after every sub-layer (0: none).
+  # MobileBERT (Sun et al. 2020). bottleneck_dim > 0: a block projects its d_model-wide input
+  # to bottleneck_dim (`bottleneck_in` + norm), runs its sub-layers that wide, and projects
+  # back (`bottleneck_out`, residual from the block input, norm); post-LN only.
+  bottleneck_dim: int = 0
+  # With a bottleneck: queries and keys read a second bottleneck of the block input
+  # (`bottleneck_qk`) and values the input itself (MobileBERT); else all read `bottleneck_in`.
+  shared_qk_bottleneck: bool = False
+  num_mlps: int = 1  # Feed-forward sub-layers per block, each with its residual and norm.
+  # MobileBERT's embedding: the token table is token_dim wide, and each position's next, own
+  # and previous token embeddings, concatenated, are projected to d_model before the
+  # (d_model-wide) position and token-type embeddings are added (a width-3 convolution).
+  embed_trigram: bool = False
+  # Structured head pruning (models/head_pruning.py): heads kept in each layer, in layer
+  # order (None: num_heads everywhere; 0: the layer's attention is its output bias alone).
+  layer_heads: tuple[int, ...] | None = None
+
+  def heads_of(self, layer: int) -> int:
+    """Attention heads of block `layer` (fewer than num_heads after head pruning)."""
+    return self.num_heads if self.layer_heads is None else self.layer_heads[layer]
+
+  # Quantization of every block matmul (a `Projection`; models/quantization.py): '' float;
+  # 'fake' quantization-aware training (weights per output channel and inputs per tensor
+  # rounded to quant_bits in the forward pass, straight-through gradients); 'int8' (int8
+  # kernel per output channel x int8 inputs on a calibrated per-tensor scale, int32 sums);
+  # 'weight' (weight-only: quant_bits-bit kernels, dequantized in the matmul).
+  quant: str = ''
+  quant_bits: int = 8  # Bits of 'fake' and 'weight' (2 to 8); 'int8' is 8.
+  quant_group_size: int = 0  # Input rows per weight scale (0: one scale per output channel).
+  quant_layer_bits: tuple[int, ...] | None = None  # Q-BERT: each layer's bits over quant_bits.
+
+  def quant_bits_of(self, layer: int | None) -> int:
+    """Weight bits of block `layer`'s matmuls (None: a block outside the layer loop)."""
+    if self.quant_layer_bits is None:
+      return self.quant_bits
+    if layer is None or not 0 <= layer < len(self.quant_layer_bits):
+      raise ValueError(
+        f'quant_layer_bits={self.quant_layer_bits} gives bits per layer of a looped stack; '
+        f'layer {layer} is not one of them (scan_layers and share_layers must be off).'
+      )
+    return self.quant_layer_bits[layer]
 
   @property
   def token_dim(self) -> int:
@@ -97,7 +139,12 @@ class TransformerConfig(ModelConfig):
 
   @property
   def kv_dim(self) -> int:
-    return self.head_dim or self.d_model // self.num_heads
+    return self.head_dim or self.inner_dim // self.num_heads
+
+  @property
+  def inner_dim(self) -> int:
+    """Width of a block's sub-layers and residual stream: bottleneck_dim or d_model."""
+    return self.bottleneck_dim or self.d_model
 
 
 def normal_init(cfg: TransformerConfig, *names: str, fan_in: int) -> Callable:
@@ -114,8 +161,27 @@ def ones_init(*names: str) -> Callable:
   return nn.with_logical_partitioning(nn.initializers.ones_init(), names)
 
 
+class AffineNorm(nn.Module):
+  """MobileBERT's NoNorm: x * scale + bias per feature, without LayerNorm's statistics
+  (cheaper on phones; Sun et al. 2020, section 4.2). Params are named as LayerNorm's."""
+
+  cfg: TransformerConfig
+  axis: str = 'embed'
+
+  @nn.compact
+  def __call__(self, x):
+    cfg = self.cfg
+    width = (x.shape[-1],)
+    scale = self.param('scale', ones_init(self.axis), width, cfg.storage_dtype)
+    bias = self.param('bias', zeros_init(self.axis), width, cfg.storage_dtype)
+    return x * jnp.asarray(scale, cfg.compute_dtype) + jnp.asarray(bias, cfg.compute_dtype)
+
+
 def layer_norm(cfg: TransformerConfig, name: str, axis: str = 'embed') -> nn.Module:
-  """LayerNorm (or T5's RMS norm) whose params carry the logical `axis` ('factor' over E)."""
+  """LayerNorm (T5's RMS norm, MobileBERT's NoNorm) whose params carry the logical `axis`
+  ('factor' over E)."""
+  if cfg.norm == 'affine':
+    return AffineNorm(cfg, axis, name=name)
   if cfg.norm == 'rms':
     return nn.RMSNorm(
       epsilon=cfg.layer_norm_eps,
@@ -125,7 +191,7 @@ def layer_norm(cfg: TransformerConfig, name: str, axis: str = 'embed') -> nn.Mod
       name=name,
     )
   if cfg.norm != 'layer':
-    raise ValueError(f"Unknown norm {cfg.norm!r}; expected 'layer' or 'rms'.")
+    raise ValueError(f"Unknown norm {cfg.norm!r}; expected 'layer', 'rms' or 'affine'.")
   return nn.LayerNorm(
     epsilon=cfg.layer_norm_eps,
     dtype=cfg.compute_dtype,
@@ -196,12 +262,39 @@ class RelativePositionBias(nn.Module):
     return bias.transpose(0, 3, 1, 2)
 
 
+def trigram(x: jax.Array, segment_ids: jax.Array | None = None) -> jax.Array:
+  """MobileBERT's trigram input: [batch, length, E] -> [batch, length, 3E], each position's
+  next, own and previous embedding, in that order (transformers' and the released code's).
+
+  Past a row's ends the neighbour is zeros, and so it is across the boundary of two packed
+  segments, so that no document sees another. Padding (segment 0) is a neighbour like any
+  token: the released model was trained seeing [PAD]'s embedding after a row's last token,
+  so a padded row computes exactly what it computes in transformers.
+  """
+  zeros = jnp.zeros_like(x[:, :1])
+  after = jnp.concatenate([x[:, 1:], zeros], axis=1)  # [batch, length, E]: token t + 1.
+  before = jnp.concatenate([zeros, x[:, :-1]], axis=1)  # token t - 1.
+  if segment_ids is not None:
+    here, there = segment_ids[:, :-1], segment_ids[:, 1:]  # [batch, length - 1]: t, t + 1.
+    edge = jnp.zeros_like(segment_ids[:, :1], dtype=bool)  # Past the ends: zeros already.
+    sees_next = jnp.concatenate([(here == there) | (there == 0), edge], axis=1)
+    sees_previous = jnp.concatenate([edge, (here == there) | (here == 0)], axis=1)
+    after = jnp.where(sees_next[..., None], after, 0)
+    before = jnp.where(sees_previous[..., None], before, 0)
+  return jnp.concatenate([after, x, before], axis=-1)
+
+
 class Embed(nn.Module):
   """Token + learned position (+ token type) embeddings; `attend` ties the output.
 
   With factorized embeddings (ALBERT, ELECTRA-small) the tables are E wide,
-  normalized there, then projected to d_model. An encoder-decoder passes its
-  one `shared_token` table to both stacks' embeddings.
+  normalized there, then projected to d_model. With `embed_trigram` (MobileBERT) only the
+  token table is E wide: the trigram of token embeddings is projected to d_model first,
+  then d_model-wide positions and token types are added and normalized. An
+  encoder-decoder passes its one `shared_token` table to both stacks' embeddings. A
+  quantized model (`quant` 'int8' or 'weight', compress.py) keeps its token table as int8
+  rows with a scale each (models/quantization.QuantizedEmbed): the largest table of a
+  small model, which would otherwise stay float32.
   """
 
   cfg: TransformerConfig
@@ -209,22 +302,30 @@ class Embed(nn.Module):
 
   def setup(self):
     cfg = self.cfg
+    # Width (and its logical name) at which the embeddings are summed and normalized.
+    summed = (cfg.d_model, 'embed') if cfg.embed_trigram else (cfg.token_dim, embed_axis(cfg))
     if self.shared_token is not None:
       self.token = self.shared_token
+    elif cfg.quant in ('int8', 'weight'):  # A quantized model's token table: int8 rows.
+      names = ('vocab', embed_axis(cfg))
+      self.token = quantization.QuantizedEmbed(
+        cfg.vocab_size, cfg.token_dim, names, cfg.compute_dtype, name='token'
+      )
     else:
       self.token = self._table(cfg.vocab_size, 'vocab', 'token')
     if cfg.position == 'learned':
-      self.position = self._table(cfg.max_len, 'position', 'position')
+      self.position = self._table(cfg.max_len, 'position', 'position', *summed)
     elif cfg.position != 'relative':
       raise ValueError(f"Unknown position {cfg.position!r}; expected 'learned' or 'relative'.")
     if cfg.type_vocab_size:
-      self.token_type = self._table(cfg.type_vocab_size, 'token_type', 'token_type')
+      self.token_type = self._table(cfg.type_vocab_size, 'token_type', 'token_type', *summed)
     if cfg.embed_norm:
-      self.norm = layer_norm(cfg, 'norm', embed_axis(cfg))
-    if cfg.embed_dim:
+      self.norm = layer_norm(cfg, 'norm', summed[1])
+    if cfg.embed_dim or cfg.embed_trigram:
+      fan_in = cfg.token_dim * (3 if cfg.embed_trigram else 1)
       self.project = nn.Dense(
         cfg.d_model,
-        kernel_init=normal_init(cfg, 'factor', 'embed', fan_in=cfg.token_dim),
+        kernel_init=normal_init(cfg, 'factor', 'embed', fan_in=fan_in),
         bias_init=zeros_init('embed'),
         dtype=cfg.compute_dtype,
         param_dtype=cfg.storage_dtype,
@@ -232,19 +333,26 @@ class Embed(nn.Module):
       )
     self.dropout = nn.Dropout(cfg.dropout_rate)
 
-  def _table(self, rows: int, axis: str, name: str) -> nn.Embed:
+  def _table(
+    self, rows: int, axis: str, name: str, width: int | None = None, width_axis: str = ''
+  ) -> nn.Embed:
+    """A table [rows, width], token_dim wide by default."""
     cfg = self.cfg
     return nn.Embed(
       rows,
-      cfg.token_dim,
-      embedding_init=normal_init(cfg, axis, embed_axis(cfg), fan_in=1),
+      width or cfg.token_dim,
+      embedding_init=normal_init(cfg, axis, width_axis or embed_axis(cfg), fan_in=1),
       dtype=cfg.compute_dtype,
       param_dtype=cfg.storage_dtype,
       name=name,
     )
 
-  def __call__(self, tokens, positions, token_types, deterministic: bool):
-    x = self.token(tokens)
+  def __call__(self, tokens, positions, token_types, deterministic: bool, segment_ids=None):
+    """Args: int arrays [batch, length]; `segment_ids` keeps MobileBERT's trigram inside
+    each packed segment (None: the whole row is one sequence)."""
+    x = self.token(tokens)  # [batch, length, token_dim]
+    if self.cfg.embed_trigram:
+      x = self.project(trigram(x, segment_ids))  # [batch, length, embed]
     if self.cfg.position == 'learned':
       x += self.position(positions + self.cfg.position_offset)
     if self.cfg.type_vocab_size:
@@ -252,7 +360,7 @@ class Embed(nn.Module):
     if self.cfg.embed_norm:
       x = self.norm(x)  # [batch, length, token_dim]
     x = self.dropout(x, deterministic=deterministic)
-    if self.cfg.embed_dim:
+    if self.cfg.embed_dim and not self.cfg.embed_trigram:
       x = self.project(x)  # [batch, length, embed]
     return nn.with_logical_constraint(x, ('batch', 'length', 'act_embed'))
 
@@ -266,6 +374,16 @@ class Projection(nn.Module):
 
   Its kernel is created in its final shape (flax's DenseGeneral flattens it at
   init, which drops the logical axis names of a 3-D kernel).
+
+  With `cfg.quant` (models/quantization.py) the same layer is quantized: 'fake' keeps the
+  float params and rounds the kernel and the input in the forward pass; 'int8' holds an
+  int8 `kernel`, its per-output-channel `kernel_scale` [1, out...] and a calibrated
+  per-tensor `input_scale`, and multiplies in integers; 'weight' holds a `kernel` of
+  `cfg.quant_bits_of(layer)` bits (uint8, packed along the last input axis, for 4 bits or
+  fewer) and its `kernel_scale` [groups, out...]. The layer is read from the module path
+  (`block_<i>`). When the caller makes the 'calibration' collection mutable, the largest
+  magnitude of the input is recorded there ('input_max', the maximum over calls), which
+  calibrates `input_scale`; otherwise nothing is recorded.
   """
 
   cfg: TransformerConfig
@@ -279,15 +397,51 @@ class Projection(nn.Module):
     cfg = self.cfg
     fan_in = len(self.in_shape)
     shape = self.in_shape + self.out_shape
-    init = normal_init(cfg, *self.names, fan_in=self.fan_in or math.prod(self.in_shape))
-    kernel = self.param('kernel', init, shape, cfg.storage_dtype)
-    kernel = jnp.asarray(kernel, cfg.compute_dtype)
-    contract = (tuple(range(x.ndim - fan_in, x.ndim)), tuple(range(fan_in)))
-    y = jax.lax.dot_general(x.astype(cfg.compute_dtype), kernel, (contract, ((), ())))
+    if self.is_mutable_collection(quantization.CALIBRATION) and not self.is_initializing():
+      top = jnp.max(jnp.abs(x)).astype(jnp.float32)
+      self.sow(quantization.CALIBRATION, quantization.INPUT_MAX, top,
+               init_fn=lambda: jnp.zeros((), jnp.float32), reduce_fn=jnp.maximum)  # fmt: skip
+    if cfg.quant not in quantization.MODES:
+      raise ValueError(f'quant={cfg.quant!r}; expected one of {quantization.MODES}.')
+    if cfg.quant in ('', 'fake'):
+      init = normal_init(cfg, *self.names, fan_in=self.fan_in or math.prod(self.in_shape))
+      kernel = self.param('kernel', init, shape, cfg.storage_dtype)
+      if cfg.quant == 'fake':
+        bits = cfg.quant_bits_of(quantization.layer_of(self.path))
+        kernel = quantization.fake_quantize_kernel(kernel, fan_in, bits, cfg.quant_group_size)
+        x = quantization.fake_quantize_input(x, bits)
+      kernel = jnp.asarray(kernel, cfg.compute_dtype)
+      contract = (tuple(range(x.ndim - fan_in, x.ndim)), tuple(range(fan_in)))
+      y = jax.lax.dot_general(x.astype(cfg.compute_dtype), kernel, (contract, ((), ())))
+    else:
+      y = self._quantized(x, shape, fan_in)
     if not cfg.use_bias:
       return y
     bias = self.param('bias', zeros_init(*self.names[fan_in:]), self.out_shape, cfg.storage_dtype)
     return y + jnp.asarray(bias, cfg.compute_dtype)
+
+  def _quantized(self, x, shape: tuple[int, ...], fan_in: int):
+    """The matmul of an 'int8' or 'weight' kernel (its params are written by
+    quantization.quantize_tree; the inits below only give their shapes)."""
+    cfg = self.cfg
+    out_names = self.names[fan_in:]
+    groups = 1
+    if cfg.quant == 'weight':
+      groups = quantization.group_count(math.prod(self.in_shape), cfg.quant_group_size)
+    scale = self.param(
+      'kernel_scale', ones_init(None, *out_names), (groups, *self.out_shape), jnp.float32
+    )
+    if cfg.quant == 'int8':
+      kernel = self.param('kernel', zeros_init(*self.names), shape, jnp.int8)
+      input_scale = self.param('input_scale', ones_init(), (), jnp.float32)
+      return quantization.int8_matmul(x, kernel, scale, input_scale, fan_in, cfg.compute_dtype)
+    bits = cfg.quant_bits_of(quantization.layer_of(self.path))
+    stored = shape
+    dtype = jnp.int8
+    if quantization.container_bits(bits) < 8:
+      stored, dtype = quantization.stored_kernel_shape(shape, fan_in, bits), jnp.uint8
+    kernel = self.param('kernel', zeros_init(*self.names), stored, dtype)
+    return quantization.weight_only_matmul(x, kernel, scale, fan_in, bits, cfg.compute_dtype)
 
 
 class Attention(nn.Module):
@@ -297,27 +451,50 @@ class Attention(nn.Module):
   `mask` is an `attention.SegmentMask`; `bias` ([batch, heads, q_len, kv_len], T5's
   relative positions) is added to the logits; `kv` is `x` for self-attention and the
   encoder output for cross-attention. When training, attention dropout draws from the
-  'dropout' rng (or, on cuDNN, from cuDNN's generator).
+  'dropout' rng (or, on cuDNN, from cuDNN's generator). `num_heads` is the layer's own
+  (`cfg.heads_of(layer)`) once heads were pruned.
+
+  Two optional collections, untouched unless the caller asks for them:
+  - 'intermediates' (mutable): the layer's 'queries', 'keys' and 'values' are sown, so that a
+    distillation loss computes attention scores and value relations from them whatever
+    the attention implementation (objectives/distill.py);
+  - 'head_mask': a [heads] multiplier of each head's output (1: kept, 0: masked); the
+    gradient of a loss with respect to it is Michel et al.'s head importance
+    (models/head_pruning.py).
   """
 
   cfg: TransformerConfig
+  num_heads: int | None = None  # Defaults to cfg.num_heads.
 
   @nn.compact
-  def __call__(self, x, kv, mask: attention.SegmentMask, deterministic: bool, bias=None):
+  def __call__(
+    self, x, kv, mask: attention.SegmentMask, deterministic: bool, bias=None, values=None
+  ):
+    """`values` (default `kv`) is what the values are projected from: MobileBERT's queries
+    and keys read a bottleneck, its values the wider block input. The output is
+    `cfg.inner_dim` wide."""
     cfg = self.cfg
-    heads = (cfg.num_heads, cfg.kv_dim)
-    dense = functools.partial(Projection, cfg, (cfg.d_model,), heads, ('embed', 'heads', 'kv'))
+    heads = (cfg.num_heads if self.num_heads is None else self.num_heads, cfg.kv_dim)
+    values = kv if values is None else values
+
+    def dense(inputs, name, fan_in=None):  # [batch, len, width] -> [batch, len, heads, kv]
+      width = (inputs.shape[-1],)
+      names = ('embed', 'heads', 'kv')
+      return Projection(cfg, width, heads, names, fan_in=fan_in, name=name)(inputs)
+
     # T5 leaves out the 1/sqrt(head_dim) of the logits and puts it in the query's init.
-    q_fan_in = cfg.d_model * (1 if cfg.scale_attention else cfg.kv_dim)
-    q = dense(name='query', fan_in=q_fan_in)(x)  # [batch, q_len, heads, kv]
-    k = dense(name='key')(kv)  # [batch, kv_len, heads, kv]
-    v = dense(name='value')(kv)
+    q_fan_in = x.shape[-1] * (1 if cfg.scale_attention else cfg.kv_dim)
+    q = dense(x, 'query', q_fan_in)  # [batch, q_len, heads, kv]
+    k = dense(kv, 'key')  # [batch, kv_len, heads, kv]
+    v = dense(values, 'value')
     axes = ('batch', 'length', 'act_heads', 'act_kv')
     q = nn.with_logical_constraint(q, axes)
     # Every query needs every key of its row: where the rules split `length` over
     # devices (sequence parallelism), K and V are gathered whole ('kv_length').
     kv_axes = ('batch', 'kv_length', 'act_heads', 'act_kv')
     k, v = (nn.with_logical_constraint(t, kv_axes) for t in (k, v))
+    for name, value in (('queries', q), ('keys', k), ('values', v)):
+      self.sow('intermediates', name, value)
     rate = 0.0 if deterministic else cfg.attention_dropout_rate
     out = attention.dot_product_attention(
       q,
@@ -333,41 +510,32 @@ class Attention(nn.Module):
       replayed_layers=cfg.scan_layers or cfg.share_layers,
     )
     out = nn.with_logical_constraint(out, axes)  # [batch, q_len, heads, kv]
-    return Projection(cfg, heads, (cfg.d_model,), ('heads', 'kv', 'embed'), name='out')(out)
+    if self.has_variable('head_mask', 'mask'):
+      head_mask = self.get_variable('head_mask', 'mask')  # [heads]
+      out = out * jnp.asarray(head_mask, out.dtype)[:, None]
+    return Projection(cfg, heads, (cfg.inner_dim,), ('heads', 'kv', 'embed'), name='out')(out)
 
 
 class Mlp(nn.Module):
-  """Position-wise feed-forward: Dense -> activation -> Dense (gated: act(x W0) * x W1)."""
+  """Position-wise feed-forward: Dense -> activation -> Dense (gated: act(x W0) * x W1).
+  Its matmuls are `Projection`s, as attention's are, so that quantization and pruning
+  see every matmul of a block in one module."""
 
   cfg: TransformerConfig
 
   @nn.compact
   def __call__(self, x, deterministic: bool):
     cfg = self.cfg
-    dense = functools.partial(
-      nn.Dense,
-      use_bias=cfg.use_bias,
-      bias_init=zeros_init('mlp'),
-      kernel_init=normal_init(cfg, 'embed', 'mlp', fan_in=cfg.d_model),
-      dtype=cfg.compute_dtype,
-      param_dtype=cfg.storage_dtype,
-    )
+    width = (x.shape[-1],)  # d_model, or a MobileBERT block's bottleneck_dim.
+    dense = functools.partial(Projection, cfg, width, (cfg.mlp_dim,), ('embed', 'mlp'))
     act = activation_fn(cfg.activation)
     if cfg.gated_mlp:
-      h = act(dense(cfg.mlp_dim, name='wi_0')(x)) * dense(cfg.mlp_dim, name='wi_1')(x)
+      h = act(dense(name='wi_0')(x)) * dense(name='wi_1')(x)
     else:
-      h = act(dense(cfg.mlp_dim, name='wi')(x))
+      h = act(dense(name='wi')(x))
     h = nn.with_logical_constraint(h, ('batch', 'length', 'act_mlp'))  # [batch, length, mlp]
     h = nn.Dropout(cfg.activation_dropout_rate)(h, deterministic=deterministic)
-    return nn.Dense(
-      cfg.d_model,
-      use_bias=cfg.use_bias,
-      kernel_init=normal_init(cfg, 'mlp', 'embed', fan_in=cfg.mlp_dim),
-      bias_init=zeros_init('embed'),
-      dtype=cfg.compute_dtype,
-      param_dtype=cfg.storage_dtype,
-      name='wo',
-    )(h)
+    return Projection(cfg, (cfg.mlp_dim,), width, ('mlp', 'embed'), name='wo')(h)
 
 
 class Adapter(nn.Module):
@@ -386,12 +554,12 @@ class Adapter(nn.Module):
     )
     h = dense(
       cfg.adapter_dim,
-      kernel_init=normal_init(cfg, 'embed', 'adapter', fan_in=cfg.d_model),
+      kernel_init=normal_init(cfg, 'embed', 'adapter', fan_in=x.shape[-1]),
       bias_init=zeros_init('adapter'),
       name='down',
     )(x)
     h = dense(
-      cfg.d_model,
+      x.shape[-1],
       kernel_init=zeros_init('adapter', 'embed'),
       bias_init=zeros_init('embed'),
       name='up',
@@ -399,8 +567,31 @@ class Adapter(nn.Module):
     return x + h
 
 
+def check_block_fields(cfg: TransformerConfig) -> None:
+  """Raises a ValueError naming a MobileBERT field (bottleneck, stacked MLPs) set wrongly."""
+  if cfg.num_mlps < 1:
+    raise ValueError(f'num_mlps={cfg.num_mlps}: a block needs at least 1 feed-forward sub-layer.')
+  if cfg.shared_qk_bottleneck and not cfg.bottleneck_dim:
+    raise ValueError('shared_qk_bottleneck=True needs bottleneck_dim > 0 (it is a bottleneck).')
+  if cfg.bottleneck_dim and cfg.pre_norm:
+    raise ValueError(
+      f"bottleneck_dim={cfg.bottleneck_dim} is MobileBERT's post-LN block; pre_norm must be False."
+    )
+
+
+def bottleneck(cfg: TransformerConfig, name: str, x: jax.Array) -> jax.Array:
+  """MobileBERT's bottleneck: norm(x W + b), [batch, length, embed] -> [.., bottleneck_dim]."""
+  narrow = Projection(cfg, (cfg.d_model,), (cfg.bottleneck_dim,), ('embed', 'mlp'), name=name)
+  return layer_norm(cfg, f'{name}_norm')(narrow(x))
+
+
 class Block(nn.Module):
   """Self-attention, (cross-attention,) MLP sub-layers, post-LN (BERT) or pre-LN (GPT-2).
+
+  With `num_mlps` > 1 (MobileBERT) the MLP sub-layers are 'mlp', 'mlp_1', ... in the order
+  they run. With `bottleneck_dim` (MobileBERT) the sub-layers run between a projection
+  down ('bottleneck_in') and one back up ('bottleneck_out', whose residual is the block
+  input); only the latter's output is dropped, as in MobileBERT.
 
   Args of __call__: x [batch, length, embed]; mask, an `attention.SegmentMask`;
   deterministic; bias (relative positions) or None; for a decoder block of an
@@ -410,29 +601,51 @@ class Block(nn.Module):
 
   cfg: TransformerConfig
   cross_attention: bool = False
+  layer: int = 0  # Depth in the stack: sizes its attention after head pruning.
 
   @nn.compact
   def __call__(self, x, mask, deterministic: bool, bias=None, encoded=None, cross_mask=None):
     cfg = self.cfg
     drop = nn.Dropout(cfg.dropout_rate)
-    sublayers = [
-      ('attention', lambda h: Attention(cfg, name='attention')(h, h, mask, deterministic, bias))
-    ]
+    heads = cfg.heads_of(self.layer)
+    self_attention = Attention(cfg, heads, name='attention')
+    check_block_fields(cfg)
+    block_input, shared, values = x, None, None
+    if cfg.bottleneck_dim:  # MobileBERT: the sub-layers run bottleneck_dim wide.
+      x = bottleneck(cfg, 'bottleneck_in', x)  # [batch, length, bottleneck]
+      if cfg.shared_qk_bottleneck:
+        shared, values = bottleneck(cfg, 'bottleneck_qk', block_input), block_input
+
+    def attend(h):
+      queries_keys = h if shared is None else shared
+      return self_attention(queries_keys, queries_keys, mask, deterministic, bias, values=values)
+
+    sublayers = [('attention', attend)]
     if self.cross_attention:
       cross = Attention(cfg, name='cross_attention')
       sublayers.append(('cross_attention', lambda h: cross(h, encoded, cross_mask, deterministic)))
-    sublayers.append(('mlp', lambda h: Mlp(cfg, name='mlp')(h, deterministic)))
+    for name in ['mlp'] + [f'mlp_{i}' for i in range(1, cfg.num_mlps)]:
+      sublayers.append((name, lambda h, name=name: Mlp(cfg, name=name)(h, deterministic)))
     if cfg.adapter_dim:  # Houlsby: an adapter on each sub-layer's output, before the residual.
       sublayers = [
         (name, lambda h, f=f, name=name: Adapter(cfg, name=f'{name}_adapter')(f(h)))
         for name, f in sublayers
       ]
+    # Inside MobileBERT's bottleneck nothing is dropped: only its output is (below).
+    inner_drop = functools.partial(drop, deterministic=deterministic or bool(cfg.bottleneck_dim))
     for name, sublayer in sublayers:
       if cfg.pre_norm:
-        x = x + drop(sublayer(layer_norm(cfg, f'{name}_norm')(x)), deterministic=deterministic)
+        x = x + inner_drop(sublayer(layer_norm(cfg, f'{name}_norm')(x)))
       else:
-        x = layer_norm(cfg, f'{name}_norm')(x + drop(sublayer(x), deterministic=deterministic))
+        x = layer_norm(cfg, f'{name}_norm')(x + inner_drop(sublayer(x)))
       x = nn.with_logical_constraint(x, ('batch', 'length', 'act_embed'))
+    if cfg.bottleneck_dim:  # Back to d_model; the residual is the block input.
+      width = ((cfg.bottleneck_dim,), (cfg.d_model,))
+      wide = Projection(cfg, *width, ('mlp', 'embed'), name='bottleneck_out')(x)
+      wide = drop(wide, deterministic=deterministic)  # [batch, length, embed]
+      x = layer_norm(cfg, 'bottleneck_out_norm')(block_input + wide)
+      x = nn.with_logical_constraint(x, ('batch', 'length', 'act_embed'))
+    self.sow('intermediates', 'output', x)  # [batch, length, embed]: for distillation.
     return x
 
 
@@ -477,6 +690,14 @@ class Stack(nn.Module):
   def setup(self):
     cfg = self.cfg
     depth = cfg.num_decoder_layers if self.is_decoder else cfg.num_layers
+    if cfg.layer_heads is not None and (
+      len(cfg.layer_heads) != depth or cfg.scan_layers or cfg.share_layers or self.is_decoder
+    ):
+      raise ValueError(
+        f'layer_heads={cfg.layer_heads} (heads kept per layer after pruning) needs one entry '
+        f'per layer ({depth}) of an encoder or decoder-only stack whose layers are looped '
+        '(scan_layers and share_layers off).'
+      )
     self.embed = Embed(cfg, self.shared_token, name='embed')
     if cfg.position == 'relative':
       self.relative_bias = RelativePositionBias(cfg, not self.causal, name='relative_bias')
@@ -487,7 +708,7 @@ class Stack(nn.Module):
     elif cfg.scan_layers:
       self.scanned_blocks = nn.scan(
         block_class(cfg, scan=True),
-        variable_axes={'params': 0},
+        variable_axes={'params': 0, 'intermediates': 0},
         split_rngs={'params': True, 'dropout': True},
         in_axes=(nn.broadcast,) * 5,  # mask, deterministic, bias, encoded, cross_mask
         length=depth,
@@ -495,7 +716,7 @@ class Stack(nn.Module):
       )(cfg, self.is_decoder, name='blocks')
     else:
       block = block_class(cfg)
-      self.blocks = [block(cfg, self.is_decoder, name=f'block_{i}') for i in range(depth)]
+      self.blocks = [block(cfg, self.is_decoder, i, name=f'block_{i}') for i in range(depth)]
     if cfg.final_norm:
       self.final_norm = layer_norm(cfg, 'final_norm')
 
@@ -539,7 +760,8 @@ class Stack(nn.Module):
     if self.is_decoder:
       cross_mask = attention.SegmentMask.cross_attend(segment_ids, encoder_segment_ids)
     bias = self.relative_bias(positions, positions) if self.cfg.position == 'relative' else None
-    x = self.embed(tokens, positions, token_types, deterministic)
+    x = self.embed(tokens, positions, token_types, deterministic, segment_ids)
+    self.sow('intermediates', 'embedded', x)  # [batch, length, embed]: for distillation.
     args = (mask, deterministic, bias, encoded, cross_mask)
     if self.cfg.scan_layers:
       x, _ = self.scanned_blocks(x, *args)

@@ -86,6 +86,9 @@ class XLNetConfig(ModelConfig):
   use_bias = True  # The feed-forward layers have biases (the attention projections have none).
   gated_mlp = False
   fan_in_init = False
+  num_mlps = 1
+  quant = ''  # Its Mlp's matmuls are transformer.Projections: float.
+  quant_group_size = 0
 
   @property
   def kv_dim(self) -> int:

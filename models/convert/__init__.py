@@ -10,7 +10,7 @@ shape checks), `checkpoint_io` (HF directories; the pickle safety rule),
 export), `tf_bert` (google-research/bert checkpoints), `verify` (runs
 transformers and ours side by side), `scan` (looped <-> scanned layer layout;
 export unstacks scanned params with it), and one module per family group
-(`bert`, `gpt2`, `t5`, `bart`), found through `FAMILIES` below.
+(`bert`, `mobilebert`, `gpt2`, `t5`, `bart`), found through `FAMILIES` below.
 
 The family-module interface. A family module defines
 `FAMILIES: dict[str, mapping.Family]`; a `Family` holds:
@@ -48,6 +48,7 @@ FAMILIES = {
   'albert': 'models.convert.bert',
   'electra': 'models.convert.bert',
   'distilbert': 'models.convert.bert',
+  'mobilebert': 'models.convert.mobilebert',
   'gpt2': 'models.convert.gpt2',
   'openai-gpt': 'models.convert.gpt2',  # GPT-1.
   't5': 'models.convert.t5',

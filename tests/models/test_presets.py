@@ -15,6 +15,7 @@ from models import heads, presets
 
 EXACT = {
   'bert-base': 109_482_240,
+  'mobilebert': 24_844_544,  # transformers' MobileBertModel(MobileBertConfig()), pooler included.
   'bert-large': 335_141_888,
   'roberta-base': 124_645_632,
   'roberta-large': 355_359_744,
