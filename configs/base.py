@@ -45,6 +45,8 @@ def get_config() -> config_dict.ConfigDict:
   c.eval_every_steps = 500  # Held-out evaluation cadence during training (0: never).
   c.eval_steps = 0  # Batches per evaluation; 0 means the whole held-out split.
   c.init_from = ''  # Fine-tuning: a train.py run dir or a converted checkpoint to start from.
+  c.teacher = ''  # Distillation (objectives/distill.py): the frozen teacher, a train.py run
+  # dir (its best checkpoint) or a converted checkpoint.
   c.benchmark = ''  # Results tables: the benchmark a run belongs to ('glue'); '' is data.source.
   c.reference = config_dict.ConfigDict()  # A published figure to compare with (eval.json).
   c.reference.scores = config_dict.placeholder(dict)  # {score column: value}, e.g. {'sst2': 93.5}.
@@ -68,6 +70,20 @@ def get_config() -> config_dict.ConfigDict:
   c.model.remat = 'none'  # Recompute activations in the backward pass: none, full or dots.
 
   c.objective = objective_section()
+
+  # Quantization-aware training (models/quantization.py): fake quantization with a
+  # straight-through estimator in every matmul of the blocks.
+  c.quant = config_dict.ConfigDict()
+  c.quant.bits = 0  # Bits of the fake-quantized weights and activations (0: off; 8: int8).
+
+  # Magnitude pruning during training (training/pruning.py): masks in the optimizer state.
+  c.prune = config_dict.ConfigDict()
+  c.prune.sparsity = 0.0  # Final fraction of each pruned matrix's weights set to zero (0: off).
+  c.prune.schedule = 'gradual'  # 'gradual' (Zhu & Gupta's cubic ramp) or 'oneshot'.
+  c.prune.scope = 'global'  # 'global' (one threshold for all matrices) or 'layer' (each its own).
+  c.prune.begin_step = 0  # First step of the ramp (the masks start all ones).
+  c.prune.end_step = 0  # Step the final sparsity is reached (0: two thirds of total_steps).
+  c.prune.frequency = 10  # Steps between mask updates during the ramp.
 
   c.data = config_dict.ConfigDict()
   c.data.source = 'embedded'  # 'embedded' (pydoc topics, offline), 'tfds', 'text' or 'jsonl';

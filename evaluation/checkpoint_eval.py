@@ -4,33 +4,57 @@ A pretraining run: the held-out loss, accuracy and perplexity of its newest chec
 A fine-tuning run: its task's metrics on every eval split, of the best checkpoint kept
 during training (`<workdir>/best`), else of the newest. Either way the figures are
 printed as a table and written to `<workdir>/eval.json`, which the results table
-(results_table.py) gathers.
+(results_table.py) gathers. A directory compress.py wrote (training/compressed_run.py) is
+evaluated the same way, with its compressed model's params (checkpoint 'compressed').
 """
 
+import dataclasses
 import json
 import os
 
 import jax
 
-from evaluation import best_checkpoint, loop
+from evaluation import loop
 from objectives import api
+from training import best_checkpoint, compressed_run
 from training import harness as harness_lib
 from training.harness import Harness
 
 
-def evaluate_checkpoint(config, workdir: str) -> dict:
-  """Evaluates a run and writes `<workdir>/eval.json`; returns the figures.
+@dataclasses.dataclass
+class EvalParams:
+  """The params eval.py scores, and where they come from."""
 
-  Pretraining objectives: the newest checkpoint on the held-out split. Task objectives:
-  the best checkpoint (`<workdir>/best`, kept during fine-tuning), or the newest when
-  the run kept none, on every eval split; eval.json then carries what the results
-  table gathers (benchmark, task, seed, scores, the config's published reference).
-  Where the config leaves the checkpoint or a data location empty, the run's own
-  (its config.json) is used, so `eval.py --config configs/glue.py:sst2 --workdir DIR`
-  needs no more flags than training had.
+  harness: Harness
+  params: dict  # Placed on the harness's mesh.
+  shardings: dict  # Their NamedShardings.
+  step: int  # The step they were trained to (a compressed run: its source's).
+  checkpoint: str  # 'best', 'latest' or 'compressed'.
+  compression: str = ''  # compress.py's method, for a compressed run.
+
+
+def load_eval_params(config, workdir: str) -> EvalParams:
+  """The params of run `workdir` that eval.py scores: a fine-tuning run's best checkpoint
+  (`<workdir>/best`) when it kept one, else the newest checkpoint (verified against its
+  digests); a directory compress.py wrote, its compressed model's params alone (no
+  train state: no optimizer is built on int8 weights). Locations the config leaves
+  empty are filled from the run's config.json first (`_fill_from_run`).
   """
   _fill_from_run(config, workdir)
   harness = Harness(config, workdir)
+  if compressed_run.is_compressed(workdir):
+    harness.checkpointer.close()
+    report = compressed_run.read_report(workdir)
+    params, shardings, _ = compressed_run.load_params(
+      workdir,
+      harness.model,
+      mesh=harness.mesh,
+      rules=harness.rules,
+      seq_len=harness.config.seq_len,
+      tokenizer_sha256=harness.exp.tokenizer.fingerprint(),
+    )
+    step = report['source']['step']
+    return EvalParams(harness, params, shardings, step, 'compressed', report['method'])
   step = harness.checkpointer.latest_step()
   if step is None:
     raise FileNotFoundError(f'No checkpoint in {harness.checkpointer.directory}: train first.')
@@ -39,15 +63,44 @@ def evaluate_checkpoint(config, workdir: str) -> dict:
   # model, which the restore would otherwise reject with a shape error.
   meta = harness.checkpointer.read_meta(step)
   harness_lib.check_tokenizer(meta, harness.exp, harness.checkpointer.directory)
+  if api.is_task(harness.exp.objective) and os.path.isdir(os.path.join(workdir, 'best')):
+    best = best_checkpoint.BestCheckpoint(workdir)
+    best_step = best.step()
+    params = None if best_step is None else best.restore_params(abstract.params)
+    best.close()
+    if params is not None:
+      harness.checkpointer.close()
+      return EvalParams(harness, params, shardings.params, best_step, 'best')
   state, _, _ = harness.checkpointer.restore(step, abstract)  # Verified against its digests.
   harness.checkpointer.close()
+  return EvalParams(harness, state.params, shardings.params, step, 'latest')
+
+
+def evaluate_checkpoint(config, workdir: str) -> dict:
+  """Evaluates a run and writes `<workdir>/eval.json`; returns the figures.
+
+  Pretraining objectives: the newest checkpoint on the held-out split. Task objectives:
+  the best checkpoint (`<workdir>/best`, kept during fine-tuning), or the newest when
+  the run kept none, on every eval split; eval.json then carries what the results
+  table gathers (benchmark, task, seed, scores, the config's published reference). A
+  compressed run: its model's params (`load_eval_params`). Where the config leaves the
+  checkpoint or a data location empty, the run's own (its config.json) is used, so
+  `eval.py --config configs/glue.py:sst2 --workdir DIR` needs no more flags than
+  training had.
+  """
+  loaded = load_eval_params(config, workdir)
+  harness, config = loaded.harness, loaded.harness.config
+  compression = {'compression': loaded.compression} if loaded.compression else {}
   if api.is_task(harness.exp.objective):
-    result = _evaluate_task_run(harness, workdir, state.params, abstract.params, shardings.params)
+    predict = harness.predict_step(loaded.shardings)
+    values = loop.evaluate_task(harness, loaded.params, predict)
+    result = dict(_task_result(config, loaded.step, loaded.checkpoint, values), **compression)
     rows = {**result['metrics'], **{f'score/{k}': v for k, v in result['scores'].items()}}
-    rows = {'step': result['step'], 'checkpoint': result['checkpoint'], **rows}
+    rows = {'step': loaded.step, 'checkpoint': loaded.checkpoint, **rows}
   else:
-    values = loop.evaluate(harness, state.params, harness.eval_step(shardings.params))
-    result = rows = {'step': step, 'objective': config.objective.module, **values}
+    values = loop.evaluate(harness, loaded.params, harness.eval_step(loaded.shardings))
+    result = {'step': loaded.step, 'objective': config.objective.module, **compression}
+    result = rows = dict(result, **values)
   if jax.process_index() == 0:
     print(f'{"metric":<16} {"value":>12}')
     for name, value in rows.items():
@@ -59,8 +112,11 @@ def evaluate_checkpoint(config, workdir: str) -> dict:
 
 
 # Where a run's model and data come from: taken from its config.json when left empty.
-_RUN_LOCATIONS = ('init_from', 'data.tokenizer_path', 'data.glue_dir', 'data.conll_dir',
-                  'data.squad_file', 'data.eval_squad_file', 'data.clue_dir')  # fmt: skip
+_RUN_LOCATIONS = ('init_from', 'teacher', 'data.tokenizer_path', 'data.glue_dir', 'data.conll_dir',
+                  'data.squad_file', 'data.eval_squad_file', 'data.clue_dir',
+                  'quant.bits')  # fmt: skip
+# (quant.bits too: a quantization-aware run is evaluated with the fake quantization it was
+# trained with, models/quantization.py, not as a float model.)
 
 
 def _fill_from_run(config, workdir: str) -> None:
@@ -79,15 +135,8 @@ def _fill_from_run(config, workdir: str) -> None:
       print(f'{key} = {saved_node[name]} (from {path})')
 
 
-def _evaluate_task_run(harness, workdir: str, latest_params, abstract_params, param_shardings):
-  best = best_checkpoint.BestCheckpoint(workdir)
-  if best.step() is not None:
-    step, checkpoint, params = best.step(), 'best', best.restore_params(abstract_params)
-  else:
-    step, checkpoint, params = harness.checkpointer.latest_step(), 'latest', latest_params
-  best.close()
-  values = loop.evaluate_task(harness, params, harness.predict_step(param_shardings))
-  config = harness.config
+def _task_result(config, step: int, checkpoint: str, values: dict) -> dict:
+  """eval.json of a task: what the results table gathers (evaluation/results_table.py)."""
   return {
     'step': step,
     'checkpoint': checkpoint,

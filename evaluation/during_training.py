@@ -13,9 +13,9 @@ the run's objective, called every `eval_every_steps` and at the last step:
 
 from collections.abc import Callable
 
-from evaluation import best_checkpoint, loop
+from evaluation import loop
 from objectives import api
-from training import trainer
+from training import best_checkpoint, trainer
 from training.harness import Harness
 
 

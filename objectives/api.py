@@ -49,6 +49,12 @@ Optional (defaults in brackets):
   predicted_length(objective_cfg, seq_len)   positions per row projected onto the
                           vocabulary, for the FLOP count (MLM's gathered masked
                           positions) [seq_len].
+  build_teacher(teacher_cfg), build_student(model_cfg, teacher_cfg)
+                          a distillation objective (objectives/distill.py): the frozen
+                          teacher's model and the student's model sized against it. With
+                          a teacher (`config.teacher`), the train step calls
+                          `loss_fn(params, batch, rng, *, model, teacher=Teacher(...))`
+                          [no teacher].
   loss_terms(objective_cfg) -> {metric name: coefficient}
                           the optimized loss as sum of coefficient x (sum / weight) of
                           these (sum, weight) metrics, which gradient accumulation
@@ -58,7 +64,7 @@ Optional (defaults in brackets):
 
 import importlib
 from collections.abc import Callable
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, NamedTuple, Protocol, runtime_checkable
 
 
 @runtime_checkable
@@ -97,6 +103,14 @@ class AuxiliaryPart(Protocol):
   def make_aux_preprocess(self, objective_cfg, tokenizer, seed: int) -> Callable: ...
 
   def aux_loss(self, output, batch: dict, objective_cfg) -> tuple[Any, dict]: ...
+
+
+class Teacher(NamedTuple):
+  """A distillation teacher inside the jitted loss: its model (static) and its frozen
+  params (traced arrays, sharded like the student's; training/teacher.py)."""
+
+  model: Any
+  params: Any
 
 
 def members(protocol: type) -> tuple[str, ...]:
@@ -210,6 +224,19 @@ def show_names(objective, objective_cfg, tokenizer, seq_len: int) -> dict[int, s
 def tag_names(objective) -> tuple[str, ...] | None:
   """A tagging objective's tag names in id order, or None."""
   return getattr(objective, 'labels', None)
+
+
+def distills(objective) -> bool:
+  """Whether the objective trains against a frozen teacher (it builds one)."""
+  return hasattr(objective, 'build_teacher')
+
+
+def student_model(objective, model_cfg, teacher_cfg):
+  """The model a run trains: the objective's `build_student` against its teacher's
+  config when it has both, else `build_model`."""
+  if teacher_cfg is not None and hasattr(objective, 'build_student'):
+    return objective.build_student(model_cfg, teacher_cfg)
+  return objective.build_model(model_cfg)
 
 
 def loss_terms(objective, objective_cfg) -> dict[str, float]:

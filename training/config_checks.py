@@ -26,8 +26,8 @@ import math
 
 from data import sentence_pairs, sources, text_decoding
 from models import attention, model_config, presets
-from objectives import ernie
-from training import checkpointing, optimizers, partitioning
+from objectives import distill, ernie
+from training import checkpointing, optimizers, partitioning, pruning
 
 FRACTION_SUFFIXES = ('_rate', '_fraction', '_ratio', '_prob', '_probs')
 
@@ -170,6 +170,16 @@ RANGES = {
   'objective.embeddings_max_words': COUNT,
   'objective.ernie_level_weights': NON_NEGATIVE,
   'objective.version': Range(1, 2, integer=True),  # SQuAD v1.1 or v2.0.
+  'quant.bits': Range(0, 8, integer=True),  # 0: off; QAT fake-quantizes to 2..8 bits.
+  'prune.sparsity': Range(0.0, 1.0, high_open=True),
+  'prune.begin_step': NON_NEGATIVE_INT,
+  'prune.end_step': NON_NEGATIVE_INT,
+  'prune.frequency': COUNT,
+  'objective.distill.temperature': POSITIVE,
+  'objective.distill.hard_weight': NON_NEGATIVE,
+  'objective.distill.soft_weight': NON_NEGATIVE,
+  'objective.distill.hidden_weight': NON_NEGATIVE,
+  'objective.distill.relation_heads': NON_NEGATIVE_INT,
 }
 
 
@@ -188,6 +198,11 @@ def choices() -> dict[str, tuple]:
     'on_save_error': checkpointing.ON_SAVE_ERROR,
     'objective.ernie_stage': ernie.STAGES,
     'objective.pair_kind': sentence_pairs.KINDS,
+    'prune.schedule': pruning.SCHEDULES,
+    'prune.scope': pruning.SCOPES,
+    'objective.distill.method': distill.METHODS,
+    'objective.distill.tinybert_stage': distill.TINYBERT_STAGES,
+    'objective.distill.pkd_strategy': distill.PKD_STRATEGIES,
   }
 
 
@@ -261,6 +276,12 @@ def _relation_errors(config, bad_keys: set[str]) -> list[str]:
         f'optimizer.warmup_steps={warmup}: must be <= total_steps={steps} (or set '
         'optimizer.warmup_ratio, which scales with total_steps)'
       )
+  prune_keys = [f'prune.{k}' for k in ('sparsity', 'schedule', 'scope', 'begin_step', 'end_step')]
+  if valid('total_steps', 'prune.frequency', *prune_keys):
+    try:
+      pruning.check_config(config.prune, config.total_steps)
+    except ValueError as error:
+      errors.append(str(error).rstrip('.'))
   return errors
 
 

@@ -24,10 +24,12 @@ class Experiment:
   objective: api.Objective  # The objective module, or what its `configure` returned.
   model_cfg: TransformerConfig
   notes: list[str] = dataclasses.field(default_factory=list)  # Lines for the training log.
+  teacher_cfg: TransformerConfig | None = None  # A distillation run's teacher (config.teacher).
 
   @property
   def model(self):
-    return self.objective.build_model(self.model_cfg)
+    """The model the run trains (a distillation student is sized against its teacher)."""
+    return api.student_model(self.objective, self.model_cfg, self.teacher_cfg)
 
   def documents(self, split: str, eval_split: str | None = None):
     """The documents (task records, for a fine-tuning source) of `split`; `eval_split`
@@ -63,8 +65,9 @@ class Experiment:
 def build(config, workdir: str, *, process_index: int = 0, barrier=None) -> Experiment:
   """Loads (or trains, once, into the workdir) the tokenizer and sizes the model."""
   objective = api.load(config.objective.module, config.objective)
-  if config.init_from and not config.data.tokenizer_path:  # Fine-tuning: the checkpoint's.
-    tokenizer = tokenizers.load_tokenizer(model_setup.describe(config.init_from).tokenizer_path)
+  source = model_setup.tokenizer_source(config)
+  if source and not config.data.tokenizer_path:  # Fine-tuning or distilling: the checkpoint's.
+    tokenizer = tokenizers.load_tokenizer(model_setup.describe(source).tokenizer_path)
   elif config.data.source in tasks.SOURCES and not config.data.tokenizer_path:
     raise ValueError(
       f'data.source={config.data.source!r} is a fine-tuning task: set config.init_from (its '
@@ -75,7 +78,13 @@ def build(config, workdir: str, *, process_index: int = 0, barrier=None) -> Expe
       config, workdir, process_index=process_index, barrier=barrier
     )
   model_cfg = model_setup.model_config(config, tokenizer.vocab_size)
-  exp = Experiment(config, tokenizer, objective, model_cfg)
+  if api.distills(objective) != bool(config.teacher):
+    raise ValueError(
+      f'config.teacher={config.teacher!r} with objective.module={config.objective.module!r}: '
+      'a teacher is what objectives.distill trains against, and it needs one.'
+    )
+  teacher_cfg = model_setup.teacher_config(config) if config.teacher else None
+  exp = Experiment(config, tokenizer, objective, model_cfg, teacher_cfg=teacher_cfg)
   # Nothing left to size when both lengths are given in steps: the records need not be read.
   sized = config.total_steps and (config.eval_every_steps or not config.evals_per_epoch)
   if config.num_epochs and not sized:

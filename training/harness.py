@@ -12,16 +12,28 @@ from jax.experimental import multihost_utils
 
 from data.loader import ShardSpec
 from objectives import api
-from training import checkpointing, config_checks, experiment, integrity, optimizers, partitioning
+from training import (
+  checkpointing,
+  config_checks,
+  experiment,
+  integrity,
+  optimizers,
+  partitioning,
+  pruning,
+)
 from training import state as state_lib
 
 
-def checkpoint_meta(config, exp) -> dict:
-  """The config and tokenizer fingerprint saved with every checkpoint."""
-  return {
+def checkpoint_meta(config, exp, teacher=None) -> dict:
+  """The config and tokenizer fingerprint saved with every checkpoint, and a distillation
+  run's teacher fingerprint (training/teacher.py)."""
+  meta = {
     'config': json.loads(config.to_json()),
     'tokenizer': {'path': exp.tokenizer.path, 'sha256': exp.tokenizer.fingerprint()},
   }
+  if teacher is not None:
+    meta['teacher'] = teacher.fingerprint
+  return meta
 
 
 def check_tokenizer(meta: dict, exp, where: str):
@@ -188,7 +200,10 @@ class Harness:
     barrier = lambda: multihost_utils.sync_global_devices('tokenizer')  # noqa: E731
     self.exp = experiment.build(config, workdir, process_index=jax.process_index(), barrier=barrier)
     self.model = self.exp.model
-    self.tx = optimizers.build(config.optimizer, config.total_steps)
+    # Magnitude pruning (config.prune) wraps the optimizer: its masks live in its state.
+    self.tx = pruning.wrap(
+      optimizers.build(config.optimizer, config.total_steps), config.prune, config.total_steps
+    )
     self.batch_sharding = partitioning.batch_sharding(self.mesh)
     self.checkpointer = checkpointing.Checkpointer(
       workdir,

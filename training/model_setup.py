@@ -48,7 +48,9 @@ def describe(path: str) -> Pretrained:
     with open(os.path.join(path, 'model.json')) as f:
       meta = json.load(f)
     fields = {f.name for f in dataclasses.fields(TransformerConfig)}
-    config = TransformerConfig(**{k: v for k, v in meta['config'].items() if k in fields})
+    # JSON has no tuples: per-layer fields (layer_heads, quant_layer_bits) come back as lists.
+    values = {k: tuple(v) if isinstance(v, list) else v for k, v in meta['config'].items()}
+    config = TransformerConfig(**{k: v for k, v in values.items() if k in fields})
     vocab = [os.path.join(path, os.path.basename(p)) for p in meta['tokenizer_files']]
     vocab = [p for p in vocab if p.endswith(('.txt', '.model')) and os.path.isfile(p)]
     return Pretrained(path, 'converted', config, vocab[0] if vocab else '')
@@ -115,10 +117,13 @@ def model_config(config, vocab_size: int):
     overrides.update(attention_dropout_rate=config.model.dropout_rate)
   if config.init_from:
     cfg = _fine_tuned_config(config, overrides)
+  elif student_layers(config):
+    cfg = _student_of_teacher(config, overrides)
   else:
     cfg = presets.get_config(config.model.preset, **overrides)
   if config.model.dropout_rate is not None and getattr(cfg, 'activation_dropout_rate', 0.0) > 0:
     cfg = dataclasses.replace(cfg, activation_dropout_rate=config.model.dropout_rate)  # T5, BART.
+  cfg = _quantization_aware(config, cfg)
   max_positions = getattr(cfg, 'max_positions', None)
   if max_positions is not None and config.seq_len > max_positions:
     raise ValueError(
@@ -126,6 +131,58 @@ def model_config(config, vocab_size: int):
       f'{config.model.preset!r}.'
     )
   return cfg
+
+
+def tokenizer_source(config) -> str:
+  """The checkpoint whose tokenizer the run must use ('' : none): the one it starts from
+  (`init_from`), else its distillation teacher (student and teacher read the same ids)."""
+  return config.init_from or config.teacher
+
+
+def student_layers(config) -> tuple[int, ...]:
+  """The teacher layers a distillation student is made of (`objective.distill.
+  student_layers`; empty when the student is sized by its preset or init_from)."""
+  spec = config.objective.distill.student_layers if config.teacher else ''
+  try:
+    return tuple(int(s) for s in spec.split(',') if s.strip())
+  except ValueError as e:
+    raise ValueError(
+      f'objective.distill.student_layers={spec!r}: expected teacher layer indices, e.g. 0,2,4.'
+    ) from e
+
+
+def teacher_config(config):
+  """The model config of `config.teacher`, computed in the run's dtype, layers looped."""
+  cfg = describe(config.teacher).config
+  fields = dict(dtype=config.model.dtype, attention_impl=config.model.attention_impl or None)
+  return dataclasses.replace(cfg, scan_layers=False, remat='none', **fields)
+
+
+def _student_of_teacher(config, overrides: dict):
+  """DistilBERT's student: the teacher's architecture with `student_layers` of its layers
+  (training/resume.py initializes them from those layers), the run's dtype and dropout."""
+  if config.init_from:
+    raise ValueError('Set objective.distill.student_layers or init_from, not both.')
+  sizes = [
+    k for k in ('num_layers', 'd_model', 'num_heads', 'mlp_dim', 'embed_dim') if k in overrides
+  ]
+  if sizes:
+    raise ValueError(
+      f'config.model.{sizes[0]} is set, but objective.distill.student_layers sizes the student '
+      'from its teacher.'
+    )
+  layers = student_layers(config)
+  cfg = describe(config.teacher).config
+  if overrides['vocab_size'] != cfg.vocab_size:
+    raise ValueError(
+      f'The tokenizer has {overrides["vocab_size"]} pieces but teacher={config.teacher} has '
+      f"{cfg.vocab_size} embeddings: leave data.tokenizer_path empty (the teacher's is used)."
+    )
+  if layers[-1] >= cfg.num_layers or min(layers) < 0:
+    raise ValueError(
+      f'objective.distill.student_layers={layers}: the teacher has layers 0..{cfg.num_layers - 1}.'
+    )
+  return dataclasses.replace(cfg, num_layers=len(layers), **overrides)
 
 
 def _fine_tuned_config(config, overrides: dict):
@@ -146,3 +203,25 @@ def _fine_tuned_config(config, overrides: dict):
       'data.tokenizer_path empty).'
     )
   return dataclasses.replace(cfg, **overrides)
+
+
+def _quantization_aware(config, cfg):
+  """`config.quant.bits` > 0: quantization-aware training, every block matmul of the model
+  fake-quantized to that many bits (TransformerConfig.quant='fake'). A saved config of a
+  run older than the quant section trains in float."""
+  bits = config.quant.bits if 'quant' in config else 0
+  if not bits:
+    return cfg
+  if not isinstance(cfg, TransformerConfig):
+    raise ValueError(
+      f"config.quant.bits={bits} quantizes the Transformer's matmuls; preset "
+      f'{config.model.preset!r} ({type(cfg).__name__}) has none: leave it at 0.'
+    )
+  if not 2 <= bits <= 8:
+    raise ValueError(f'config.quant.bits={bits}: quantization-aware training takes 2 to 8 bits.')
+  if cfg.quant not in ('', 'fake'):
+    raise ValueError(
+      f'config.quant.bits={bits}, but init_from={config.init_from} is already quantized '
+      f'(quant={cfg.quant!r}): start quantization-aware training from the float model.'
+    )
+  return dataclasses.replace(cfg, quant='fake', quant_bits=bits)

@@ -23,7 +23,7 @@ import numpy as np
 from models import convert
 from models.convert import converted, mapping, scan
 from models.convert.converted import Converted
-from training import checkpointing, integrity, model_setup
+from training import best_checkpoint, checkpointing, integrity, model_setup
 
 
 def latest_params(workdir: str) -> tuple[dict, int]:
@@ -53,6 +53,28 @@ def latest_params(workdir: str) -> tuple[dict, int]:
     if json.load(f)['model'].get('scan_layers'):
       params = scan.to_looped(params)
   return params, step
+
+
+def best_or_latest_params(workdir: str) -> tuple[dict, int, str]:
+  """(params as NumPy arrays, layers looped; their step; 'best' or 'latest') of a
+  fine-tuning run: the params of its best evaluation (`<workdir>/best`, kept by
+  evaluation/during_training.py) when it kept one, else its newest checkpoint's
+  (verified against their digests)."""
+  best = None
+  if os.path.isdir(os.path.join(workdir, 'best')):  # (Opening it would create it.)
+    best = best_checkpoint.BestCheckpoint(workdir)
+  try:
+    if best is None or best.step() is None:
+      return (*latest_params(workdir), 'latest')
+    step = best.step()
+    params = scan.jax_to_numpy(best.restore_params(None))  # As saved: no target sharding.
+  finally:
+    if best is not None:
+      best.close()
+  with open(os.path.join(workdir, 'config.json')) as f:
+    if json.load(f)['model'].get('scan_layers'):
+      params = scan.to_looped(params)
+  return params, step, 'best'
 
 
 def load_params(pretrained: model_setup.Pretrained) -> dict:

@@ -11,17 +11,22 @@ is tried; only when no step is usable does the run stop, listing them.
 
 import jax
 
+from models import student
 from training import harness as harness_lib
 from training import integrity, model_setup, pretrained
 from training import state as state_lib
+from training import teacher as teacher_lib
 
 
-def start_state(harness: harness_lib.Harness, info):
+def start_state(harness: harness_lib.Harness, info, teacher: teacher_lib.Teacher | None = None):
   """The state a run starts from, and where its data loader resumes.
 
   Args:
     harness: the run's harness (config, model, optimizer, mesh, checkpointer).
     info: logs one line to the console (the metric writer's `info`).
+    teacher: a distillation run's loaded teacher: a checkpoint must have been distilled
+      from the same one (its recorded fingerprint), and a fresh student made of teacher
+      layers (`objective.distill.student_layers`) is initialized from them.
 
   Returns:
     (state, shardings, data_state, step): `data_state` and `step` are those of the
@@ -46,6 +51,8 @@ def start_state(harness: harness_lib.Harness, info):
     )
     if cfg.init_from:
       state = _init_from_pretrained(state, shardings, harness, info)
+    elif model_setup.student_layers(cfg):
+      state = _init_from_teacher_layers(state, shardings, harness, info)
     return state, shardings, None, None
   abstract, shardings = harness.abstract_state()
   unusable = []
@@ -54,6 +61,10 @@ def start_state(harness: harness_lib.Harness, info):
     try:
       meta = checkpointer.read_meta(step)
       harness_lib.check_meta(meta, cfg, exp, where, info)
+      if teacher is not None:
+        teacher_lib.check_fingerprint(
+          meta['teacher'] if 'teacher' in meta else None, teacher, where
+        )
       state, data_state, _ = checkpointer.restore(step, abstract)
     except integrity.CorruptCheckpointError as error:
       moved = checkpointer.move_aside(step)
@@ -84,6 +95,23 @@ def _check_nothing_moved_aside(checkpointer):
       f'({", ".join(moved)}): remove them (or use a new --workdir) to start this run from '
       'scratch, or rename a step back to resume from it.'
     )
+
+
+def _init_from_teacher_layers(state, shardings, harness, info):
+  """DistilBERT's initialization: the student's layers are the teacher's
+  `objective.distill.student_layers` (renumbered), its other leaves the teacher's too."""
+  cfg = harness.config
+  layers = model_setup.student_layers(cfg)
+  host, where = teacher_lib.read_params(model_setup.describe(cfg.teacher))
+  params, report = pretrained.merge(
+    state.params, student.take_layers(host, layers), shardings.params
+  )
+  info(
+    f'Student initialized from teacher {cfg.teacher} ({where}) layers {list(layers)}: '
+    f'{len(report["loaded"])} tensors; fresh: {", ".join(report["fresh"]) or "none"}.'
+  )
+  init_opt = jax.jit(harness.tx.init, out_shardings=shardings.opt_state)
+  return state.replace(params=params, opt_state=init_opt(params))
 
 
 def _init_from_pretrained(state, shardings, harness, info):

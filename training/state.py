@@ -14,6 +14,7 @@ import jax.numpy as jnp
 import optax
 from jax.sharding import PartitionSpec
 
+from objectives import api
 from training import partitioning
 
 # Per-step metrics of the guard, (1.0 or 0.0, 1.0) each step: summed over a log interval
@@ -146,11 +147,13 @@ def create(model, tx, *, mesh, rules, seed: int, seq_len: int):
 def train_step(
   state: TrainState,
   batch: dict,
+  teacher_params=None,
   *,
   model,
   loss_fn,
   tx,
   seed: int,
+  teacher_model=None,
   num_microbatches: int = 1,
   loss_terms: dict[str, float] | None = None,
   loss_spike_zscore: float = 0.0,
@@ -173,6 +176,11 @@ def train_step(
   An applied step computes exactly what an unguarded step computes (the guard selects
   between the new and the old trees).
 
+  With a distillation teacher (`teacher_model`, and its frozen `teacher_params`, an
+  argument of their own: training/teacher.py), the loss is called with
+  `teacher=api.Teacher(teacher_model, teacher_params)`; the gradient is taken with
+  respect to the state's params only, and the teacher is not in the state.
+
   Returns:
     (state, metrics): the step's (sum, weight) metrics, `grad_norm`, and SKIP_METRICS.
     The metrics of a skipped step have weight 0, so an interval's logged figures are
@@ -180,6 +188,8 @@ def train_step(
   """
   rng = jax.random.fold_in(jax.random.key(seed), state.step)
   loss_fn = functools.partial(loss_fn, model=model)
+  if teacher_model is not None:
+    loss_fn = functools.partial(loss_fn, teacher=api.Teacher(teacher_model, teacher_params))
   loss_terms = loss_terms or {'loss': 1.0}
   if num_microbatches == 1:
     (loss, metrics), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params, batch, rng)
@@ -333,12 +343,18 @@ def predict_step(params, batch: dict, *, model, predict_fn):
   return dict(predict_fn(params, batch, model=model), example_id=batch['example_id'])
 
 
-def jit_train_step(state_shardings, batch_shardings, *, mesh, rules, **kwargs):
-  """The train step jitted with explicit shardings and the state donated."""
+def jit_train_step(
+  state_shardings, batch_shardings, *, mesh, rules, teacher_shardings=None, **kwargs
+):
+  """The train step jitted with explicit shardings and the state donated; with
+  `teacher_shardings` it takes the teacher's params as a third argument (not donated)."""
   replicated = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
+  in_shardings = (state_shardings, batch_shardings)
+  if teacher_shardings is not None:
+    in_shardings += (teacher_shardings,)
   step = jax.jit(
     functools.partial(train_step, **kwargs),
-    in_shardings=(state_shardings, batch_shardings),
+    in_shardings=in_shardings,
     out_shardings=(state_shardings, replicated),
     donate_argnums=0,
   )

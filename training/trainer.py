@@ -24,14 +24,17 @@ from training import (
   guard,
   metric_writer,
   mfu,
+  model_setup,
   optimizers,
   partitioning,
   preemption,
   prefetch,
+  pruning,
   resume,
 )
 from training import harness as harness_lib
 from training import state as state_lib
+from training import teacher as teacher_lib
 
 
 class Evaluator(Protocol):
@@ -84,11 +87,18 @@ def train(
   for note in exp.notes:
     writer.info(note)
   loader = exp.loader('train', harness.shards)
-  state, shardings, data_state, resumed_step = resume.start_state(harness, writer.info)
+  teacher = None
+  if cfg.teacher:
+    teacher = teacher_lib.load(cfg, exp, mesh=harness.mesh, rules=harness.rules)
+    writer.info(
+      f'Distilling from teacher {teacher.fingerprint["path"]} ({teacher.fingerprint["checkpoint"]},'
+      f' params sha256 {teacher.fingerprint["sha256"][:12]}), frozen.'
+    )
+  state, shardings, data_state, resumed_step = resume.start_state(harness, writer.info, teacher)
   writer.truncate_after(resumed_step or 0)  # Steps after the checkpoint are redone: logged once.
   if data_state is not None:
     loader.set_state(data_state)
-  meta = harness_lib.checkpoint_meta(cfg, exp)
+  meta = harness_lib.checkpoint_meta(cfg, exp, teacher)
   if jax.process_index() == 0:
     with open(os.path.join(workdir, 'config.json'), 'w') as f:
       json.dump(meta['config'], f, indent=2)
@@ -107,8 +117,11 @@ def train(
     loss_fn=exp.objective.loss_fn,
     tx=harness.tx,
     seed=cfg.seed,
+    teacher_model=None if teacher is None else teacher.model,
+    teacher_shardings=None if teacher is None else teacher.shardings,
     **harness_lib.step_options(cfg, exp.objective),
   )
+  frozen = () if teacher is None else (teacher.params,)
   evaluator = make_evaluator(harness, shardings) if cfg.eval_every_steps else None
   schedule = optimizers.learning_rate_schedule(cfg.optimizer, cfg.total_steps)
   tokens_per_step = cfg.batch_size * cfg.seq_len
@@ -117,11 +130,23 @@ def train(
   flops_per_token = flops.model_flops_per_token(
     harness.model, exp.model_cfg, cfg.seq_len, decoder_len, predicted_len
   )
+  if teacher is not None:  # Its forward pass only: a third of its training FLOPs.
+    flops_per_token += (
+      flops.model_flops_per_token(
+        teacher.model, exp.teacher_cfg, cfg.seq_len, decoder_len, predicted_len
+      )
+      / 3
+    )
   peak, peak_source = cfg.peak_flops_per_device, 'configured peak_flops_per_device'
   if not peak:
     peak, peak_source = mfu.measured_peak_flops(), 'measured float32 matmul peak'
+  model_name = cfg.model.preset
+  if cfg.init_from:
+    model_name = f'{cfg.init_from} (init_from)'
+  elif model_setup.student_layers(cfg):
+    model_name = f'layers {list(model_setup.student_layers(cfg))} of teacher {cfg.teacher}'
   writer.info(
-    f'{cfg.model.preset} trained with {cfg.objective.module} for {cfg.total_steps} steps of '
+    f'{model_name} trained with {cfg.objective.module} for {cfg.total_steps} steps of '
     f'{cfg.batch_size} x {cfg.seq_len} tokens in {workdir} (library logs in its logs/)'
   )
   writer.info(
@@ -145,7 +170,7 @@ def train(
     while step < cfg.total_steps:
       batch, data_state, seconds_read = next(batches)
       host_seconds += seconds_read
-      state, step_metrics = train_step(state, batch)
+      state, step_metrics = train_step(state, batch, *frozen)
       if last_flag is not None:  # The previous step's (number `step`): done by now.
         bad_steps.add(last_flag, step)
       last_flag = guard.skipped_flag(step_metrics)
@@ -167,6 +192,8 @@ def train(
           input_tokens_per_sec=tokens_per_step * steps / max(host_seconds, 1e-9),
           input_wait_sec=(batches.wait_seconds - waited) / steps,
         )
+        if cfg.prune.sparsity:  # The pruned matrices' zeros, against prune.sparsity.
+          values['sparsity'] = pruning.achieved_sparsity(state.params)
         writer.write(step, values)
         writer.progress(step, values, seconds)
         logged, last_log, last_time, acc = values, step, time.time(), None

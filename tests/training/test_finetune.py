@@ -14,10 +14,10 @@ from configs import glue as glue_config
 from configs import quickstart
 from data import tasks
 from data.tokenizers import load_tokenizer
-from evaluation import best_checkpoint, checkpoint_eval, during_training, loop, results_table
+from evaluation import checkpoint_eval, during_training, loop, results_table
 from tests.training import finetune_runs
+from training import best_checkpoint, model_setup, pretrained
 from training import harness as harness_lib
-from training import model_setup, pretrained
 from training import state as state_lib
 
 _GOOD = ('great', 'wonderful', 'excellent', 'lovely', 'superb')
