@@ -68,11 +68,13 @@ def pytest_collection_modifyitems(config, items):
   batch holds its share of the long tests and the short tests fill in the gaps.
   Without xdist this is simply: long tests first.
 
-  Balanced so, the suite takes about 13 minutes on CI's 2-core machine (1109 tests,
-  about 1500 s of test time): over the 12-minute target since issue 13's end-to-end tests
-  (soak, preemption, integrity) and the side-by-side benchmarks joined; the next cuts are
-  the 32 tiny-width recipe runs of tests/training/test_trains.py (300 s, mostly
-  compilation) and the three benchmark smoke runs (100 s).
+  Balanced so, the suite takes about 15 minutes on CI's 2-core machine (1219 tests,
+  15:21 measured): over the 12-minute target since issue 13's end-to-end tests (soak,
+  preemption, integrity), the side-by-side benchmarks and issue 14's compression runs
+  (distillation, pruning, compress.py: about 150 s) joined; the next cuts are the 32
+  tiny-width recipe runs of tests/training/test_trains.py (300 s, mostly compilation),
+  the three benchmark smoke runs (100 s) and one shared fine-tuned fixture for
+  tests/test_compress.py, tests/training/test_distill.py and test_pruning.py.
   """
   workers = int(os.environ.get('PYTEST_XDIST_WORKER_COUNT', '1'))
   slow = [item for item in items if item.get_closest_marker('slow') is not None]
