@@ -22,6 +22,7 @@ import ml_collections
 from data import tokenizers
 from models import presets
 from models.transformer import TransformerConfig
+from objectives import distill
 
 
 @dataclasses.dataclass
@@ -143,12 +144,7 @@ def student_layers(config) -> tuple[int, ...]:
   """The teacher layers a distillation student is made of (`objective.distill.
   student_layers`; empty when the student is sized by its preset or init_from)."""
   spec = config.objective.distill.student_layers if config.teacher else ''
-  try:
-    return tuple(int(s) for s in spec.split(',') if s.strip())
-  except ValueError as e:
-    raise ValueError(
-      f'objective.distill.student_layers={spec!r}: expected teacher layer indices, e.g. 0,2,4.'
-    ) from e
+  return distill.parse_layers(spec, 'objective.distill.student_layers')
 
 
 def teacher_config(config):

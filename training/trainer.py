@@ -143,8 +143,8 @@ def train(
   model_name = cfg.model.preset
   if cfg.init_from:
     model_name = f'{cfg.init_from} (init_from)'
-  elif model_setup.student_layers(cfg):
-    model_name = f'layers {list(model_setup.student_layers(cfg))} of teacher {cfg.teacher}'
+  elif layers := model_setup.student_layers(cfg):
+    model_name = f'layers {list(layers)} of teacher {cfg.teacher}'
   writer.info(
     f'{model_name} trained with {cfg.objective.module} for {cfg.total_steps} steps of '
     f'{cfg.batch_size} x {cfg.seq_len} tokens in {workdir} (library logs in its logs/)'
