@@ -144,6 +144,7 @@ def dot_product_attention(
   implementation: str | None = '',
   dropout_seed: int = 0,
   replayed_layers: bool = False,
+  probs: jax.Array | None = None,
 ) -> jax.Array:
   """Attention of q over (k, v) where `mask` allows, by the chosen implementation.
 
@@ -158,6 +159,8 @@ def dot_product_attention(
     dropout_seed: cuDNN's compile-time dropout seed (one per layer).
     replayed_layers: the layer runs in a loop (nn.scan) or is shared across depths;
       cuDNN's dropout generator cannot follow it there.
+    probs: `attention_probabilities(q, k, mask, bias=bias, scale=scale)`, when the
+      caller computed them (to keep them): the XLA reference applies these, not a copy.
 
   Returns:
     [batch, q_len, heads, head_dim], zeros for the queries that see no key.
@@ -174,8 +177,9 @@ def dot_product_attention(
   if name == 'splash':
     return splash_attention(q, k, v, mask, scale=scale)
   return xla_attention(
-    q, k, v, mask, bias=bias, scale=scale, dropout_rate=dropout_rate, dropout_rng=dropout_rng
-  )
+    q, k, v, mask, bias=bias, scale=scale, dropout_rate=dropout_rate, dropout_rng=dropout_rng,
+    probs=probs,
+  )  # fmt: skip
 
 
 def select_implementation(
@@ -291,13 +295,11 @@ def _splash_problem(platform, q, k, mask, bias, dropout_rate, replayed_layers) -
   return ''
 
 
-def xla_attention(
-  q, k, v, mask: SegmentMask, *, bias=None, scale, dropout_rate=0.0, dropout_rng=None
-):
-  """The reference: the numerics of jax.nn.dot_product_attention's XLA path (logits and
-  softmax in fp32, probabilities cast back to the compute dtype), plus dropout on the
-  probabilities (keep with 1 - rate, scaled by 1 / (1 - rate), drawn from `dropout_rng`
-  over [batch, heads, q_len, kv_len]) and zeros for the queries that see no key."""
+def attention_probabilities(q, k, mask: SegmentMask, *, bias=None, scale) -> jax.Array:
+  """The attention distributions [batch, heads, q_len, kv_len] (fp32) the XLA reference
+  applies: softmax over the keys `mask` allows of the scaled (and biased) fp32 logits.
+  Each row sums to 1, except a query that sees no key (padding): its row is uniform, and
+  its attention output is zeroed by the caller."""
   dense = mask.dense()  # [batch, 1, q_len, kv_len]
   logits = jnp.einsum('bqhd,bkhd->bhqk', q, k, preferred_element_type=jnp.float32)
   logits *= jnp.asarray(scale, logits.dtype)
@@ -305,14 +307,30 @@ def xla_attention(
     logits = (logits + bias).astype(logits.dtype)
   large_negative = -0.7 * jnp.finfo(jnp.float32).max  # jax.nn's value: finite in fp32.
   logits = jnp.where(dense, logits, jnp.asarray(large_negative, logits.dtype))
-  probs = jax.nn.softmax(logits.astype(jnp.float32), axis=-1).astype(v.dtype)
+  return jax.nn.softmax(logits.astype(jnp.float32), axis=-1)
+
+
+def xla_attention(
+  q, k, v, mask: SegmentMask, *, bias=None, scale, dropout_rate=0.0, dropout_rng=None, probs=None
+):
+  """The reference: the numerics of jax.nn.dot_product_attention's XLA path (logits and
+  softmax in fp32, probabilities cast back to the compute dtype), plus dropout on the
+  probabilities (keep with 1 - rate, scaled by 1 / (1 - rate), drawn from `dropout_rng`
+  over [batch, heads, q_len, kv_len]) and zeros for the queries that see no key.
+
+  `probs`, when given, is `attention_probabilities` of the same call, computed once by a
+  caller that also keeps them (models/transformer.py's 'attention_weights')."""
+  if probs is None:
+    probs = attention_probabilities(q, k, mask, bias=bias, scale=scale)
+  probs = probs.astype(v.dtype)
   if dropout_rate > 0:
     if dropout_rng is None:
       raise ValueError(f'Attention dropout {dropout_rate} needs a dropout_rng.')
     keep = jax.random.bernoulli(dropout_rng, 1.0 - dropout_rate, probs.shape)
     probs = jnp.where(keep, probs / (1.0 - dropout_rate), jnp.zeros_like(probs))
   out = jnp.einsum('bhqk,bkhd->bqhd', probs, v)  # [batch, q_len, heads, head_dim]
-  return jnp.where(dense.any(axis=-1).transpose(0, 2, 1)[..., None], out, 0)
+  sees_a_key = mask.dense().any(axis=-1).transpose(0, 2, 1)[..., None]  # [batch, q_len, 1, 1]
+  return jnp.where(sees_a_key, out, 0)
 
 
 def cudnn_segments(segment_ids: jax.Array) -> tuple[jax.Array, jax.Array]:

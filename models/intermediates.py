@@ -7,6 +7,10 @@ collection depends on how the layers are laid out: `block_0`, `block_1`, ... (a 
 one `blocks` entry stacked on a leading layer axis (`scan_layers`), or one shared
 `block` sown once per use (ALBERT's `share_layers`). `layers` reads any of the three
 into one list, so a loss (objectives/distill.py) never sees the layout.
+
+The attention distributions are a collection of their own, 'attention_weights' (each
+attention sub-layer's 'probs' [batch, heads, q_len, kv_len]), made only when the caller
+asks for it; `attention_weights` reads them per layer in the same three layouts.
 """
 
 import dataclasses
@@ -80,3 +84,31 @@ def stack(intermediates: dict, name: str = 'encoder') -> Sown:
       )
     layers = tuple(layers)
   return Sown(embedded=embedded, layers=layers)
+
+
+def attention_weights(
+  collection: dict, name: str = 'encoder', sublayer: str = 'attention'
+) -> list[jax.Array]:
+  """Per layer, bottom up, the attention distributions [batch, heads, q_len, kv_len]
+  (fp32, rows summing to 1 over the keys a query may see) of stack `name`.
+
+  Args:
+    collection: the 'attention_weights' collection returned by `model.apply(...,
+      mutable=['attention_weights'])`.
+    name: the stack's module name in the model ('encoder', 'decoder').
+    sublayer: 'attention' (self-attention) or a decoder's 'cross_attention'.
+
+  Raises:
+    ValueError: nothing was sown under `name` (the model has no such stack, or its
+      attention is not the Transformer stack's).
+  """
+  if name not in collection:
+    raise ValueError(f'No attention weights of {name!r}; the model sowed {sorted(collection)}.')
+  tree = collection[name]
+  if 'blocks' in tree:  # nn.scan: [layers, batch, heads, q_len, kv_len].
+    stacked = _single(tree['blocks'][sublayer]['probs'])
+    return [stacked[i] for i in range(stacked.shape[0])]
+  if 'block' in tree:  # One shared block, sown once per use, in order.
+    return list(tree['block'][sublayer]['probs'])
+  count = sum(1 for key in tree if key.startswith('block_'))
+  return [_single(tree[f'block_{i}'][sublayer]['probs']) for i in range(count)]

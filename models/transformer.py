@@ -454,10 +454,14 @@ class Attention(nn.Module):
   'dropout' rng (or, on cuDNN, from cuDNN's generator). `num_heads` is the layer's own
   (`cfg.heads_of(layer)`) once heads were pruned.
 
-  Two optional collections, untouched unless the caller asks for them:
+  Three optional collections, untouched unless the caller asks for them:
   - 'intermediates' (mutable): the layer's 'queries', 'keys' and 'values' are sown, so that a
     distillation loss computes attention scores and value relations from them whatever
     the attention implementation (objectives/distill.py);
+  - 'attention_weights' (mutable): the layer's attention distributions 'probs'
+    [batch, heads, q_len, kv_len] (fp32, before dropout), the ones the XLA reference
+    applies (models/intermediates.py's `attention_weights` reads them per layer; nothing
+    is computed for it when the collection is not mutable);
   - 'head_mask': a [heads] multiplier of each head's output (1: kept, 0: masked); the
     gradient of a loss with respect to it is Michel et al.'s head importance
     (models/head_pruning.py).
@@ -495,6 +499,14 @@ class Attention(nn.Module):
     k, v = (nn.with_logical_constraint(t, kv_axes) for t in (k, v))
     for name, value in (('queries', q), ('keys', k), ('values', v)):
       self.sow('intermediates', name, value)
+    scale = 1.0 / math.sqrt(q.shape[-1]) if cfg.scale_attention else 1.0
+    probs = None
+    if self.is_mutable_collection('attention_weights') and not self.is_initializing():
+      # [batch, heads, q_len, kv_len] fp32, before attention dropout: the XLA reference
+      # applies exactly these; a fused kernel computes the same function to rounding.
+      # (init makes every collection mutable: it keeps none.)
+      probs = attention.attention_probabilities(q, k, mask, bias=bias, scale=scale)
+      self.sow('attention_weights', 'probs', probs)
     rate = 0.0 if deterministic else cfg.attention_dropout_rate
     out = attention.dot_product_attention(
       q,
@@ -502,7 +514,8 @@ class Attention(nn.Module):
       v,
       mask,
       bias=bias,
-      scale=None if cfg.scale_attention else 1.0,
+      scale=scale,
+      probs=probs,
       dropout_rate=rate,
       dropout_rng=self.make_rng('dropout') if rate > 0 else None,
       implementation=cfg.attention_impl,
@@ -708,7 +721,7 @@ class Stack(nn.Module):
     elif cfg.scan_layers:
       self.scanned_blocks = nn.scan(
         block_class(cfg, scan=True),
-        variable_axes={'params': 0, 'intermediates': 0},
+        variable_axes={'params': 0, 'intermediates': 0, 'attention_weights': 0},
         split_rngs={'params': True, 'dropout': True},
         in_axes=(nn.broadcast,) * 5,  # mask, deterministic, bias, encoded, cross_mask
         length=depth,
