@@ -85,6 +85,19 @@ def get_config() -> config_dict.ConfigDict:
   c.prune.end_step = 0  # Step the final sparsity is reached (0: two thirds of total_steps).
   c.prune.frequency = 10  # Steps between mask updates during the ramp.
 
+  # Per-layer probes of a frozen checkpoint (evaluation/probing.py; eval.py runs them).
+  c.probe = config_dict.ConfigDict()
+  c.probe.tasks = ''  # Comma-separated 'pos', 'chunk', 'ner', 'sst2' ('': not a probing run).
+  c.probe.train_examples = 2000  # Sentences (token tasks) or rows sampled for training (0: all).
+  c.probe.eval_examples = 1000  # Sampled from the eval split (CoNLL valid, GLUE dev; 0: all).
+  c.probe.steps = 300  # Full-batch AdamW steps per probe.
+  c.probe.learning_rate = 1e-2
+  c.probe.weight_decay = 1e-4
+  c.probe.mlp_dim = 256  # Hidden width of the MLP probe.
+  c.probe.control = True  # Hewitt & Liang's control task (token tasks) and selectivity.
+  c.probe.batch_size = 64  # Rows per forward pass of the frozen model.
+  c.probe.seed = 0  # Samples, probe initialization and control labels.
+
   c.data = config_dict.ConfigDict()
   c.data.source = 'embedded'  # 'embedded' (pydoc topics, offline), 'tfds', 'text' or 'jsonl';
   # fine-tuning: a task source, 'glue', 'conll', 'squad', 'fewclue', ... (data/tasks.py).

@@ -10,20 +10,25 @@ import numpy as np
 
 from data import text_decoding
 
-Sentence = tuple[list[str], list[str]]  # (tokens, ner_tags), one tag per token
+Sentence = tuple[list[str], list[str]]  # (tokens, tags), one tag per token
 
 _DOCSTART = '-DOCSTART-'
 _COLUMNS = 4
+TAG_COLUMNS = {'pos': 1, 'chunk': 2, 'ner': 3}  # The tag sets a file carries, by column.
 
 
-def read_conll(path: str) -> list[Sentence]:
-  """Sentences of a CoNLL-2003 file as (tokens, ner_tags), in file order.
+def read_conll(path: str, tags_of: str = 'ner') -> list[Sentence]:
+  """Sentences of a CoNLL-2003 file as (tokens, tags), in file order: the NER tags, or
+  (`tags_of`='pos' or 'chunk') the part-of-speech or chunk tags.
 
   Raises:
     FileNotFoundError: no file at `path`.
     ValueError: a non-blank line without exactly 4 space-separated columns (the message
       gives file and line number).
   """
+  if tags_of not in TAG_COLUMNS:
+    raise ValueError(f'tags_of={tags_of!r}; expected one of {sorted(TAG_COLUMNS)}.')
+  column = TAG_COLUMNS[tags_of]
   sentences, tokens, tags = [], [], []
   with text_decoding.open_strict(path) as f:
     for line_number, line in enumerate(f, 1):
@@ -41,7 +46,7 @@ def read_conll(path: str) -> list[Sentence]:
           f'got {len(fields)}: {line.rstrip()[:80]!r}.'
         )
       tokens.append(fields[0])
-      tags.append(fields[3])
+      tags.append(fields[column])
   if tokens:  # The last sentence, when the file does not end with a blank line.
     sentences.append((tokens, tags))
   return sentences

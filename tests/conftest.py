@@ -50,6 +50,33 @@ def spm_path(tmp_path_factory) -> str:
   )
 
 
+@pytest.fixture(scope='session')
+def tiny_bert_checkpoint(tmp_path_factory, spm_path) -> tuple:
+  """(path, model config, params) of a 2-layer, 4-head, 32-wide BERT encoder saved as a
+  converted checkpoint with the SentencePiece fixture; weights at 10x BERT's init scale,
+  so that its heads and layers differ (attention pictures, probes)."""
+  import flax.linen as nn  # Here, not above: JAX reads the environment set above at import.
+  import jax
+  import numpy as np
+
+  from data import tokenizers
+  from models import heads, presets
+  from models.convert import converted
+
+  vocab = tokenizers.load_tokenizer(spm_path).vocab_size
+  cfg = presets.get_config(
+    'bert-tiny', vocab_size=vocab, d_model=32, num_heads=4, mlp_dim=64, max_len=64, init_std=0.2
+  )
+  tokens = np.ones((1, 8), np.int32)
+  params = heads.Backbone(cfg).init(jax.random.key(0), tokens, tokens)['params']
+  params = jax.tree.map(np.asarray, jax.device_get(nn.unbox(params)))
+  out = str(tmp_path_factory.mktemp('tiny_bert') / 'converted')
+  os.makedirs(out)
+  shutil.copy(spm_path, os.path.join(out, 'spm.model'))
+  converted.save(out, converted.Converted('bert', cfg, params, [], tokenizer_files=['spm.model']))
+  return out, cfg, params
+
+
 def pytest_sessionfinish(session, exitstatus):
   """The process that made the compilation cache removes it (xdist workers did not)."""
   del session, exitstatus

@@ -29,6 +29,7 @@ ARGUMENTS = {
   'configs/dapt.py': sorted(dapt.TEXT_SIZES),
   'configs/fewshot.py': sorted(fewshot._PROMPTS),
   'configs/mtdnn.py': ['mrpc,rte,stsb', 'cola,sst2'],
+  'configs/probe.py': ['pos,chunk,ner,sst2', 'ner'],
 }
 CASES = [(path, arg) for path in FILES for arg in ARGUMENTS.get(path, [None])]
 

@@ -5,17 +5,12 @@ pass of the full model."""
 
 import json
 import os
-import shutil
 
-import flax.linen as nn
-import jax
 import numpy as np
 import pytest
 
-from data import tokenizers
 from evaluation import attention_heads, frozen_model
-from models import heads, intermediates, presets
-from models.convert import converted
+from models import heads, intermediates
 from tools import attention
 
 TEXTS = [
@@ -78,26 +73,8 @@ def test_no_batch_and_bad_lines_are_errors(tmp_path):
   ]
 
 
-@pytest.fixture(scope='module')
-def checkpoint(tmp_path_factory, spm_path):
-  """A 2-layer, 4-head BERT (weights 10x BERT's init scale, so heads differ) as a
-  converted checkpoint with the SentencePiece fixture."""
-  vocab = tokenizers.load_tokenizer(spm_path).vocab_size
-  cfg = presets.get_config(
-    'bert-tiny', vocab_size=vocab, d_model=32, num_heads=4, mlp_dim=64, max_len=64, init_std=0.2
-  )
-  tokens = np.ones((1, 8), np.int32)
-  params = heads.Backbone(cfg).init(jax.random.key(0), tokens, tokens)['params']
-  params = jax.tree.map(np.asarray, jax.device_get(nn.unbox(params)))
-  out = str(tmp_path_factory.mktemp('attention') / 'converted')
-  os.makedirs(out)
-  shutil.copy(spm_path, os.path.join(out, 'spm.model'))
-  converted.save(out, converted.Converted('bert', cfg, params, [], tokenizer_files=['spm.model']))
-  return out, cfg, params
-
-
-def test_inspect_writes_the_picture_the_page_and_the_statistics(checkpoint, tmp_path):
-  path, cfg, params = checkpoint
+def test_inspect_writes_the_picture_the_page_and_the_statistics(tiny_bert_checkpoint, tmp_path):
+  path, cfg, params = tiny_bert_checkpoint
   out = str(tmp_path / 'out')
   stats = attention.inspect(path, TEXTS, out, seq_len=16, batch_size=2)  # Two batches.
 
