@@ -41,6 +41,7 @@ from data import conll, glue
 from evaluation import frozen_model
 from models import intermediates
 from objectives import tagging
+from training import config_checks
 
 TOKEN_TASKS = tuple(conll.TAG_COLUMNS)  # 'pos', 'chunk', 'ner': CoNLL-2003's columns.
 SENTENCE_TASKS = ('sst2',)
@@ -290,6 +291,7 @@ def run(config, workdir: str) -> dict:
   probes.md and probes.png into `workdir` and returns the results."""
   if not config.init_from:
     raise ValueError('Probing needs --config.init_from: the checkpoint to look into.')
+  config_checks.validate(config)
   tasks = parse_tasks(config.probe.tasks)
   model = frozen_model.load(config.init_from)
   results = {}

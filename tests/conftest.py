@@ -1,12 +1,23 @@
 """Test setup: 8 emulated CPU devices, set before JAX is imported anywhere; XLA's CPU
-backend at LLVM -O0; and one persistent compilation cache for the whole test run.
+backend at LLVM -O0 with its classic fusion emitters; and one persistent compilation cache
+for the whole test run.
 
 The test models are tiny, so compiling them costs far more than running them: at
 `--xla_backend_optimization_level=0` LLVM skips its optimizations of the generated code
 (a 2-layer BERT run of tests/training/test_trains.py compiled for 7.0 s at the default
-level, 2.9 s at -O0), while the programs themselves,
-XLA's HLO passes included, are the ones a run compiles. Train and eval runs that tests
-start as subprocesses get the same flags (tests/training/runs.py).
+level, 2.9 s at -O0), and `--xla_cpu_use_fusion_emitters=false` emits each fusion with
+XLA's elemental emitter instead of the newer MLIR fusion emitters (the same run's
+programs: 4.1-4.5 s of compilation with them, 2.8 s without; the test 8.1-8.8 s, 6.9-7.2 s;
+2-core CPU, quiet, December 2026). The programs themselves, XLA's HLO passes included,
+are the ones a run compiles; only the machine code emitted for them differs. Train and
+eval runs that tests start as subprocesses get the same flags (tests/training/runs.py).
+
+A few tests compare two different programs bit for bit (the guarded and the unguarded
+step, a wrapped and a plain optimizer, a sub-model and the whole): a property of the
+machine code XLA emits for each, which holds with its default fusion emitters, the ones
+every run uses, and not with the classic ones (1-ulp differences). They carry the marker
+`default_emitters` and run in a child pytest process compiled as a run compiles
+(`pytest_pyfunc_call` below; about 5 s each for the child's start).
 
 The cache directory is made once, by the process pytest starts, and inherited through
 the environment by the xdist workers and by the train.py / eval.py subprocesses the
@@ -22,7 +33,11 @@ import shutil
 import sys
 import tempfile
 
+# In a child process of a `default_emitters` test: XLA's default fusion emitters.
+_DEFAULT_EMITTERS = os.environ.get('PLM_FLAX_TEST_DEFAULT_EMITTERS') == '1'
 TEST_XLA_FLAGS = '--xla_backend_optimization_level=0'
+if not _DEFAULT_EMITTERS:
+  TEST_XLA_FLAGS += ' --xla_cpu_use_fusion_emitters=false'
 os.environ['XLA_FLAGS'] = (
   os.environ.get('XLA_FLAGS', '') + f' --xla_force_host_platform_device_count=8 {TEST_XLA_FLAGS}'
 ).strip()
@@ -75,6 +90,27 @@ def tiny_bert_checkpoint(tmp_path_factory, spm_path) -> tuple:
   shutil.copy(spm_path, os.path.join(out, 'spm.model'))
   converted.save(out, converted.Converted('bert', cfg, params, [], tokenizer_files=['spm.model']))
   return out, cfg, params
+
+
+def pytest_pyfunc_call(pyfuncitem):
+  """A `default_emitters` test runs in a child pytest process with XLA's default fusion
+  emitters (see the module docstring); its output is shown when it fails."""
+  if pyfuncitem.get_closest_marker('default_emitters') is None or _DEFAULT_EMITTERS:
+    return None
+  import subprocess  # Here: only these few tests start a child.
+
+  env = dict(os.environ, PLM_FLAX_TEST_DEFAULT_EMITTERS='1')
+  env['XLA_FLAGS'] = env['XLA_FLAGS'].replace('--xla_cpu_use_fusion_emitters=false', '')
+  command = [sys.executable, '-m', 'pytest', '-q', '-p', 'no:cacheprovider', pyfuncitem.nodeid]
+  root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  done = subprocess.run(command, env=env, cwd=root, capture_output=True, text=True)
+  if done.returncode != 0:
+    pytest.fail(
+      f'{pyfuncitem.nodeid} failed in its child process (default fusion emitters):\n'
+      f'{done.stdout[-6000:]}\n{done.stderr[-2000:]}',
+      pytrace=False,
+    )
+  return True
 
 
 def pytest_sessionfinish(session, exitstatus):

@@ -163,6 +163,7 @@ def test_both_networks_train_the_shared_tables(base):
       assert np.abs(embed[table]['embedding']).sum() > 0, (method, table)
 
 
+@pytest.mark.default_emitters
 def test_discriminator_runs_alone_from_its_subtree(base):
   model, _, params = base
   inputs = _inputs()

@@ -22,16 +22,17 @@ TINY_OVERRIDES = (
 
 def env(devices: int = 1, optimized: bool = False) -> dict:
   """The test environment (tests/conftest.py: compile flags, compilation cache) with
-  `devices` emulated CPU devices; `optimized` compiles at XLA's default level, for a run
-  that executes long enough to gain from it."""
+  `devices` emulated CPU devices; `optimized` compiles at XLA's default level (and fusion
+  emitters), for a run that executes long enough to gain from it."""
   environ = dict(os.environ)
   flags = re.sub(
     r'--xla_force_host_platform_device_count=\d+',
     f'--xla_force_host_platform_device_count={devices}',
     environ.get('XLA_FLAGS', ''),
   )
-  if optimized:  # tests/conftest.py's -O0 off.
+  if optimized:  # tests/conftest.py's compile-time flags off.
     flags = re.sub(r'--xla_backend_optimization_level=\d+', '', flags)
+    flags = flags.replace('--xla_cpu_use_fusion_emitters=false', '')
   environ['XLA_FLAGS'] = flags
   environ['JAX_PLATFORMS'] = 'cpu'
   environ['PYTHONPATH'] = ROOT

@@ -157,6 +157,7 @@ def test_a_nan_step_is_skipped_as_if_its_batch_was_not_there():
   _assert_trees_equal(_host(state), _host(clean))
 
 
+@pytest.mark.default_emitters
 def test_normal_steps_are_bit_identical_to_the_unguarded_step():
   batches = [_batch(i) for i in range(3)] + [_batch(3, 10.0)]  # A 10x loss: still applied.
   guarded, values, _ = _run(_step(), _fresh_state(), batches)

@@ -130,6 +130,7 @@ def _bert_params():
   return nn.unbox(heads.MaskedLM(cfg).init(jax.random.key(0), tokens, tokens, tokens)['params'])
 
 
+@pytest.mark.default_emitters
 def test_masks_hold_under_adamw_with_weight_decay_and_other_leaves_are_untouched():
   params = _bert_params()
   names = pruning.pruned_names(params)
