@@ -45,6 +45,7 @@ class FrozenModel:
   stack: str  # 'encoder' or 'decoder'.
   tokenizer: tokenizers.Tokenizer
   source: str  # Where the params came from, for reports.
+  _applies: dict = dataclasses.field(default_factory=dict, repr=False)  # keep -> jitted.
 
   @property
   def num_layers(self) -> int:
@@ -70,7 +71,8 @@ def load(path: str) -> FrozenModel:
   if stack is None:
     raise ValueError(f'{path}: no encoder or decoder stack in {sorted(params)}.')
   tokenizer = tokenizers.load_tokenizer(described.tokenizer_path)
-  return FrozenModel(described.config, {stack: params[stack]}, stack, tokenizer, source)
+  on_device = jax.device_put({stack: params[stack]})  # Once, not on every forward pass.
+  return FrozenModel(described.config, on_device, stack, tokenizer, source)
 
 
 def encode_texts(model: FrozenModel, texts: list[tuple[str, str | None]], seq_len: int) -> dict:
@@ -96,8 +98,13 @@ def encode_texts(model: FrozenModel, texts: list[tuple[str, str | None]], seq_le
 
 def forward(model: FrozenModel, batch: dict, keep=('attention_weights',)) -> tuple[jax.Array, dict]:
   """(final states [n, length, embed], {collection: tree}) of the stack on `batch`
-  (`encode_texts`' arrays), with the collections in `keep` returned."""
-  module = StackOnly(model.cfg, model.stack)
+  (`encode_texts`' arrays), with the collections in `keep` returned. Compiled once per
+  `keep` and batch shape."""
+  keep = tuple(keep)
+  if keep not in model._applies:
+    module = StackOnly(model.cfg, model.stack)
+    model._applies[keep] = jax.jit(
+      lambda p, *xs: module.apply({'params': p}, *xs, mutable=list(keep))
+    )
   arrays = [jnp.asarray(batch[k]) for k in INPUTS]
-  apply = jax.jit(lambda p, *xs: module.apply({'params': p}, *xs, mutable=list(keep)))
-  return apply(model.params, *arrays)
+  return model._applies[keep](model.params, *arrays)

@@ -74,19 +74,21 @@ def sample(items: list, count: int, seed: int) -> list:
   return [items[i] for i in keep]
 
 
-def layer_states(model, rows: dict, batch_size: int) -> list[np.ndarray]:
-  """Per layer (embeddings first), the states [rows, length, embed] of the stack."""
+def layer_states(model, rows: dict, batch_size: int, pick) -> np.ndarray:
+  """Per layer (embeddings first), what `pick` keeps of the stack's states: [layers + 1,
+  items, embed]. `pick(states [rows, length, embed], batch)` runs on each batch, so only
+  the kept items stay in memory (not every layer's [rows, length, embed])."""
   out = None
   for start in range(0, len(rows['tokens']), batch_size):
     batch = {k: v[start : start + batch_size] for k, v in rows.items()}
     _, kept = frozen_model.forward(model, batch, keep=('intermediates',))
     sown = intermediates.stack(kept['intermediates'], model.stack)
-    states = [np.asarray(sown.embedded)] + [np.asarray(layer.output) for layer in sown.layers]
+    states = [sown.embedded] + [layer.output for layer in sown.layers]
     if out is None:
       out = [[] for _ in states]
     for parts, state in zip(out, states, strict=True):
-      parts.append(state)
-  return [np.concatenate(parts) for parts in out]
+      parts.append(pick(np.asarray(state), batch))
+  return np.stack([np.concatenate(parts) for parts in out])
 
 
 def token_task_data(model, sentences, labels: list[str], seq_len: int, batch_size: int):
@@ -96,26 +98,28 @@ def token_task_data(model, sentences, labels: list[str], seq_len: int, batch_siz
     tagging.encode_sentence(words, tags, model.tokenizer, label_to_id, seq_len)
     for words, tags in sentences
   ]
-  rows = {k: np.stack([e[k] for e in encoded]) for k in frozen_model.INPUTS}
-  first = np.stack([e['label_weights'] for e in encoded]) > 0  # [rows, length]
+  rows = {k: np.stack([e[k] for e in encoded]) for k in (*frozen_model.INPUTS, 'label_weights')}
+  first = rows['label_weights'] > 0  # [rows, length]
   word_numbers = np.stack([e['word_numbers'] for e in encoded])
   row_of, position_of = np.nonzero(first)  # Row-major: sentence by sentence, word order.
   words = [
     sentences[r][0][word_numbers[r, p] - 1] for r, p in zip(row_of, position_of, strict=True)
   ]
   y = np.stack([e['labels'] for e in encoded])[first]
-  states = layer_states(model, rows, batch_size)
-  return ProbeData(np.stack([s[first] for s in states]), y.astype(np.int32), words)
+  features = layer_states(model, rows, batch_size, lambda s, b: s[b['label_weights'] > 0])
+  return ProbeData(features, y.astype(np.int32), words)
 
 
 def sentence_task_data(model, records: list[dict], seq_len: int, batch_size: int):
   """Mean states over each row's real tokens."""
   rows = frozen_model.encode_texts(model, [(r['text_a'], r['text_b']) for r in records], seq_len)
-  real = (rows['segment_ids'] > 0).astype(np.float32)[..., None]  # [rows, length, 1]
-  states = layer_states(model, rows, batch_size)
-  pooled = [np.sum(s * real, axis=1) / np.sum(real, axis=1) for s in states]
+
+  def mean_of_real(states, batch):  # [rows, length, embed] -> [rows, embed]
+    real = (batch['segment_ids'] > 0).astype(np.float32)[..., None]
+    return np.sum(states * real, axis=1) / np.sum(real, axis=1)
+
   labels = np.array([r['label'] for r in records], np.int32)
-  return ProbeData(np.stack(pooled), labels, None)
+  return ProbeData(layer_states(model, rows, batch_size, mean_of_real), labels, None)
 
 
 def control_labels(train_words, eval_words, train_labels, num_classes: int, seed: int):
