@@ -90,7 +90,8 @@ def get_config() -> config_dict.ConfigDict:
   c.probe.tasks = ''  # Comma-separated 'pos', 'chunk', 'ner', 'sst2' ('': not a probing run).
   c.probe.train_examples = 2000  # Sentences (token tasks) or rows sampled for training (0: all).
   c.probe.eval_examples = 1000  # Sampled from the eval split (CoNLL valid, GLUE dev; 0: all).
-  c.probe.steps = 300  # Full-batch AdamW steps per probe.
+  c.probe.steps = 500  # AdamW steps per probe.
+  c.probe.train_batch = 512  # Items (words, sentences) per probe step (0: all, full batch).
   c.probe.learning_rate = 1e-2
   c.probe.weight_decay = 1e-4
   c.probe.mlp_dim = 256  # Hidden width of the MLP probe.

@@ -13,8 +13,8 @@ the control task; eval.json, probes.md (the table) and probes.png (accuracy by l
 land in --workdir.
 
 Hardware: a CPU. Sizes: 2000 train and 1000 eval sentences per task (`probe.
-train_examples`, `probe.eval_examples`), 300 full-batch steps per probe: about a minute
-per task for all-MiniLM-L6-v2 on a 2-core CPU. Expected (the papers' direction, not a
+train_examples`, `probe.eval_examples`), 500 steps of 512 items per probe (four probes
+per task: linear, MLP, and both on the control task). Expected (the papers' direction, not a
 target): part-of-speech and chunk accuracy peak in the lower-middle layers and stay well
 above the control; the sentence task (SST-2) rises towards the top layers.
 """

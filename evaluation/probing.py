@@ -18,9 +18,10 @@ tokens. On each layer's states two probes are trained, from the same seed:
 Both also learn the control task of a token task: each word type gets a label drawn once
 from the task's label distribution (so the control has the task's label frequencies and
 its word-type consistency, and nothing of its linguistics); selectivity is task accuracy
-minus control accuracy. Probes train full-batch with AdamW (`probe.steps`, `probe.
-learning_rate`, `probe.weight_decay`) on standardized states (each layer's train mean and
-standard deviation), all layers at once (a vmap), and are scored on the eval split.
+minus control accuracy. Probes train with AdamW (`probe.steps` steps of `probe.
+train_batch` items drawn with replacement, `probe.learning_rate`, `probe.weight_decay`) on
+standardized states (each layer's train mean and standard deviation), all layers at once
+(a vmap), and are scored on the eval split.
 Accuracy is per word (token tasks) or per sentence.
 
 Writes `<workdir>/eval.json` ({'probe': {task: {'linear', 'mlp', 'control_linear',
@@ -154,26 +155,31 @@ def _logits(params: dict, x):
 
 
 def train_probes(x, y, num_classes: int, *, kind: str, steps: int, learning_rate: float,
-                 weight_decay: float, mlp_dim: int, seed: int):  # fmt: skip
+                 weight_decay: float, mlp_dim: int, seed: int, batch: int = 0):  # fmt: skip
   """One probe per layer on x [layers, items, embed] (standardized) and labels y [items]:
-  full-batch AdamW for `steps` steps from the same initialization; returns the params
-  (stacked over layers)."""
+  AdamW for `steps` steps from the same initialization, each step on `batch` items drawn
+  with replacement (the same items for every layer; 0: every item, full batch); returns
+  the params (stacked over layers)."""
   tx = optax.adamw(learning_rate, weight_decay=weight_decay)
+  y = jnp.asarray(y)
+  items = y.shape[0]
 
   def train_one(features):
     params = _init(kind, features.shape[-1], num_classes, mlp_dim, jax.random.key(seed))
 
-    def loss(p):
-      logits = _logits(p, features)
-      return optax.softmax_cross_entropy_with_integer_labels(logits, y).mean()
+    def loss(p, rows):
+      logits = _logits(p, features[rows])
+      return optax.softmax_cross_entropy_with_integer_labels(logits, y[rows]).mean()
 
-    def step(carry, _):
+    def step(carry, key):
       p, opt = carry
-      grads = jax.grad(loss)(p)
+      rows = jnp.arange(items) if not batch else jax.random.randint(key, (batch,), 0, items)
+      grads = jax.grad(loss)(p, rows)
       updates, opt = tx.update(grads, opt, p)
       return (optax.apply_updates(p, updates), opt), None
 
-    (params, _), _ = jax.lax.scan(step, (params, tx.init(params)), None, length=steps)
+    keys = jax.random.split(jax.random.key(seed + 1), steps)
+    (params, _), _ = jax.lax.scan(step, (params, tx.init(params)), keys)
     return params
 
   return jax.jit(jax.vmap(train_one))(jnp.asarray(x))
@@ -199,6 +205,7 @@ def probe_task(train: ProbeData, evaluation: ProbeData, num_classes: int, probe_
   settings = dict(
     steps=probe_cfg.steps, learning_rate=probe_cfg.learning_rate,
     weight_decay=probe_cfg.weight_decay, mlp_dim=probe_cfg.mlp_dim, seed=probe_cfg.seed,
+    batch=probe_cfg.train_batch,
   )  # fmt: skip
   layers = x_train.shape[0]
   majority = np.bincount(train.labels, minlength=num_classes).argmax()

@@ -178,6 +178,7 @@ RANGES = {
   'probe.train_examples': NON_NEGATIVE_INT,  # 0: every example.
   'probe.eval_examples': NON_NEGATIVE_INT,
   'probe.steps': COUNT,
+  'probe.train_batch': NON_NEGATIVE_INT,  # 0: full batch.
   'probe.learning_rate': POSITIVE,
   'probe.weight_decay': NON_NEGATIVE,
   'probe.mlp_dim': COUNT,

@@ -99,7 +99,7 @@ def test_a_linear_probe_reads_a_linear_layer_and_only_an_mlp_reads_xor():
   linear_labels = (x[:, 0] + x[:, 1] > 0).astype(np.int32)
   xor_labels = ((x[:, 0] > 0) ^ (x[:, 1] > 0)).astype(np.int32)
   layers = np.stack([x, rng.normal(size=(400, 2))])  # Layer 1: noise.
-  settings = dict(steps=300, learning_rate=3e-2, weight_decay=0.0, mlp_dim=32, seed=0)
+  settings = dict(steps=300, learning_rate=3e-2, weight_decay=0.0, mlp_dim=32, seed=0, batch=64)
   train, test = slice(0, 300), slice(300, 400)
   for labels, kind, expected in (
     (linear_labels, 'linear', (0.95, 0.65)),
