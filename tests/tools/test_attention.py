@@ -105,3 +105,20 @@ def test_inspect_writes_the_picture_the_page_and_the_statistics(tiny_bert_checkp
   row = batch['tokens'][1]
   assert row[0] == model.tokenizer.cls_id and np.sum(row == model.tokenizer.sep_id) == 2
   assert 0 < stats['cls'].min() and stats['entropy'].max() <= np.log(16)
+
+
+def test_a_causal_model_reads_bos_then_the_text_and_its_pair(tiny_bert_checkpoint):
+  path, cfg, _ = tiny_bert_checkpoint
+  bert = frozen_model.load(path)
+  gpt = frozen_model.FrozenModel(
+    cfg.replace(causal=True), bert.params, 'encoder', bert.tokenizer, ''
+  )
+  tokenizer = bert.tokenizer
+  rows = frozen_model.encode_texts(gpt, [('It rained.', 'We stayed in.')], 24)
+  ids = [tokenizer.bos_id, *tokenizer.encode('It rained.'), *tokenizer.encode('We stayed in.')]
+  n = len(ids)
+  assert rows['tokens'][0, :n].tolist() == ids and not rows['tokens'][0, n:].any()
+  assert rows['segment_ids'][0].tolist() == [1] * n + [0] * (24 - n)
+  assert rows['positions'][0, :n].tolist() == list(range(n))
+  cut = frozen_model.encode_texts(gpt, [('It rained.', 'We stayed in.')], 4)
+  assert cut['tokens'][0].tolist() == ids[:4]
