@@ -115,7 +115,8 @@ def test_an_implementation_that_cannot_run_here_is_reported_not_raised():
 
 @pytest.mark.slow
 def test_gpu_sh_smoke_runs_on_cpu_and_prints_its_tables(bare_env, tmp_path):
-  one_device = dict(bare_env, XLA_FLAGS='')  # One device, as on one GPU (gpu.sh adds -O0).
+  # One device, as on one GPU; conftest's fusion emitters (gpu.sh adds -O0 itself).
+  one_device = dict(bare_env, XLA_FLAGS='--xla_cpu_use_fusion_emitters=false')
   proc = subprocess.run(
     ['bash', 'bench/gpu.sh', '--smoke', '--out', str(tmp_path)],
     env=one_device,
