@@ -132,9 +132,9 @@ def pytest_collection_modifyitems(config, items):
   Without xdist this is simply: long tests first.
 
   Balanced so, and compiled with the classic fusion emitters (module docstring), the suite
-  takes about 12 minutes on a quiet 2-core machine like CI's (1247 tests, 12:05 measured,
-  December 2026; 14:27 in CI before the emitters changed, with 28 fewer tests). The next
-  cuts, if it grows: the 32 tiny-width recipe runs of tests/training/test_trains.py (about
+  takes about 13 minutes on a quiet 2-core machine like CI's (1249 tests, 12:44 measured,
+  December 2026; 14:27 in CI before the emitters changed, with 30 fewer tests), just over
+  the 12-minute target. The next cuts: the 32 tiny-width recipe runs of tests/training/test_trains.py (about
   300 s, mostly compilation), the benchmark smoke runs (about 90 s) and one shared
   fine-tuned fixture for tests/test_compress.py, tests/training/test_distill.py and
   test_pruning.py.
