@@ -30,6 +30,7 @@ Writes `<workdir>/eval.json` ({'probe': {task: {'linear', 'mlp', 'control_linear
 """
 
 import dataclasses
+import functools
 import json
 import os
 
@@ -160,8 +161,22 @@ def train_probes(x, y, num_classes: int, *, kind: str, steps: int, learning_rate
   AdamW for `steps` steps from the same initialization, each step on `batch` items drawn
   with replacement (the same items for every layer; 0: every item, full batch); returns
   the params (stacked over layers)."""
+  return _train(
+    jnp.asarray(x), jnp.asarray(y), num_classes=num_classes, kind=kind, steps=steps,
+    learning_rate=learning_rate, weight_decay=weight_decay, mlp_dim=mlp_dim, seed=seed,
+    batch=batch,
+  )  # fmt: skip
+
+
+@functools.partial(
+  jax.jit,
+  static_argnames=('num_classes', 'kind', 'steps', 'learning_rate', 'weight_decay', 'mlp_dim',
+                   'seed', 'batch'),
+)  # fmt: skip
+def _train(x, y, *, num_classes, kind, steps, learning_rate, weight_decay, mlp_dim, seed, batch):
+  """`train_probes`' program: the labels are an argument, so a task and its control
+  (same shapes, same settings) share one compilation."""
   tx = optax.adamw(learning_rate, weight_decay=weight_decay)
-  y = jnp.asarray(y)
   items = y.shape[0]
 
   def train_one(features):
@@ -182,13 +197,18 @@ def train_probes(x, y, num_classes: int, *, kind: str, steps: int, learning_rate
     (params, _), _ = jax.lax.scan(step, (params, tx.init(params)), keys)
     return params
 
-  return jax.jit(jax.vmap(train_one))(jnp.asarray(x))
+  return jax.vmap(train_one)(x)
 
 
 def accuracies(params, x, y) -> np.ndarray:
   """[layers] accuracy of each layer's probe on x [layers, items, embed]."""
-  predict = jax.jit(jax.vmap(lambda p, f: jnp.argmax(_logits(p, f), axis=-1)))
-  return np.asarray(jnp.mean(predict(params, jnp.asarray(x)) == jnp.asarray(y)[None], axis=-1))
+  return np.asarray(_accuracies(params, jnp.asarray(x), jnp.asarray(y)))
+
+
+@jax.jit
+def _accuracies(params, x, y):
+  predictions = jax.vmap(lambda p, f: jnp.argmax(_logits(p, f), axis=-1))(params, x)
+  return jnp.mean(predictions == y[None], axis=-1)  # [layers]
 
 
 def standardize(train: np.ndarray, other: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
