@@ -206,6 +206,28 @@ def truncate_pair(first: list[int], second: list[int], budget: int) -> tuple[lis
   return first, second
 
 
+def read_texts(text: str | None, text_b: str | None, path: str | None) -> list[tuple]:
+  """[(text, second text or None)]: `text` (with `text_b`) first, then the lines of the
+  file at `path`, one text a line, a tab between the two sentences of a pair (blank lines
+  skipped); the inspection tools' --text, --text_b and --texts_file.
+
+  Raises:
+    ValueError: a line with more than two tab-separated fields.
+  """
+  texts = [(text, text_b or None)] if text else []
+  if path:
+    with open(path, encoding='utf-8') as f:
+      for number, line in enumerate(f, 1):
+        line = line.rstrip('\n')
+        if not line.strip():
+          continue
+        parts = line.split('\t')
+        if len(parts) > 2:
+          raise ValueError(f'{path}:{number}: {len(parts)} tab-separated fields; at most 2.')
+        texts.append((parts[0], parts[1] if len(parts) == 2 else None))
+  return texts
+
+
 def encode_pair(tokenizer, text_a: str, text_b: str | None, seq_len: int) -> dict:
   """[CLS] a [SEP] (b [SEP]) padded to `seq_len`, as BERT feeds a sentence (pair).
 

@@ -14,6 +14,7 @@ import os
 
 import jax
 
+from data import atomic_files
 from evaluation import loop
 from objectives import api
 from training import best_checkpoint, compressed_run
@@ -106,8 +107,7 @@ def evaluate_checkpoint(config, workdir: str) -> dict:
     for name, value in rows.items():
       text = f'{value:>12.4f}' if isinstance(value, float) else f'{value!s:>12}'
       print(f'{name:<16} {text}')
-    with open(os.path.join(workdir, 'eval.json'), 'w') as f:
-      json.dump(result, f, indent=2)
+    atomic_files.write_json(os.path.join(workdir, 'eval.json'), result, indent=2)
   return result
 
 

@@ -31,7 +31,6 @@ Writes `<workdir>/eval.json` ({'probe': {task: {'linear', 'mlp', 'control_linear
 
 import dataclasses
 import functools
-import json
 import os
 
 import jax
@@ -39,7 +38,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from data import conll, glue
+from data import atomic_files, conll, glue
 from evaluation import frozen_model
 from models import intermediates
 from objectives import tagging
@@ -338,11 +337,9 @@ def run(config, workdir: str) -> dict:
             'settings': config.probe.to_dict()}  # fmt: skip
   text = table(results)
   print(text)
-  with open(os.path.join(workdir, 'probes.md'), 'w') as f:
-    f.write(f'Probes of {model.source}\n\n{text}\n')
+  atomic_files.write_text(
+    os.path.join(workdir, 'probes.md'), f'Probes of {model.source}\n\n{text}\n'
+  )
   plot(results, os.path.join(workdir, 'probes.png'), model.source[-90:])
-  tmp = os.path.join(workdir, 'eval.json.tmp')
-  with open(tmp, 'w') as f:
-    json.dump(report, f, indent=1)
-  os.replace(tmp, os.path.join(workdir, 'eval.json'))
+  atomic_files.write_json(os.path.join(workdir, 'eval.json'), report)
   return results

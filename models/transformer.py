@@ -35,7 +35,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from models import attention, quantization
+from models import attention, input_perturbation, quantization
 from models.model_config import ModelConfig
 
 
@@ -295,6 +295,12 @@ class Embed(nn.Module):
   quantized model (`quant` 'int8' or 'weight', compress.py) keeps its token table as int8
   rows with a scale each (models/quantization.QuantizedEmbed): the largest table of a
   small model, which would otherwise stay float32.
+
+  The token embeddings (the table's rows, before anything is added) are sown as
+  'intermediates' / 'token_embedding' when the caller makes that collection mutable, and
+  a 'perturbations' / 'token_embedding' array [batch, length, token_dim] passed with the
+  params is added to them (models/input_perturbation.py: attribution, adversarial
+  training); without either collection nothing is computed for them.
   """
 
   cfg: TransformerConfig
@@ -351,6 +357,9 @@ class Embed(nn.Module):
     """Args: int arrays [batch, length]; `segment_ids` keeps MobileBERT's trigram inside
     each packed segment (None: the whole row is one sequence)."""
     x = self.token(tokens)  # [batch, length, token_dim]
+    self.sow('intermediates', input_perturbation.NAME, x)  # Attribution reads them.
+    if self.has_variable(input_perturbation.COLLECTION, input_perturbation.NAME):
+      x += self.get_variable(input_perturbation.COLLECTION, input_perturbation.NAME).astype(x.dtype)
     if self.cfg.embed_trigram:
       x = self.project(trigram(x, segment_ids))  # [batch, length, embed]
     if self.cfg.position == 'learned':

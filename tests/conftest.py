@@ -92,6 +92,17 @@ def tiny_bert_checkpoint(tmp_path_factory, spm_path) -> tuple:
   return out, cfg, params
 
 
+@pytest.fixture(scope='session')
+def keyword_sst2_run(spm_path, tmp_path_factory) -> tuple:
+  """(root, run): a 40-step train.py fine-tuning run of a 2-layer bert-tiny on a
+  keyword-sentiment SST-2 written to root/glue (tests/training/finetune_runs.py), shared by
+  the compression and attribution tests; they write their outputs beside it in root."""
+  from tests.training import finetune_runs
+
+  root = tmp_path_factory.mktemp('keyword_sst2')
+  return root, finetune_runs.keyword_sst2_run(spm_path, str(root))
+
+
 def pytest_pyfunc_call(pyfuncitem):
   """A `default_emitters` test runs in a child pytest process with XLA's default fusion
   emitters (see the module docstring); its output is shown when it fails."""

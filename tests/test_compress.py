@@ -16,14 +16,11 @@ from configs import loading
 from data.tokenizers import load_tokenizer
 from evaluation import checkpoint_eval
 from models.convert import converted
-from tests.training import runs
-from tests.training.test_finetune import tiny, write_sst2
+from tests.training import finetune_runs, runs
+from tests.training.finetune_runs import tiny
 from training import compressed_run, model_setup
 
-_SIZES = ('--config.model.preset=bert-tiny', '--config.model.num_layers=2',
-          '--config.model.d_model=64', '--config.model.num_heads=2',
-          '--config.model.mlp_dim=128')  # fmt: skip
-_SHAPE = ('--config.seq_len=32', '--config.batch_size=8')
+_SIZES, _SHAPE = finetune_runs.KEYWORD_SIZES, finetune_runs.KEYWORD_SHAPE
 
 
 def _compress(*args: str, check: bool = True) -> subprocess.CompletedProcess:
@@ -46,22 +43,9 @@ def _evaluate(workdir: str, *overrides: str) -> dict:
 
 
 @pytest.fixture(scope='module')
-def float_run(spm_path, tmp_path_factory):
-  """A 40-step fine-tuning run (its best checkpoint at step 20 or 40) and its dev scores."""
-  root = tmp_path_factory.mktemp('compress')
-  glue_dir, run = str(root / 'glue'), str(root / 'run')
-  write_sst2(glue_dir, 320, 64)
-  overrides = (
-    f'--config.data.glue_dir={glue_dir}', f'--config.data.tokenizer_path={spm_path}', *_SIZES,
-    *_SHAPE, '--config.total_steps=40', '--config.eval_every_steps=20',
-    '--config.checkpoint_every_steps=20', '--config.optimizer.learning_rate=3e-3',
-    '--config.optimizer.warmup_steps=4', '--config.optimizer.warmup_ratio=0',
-    '--config.model.dropout_rate=0', '--config.log_every_steps=20',
-    '--config.peak_flops_per_device=1e9',
-  )  # fmt: skip
-  command = runs.command('train.py', run, *overrides, config='configs/glue.py:sst2')
-  result = subprocess.run(command, env=runs.env(), cwd=runs.ROOT, capture_output=True, text=True)
-  assert result.returncode == 0, result.stderr[-4000:]
+def float_run(keyword_sst2_run):
+  """The shared 40-step keyword SST-2 run (tests/conftest.py) and its dev scores."""
+  root, run = keyword_sst2_run
   scores = _evaluate(run, *_SIZES)
   assert scores['checkpoint'] == 'best' and scores['scores']['sst2'] >= 0.75, scores
   return root, run, scores

@@ -23,7 +23,6 @@ applies (the stack's 'attention_weights', models/transformer.py), before dropout
 """
 
 import html
-import json
 import os
 
 import matplotlib
@@ -33,6 +32,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from absl import app, flags  # noqa: E402
 
+from data import atomic_files, tasks  # noqa: E402
 from evaluation import attention_heads, frozen_model  # noqa: E402
 from models import intermediates  # noqa: E402
 
@@ -43,24 +43,6 @@ _TEXTS_FILE = flags.DEFINE_string('texts_file', None, 'Texts for the statistics,
 _OUT = flags.DEFINE_string('out', None, 'Directory for attention.png, .html and heads.json.')
 _SEQ_LEN = flags.DEFINE_integer('seq_len', 64, 'Tokens per text (longer texts are cut).')
 _BATCH = flags.DEFINE_integer('batch_size', 32, 'Texts per forward pass.')
-
-
-def read_texts(text: str | None, text_b: str | None, path: str | None) -> list[tuple]:
-  """[(text, second text or None)]: --text first, then --texts_file's lines."""
-  texts = [(text, text_b or None)] if text else []
-  if path:
-    with open(path, encoding='utf-8') as f:
-      for number, line in enumerate(f, 1):
-        line = line.rstrip('\n')
-        if not line.strip():
-          continue
-        parts = line.split('\t')
-        if len(parts) > 2:
-          raise ValueError(f'{path}:{number}: {len(parts)} tab-separated fields; at most 2.')
-        texts.append((parts[0], parts[1] if len(parts) == 2 else None))
-  if not texts:
-    raise ValueError('No text: pass --text or --texts_file.')
-  return texts
 
 
 def pieces(model: frozen_model.FrozenModel, tokens: np.ndarray, length: int) -> list[str]:
@@ -135,13 +117,14 @@ def write_html(weights, labels, stats, path: str, title: str):
       cells = ''.join(f'<td>{stats[name][layer, head]:.3f}</td>' for name in names)
       out.append(f'<tr><td>{layer}</td><td>{head}</td>{cells}</tr>')
   out.append('</table>')
-  with open(path, 'w', encoding='utf-8') as f:
-    f.write('\n'.join(out) + '\n')
+  atomic_files.write_text(path, '\n'.join(out) + '\n')
 
 
 def inspect(checkpoint: str, texts: list[tuple], out: str, seq_len: int = 64, batch_size: int = 32):
   """Writes attention.png, attention.html and heads.json for `texts` into `out`; returns
   the statistics {name: [layers, heads]}."""
+  if not texts:
+    raise ValueError('No text: pass --text or --texts_file.')
   model = frozen_model.load(checkpoint)
   cls_id = model.tokenizer.bos_id if model.cfg.causal else model.tokenizer.cls_id
   statistics = attention_heads.HeadStatistics(cls_id=cls_id, sep_id=model.tokenizer.sep_id)
@@ -170,10 +153,7 @@ def inspect(checkpoint: str, texts: list[tuple], out: str, seq_len: int = 64, ba
     'seq_len': seq_len,
     'statistics': {name: values.tolist() for name, values in stats.items()},
   }
-  tmp = os.path.join(out, 'heads.json.tmp')
-  with open(tmp, 'w') as f:
-    json.dump(report, f, indent=1)
-  os.replace(tmp, os.path.join(out, 'heads.json'))
+  atomic_files.write_json(os.path.join(out, 'heads.json'), report)
   return stats
 
 
@@ -181,7 +161,7 @@ def main(argv):
   del argv
   if not _CHECKPOINT.value or not _OUT.value:
     raise app.UsageError('Pass --checkpoint and --out (and --text or --texts_file).')
-  texts = read_texts(_TEXT.value, _TEXT_B.value, _TEXTS_FILE.value)
+  texts = tasks.read_texts(_TEXT.value, _TEXT_B.value, _TEXTS_FILE.value)
   stats = inspect(_CHECKPOINT.value, texts, _OUT.value, _SEQ_LEN.value, _BATCH.value)
   print(f'{len(texts)} text(s); heads that attend most to each (layer, head from 0):')
   for line in attention_heads.describe_heads(stats):

@@ -9,6 +9,7 @@ import os
 import numpy as np
 import pytest
 
+from data import tasks
 from evaluation import attention_heads, frozen_model
 from models import heads, intermediates
 from tools import attention
@@ -60,13 +61,14 @@ def test_no_batch_and_bad_lines_are_errors(tmp_path):
   with pytest.raises(ValueError, match='No batch'):
     attention_heads.HeadStatistics(cls_id=1, sep_id=2).means()
   with pytest.raises(ValueError, match='No text'):
-    attention.read_texts(None, None, None)
+    attention.inspect('never-read', [], str(tmp_path / 'out'))
+  assert tasks.read_texts(None, None, None) == []
   bad = tmp_path / 'texts.txt'
   bad.write_text('one\n\na\tb\tc\n')
   with pytest.raises(ValueError, match=r'texts.txt:3: 3 tab-separated fields'):
-    attention.read_texts(None, None, str(bad))
+    tasks.read_texts(None, None, str(bad))
   bad.write_text('first\tsecond\n\nthird\n')
-  assert attention.read_texts('x', 'y', str(bad)) == [
+  assert tasks.read_texts('x', 'y', str(bad)) == [
     ('x', 'y'),
     ('first', 'second'),
     ('third', None),

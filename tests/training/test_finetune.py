@@ -16,62 +16,10 @@ from data import tasks
 from data.tokenizers import load_tokenizer
 from evaluation import checkpoint_eval, during_training, loop, results_table
 from tests.training import finetune_runs
+from tests.training.finetune_runs import sentence, tiny, write_mnli, write_sst2  # noqa: F401
 from training import best_checkpoint, model_setup, pretrained
 from training import harness as harness_lib
 from training import state as state_lib
-
-_GOOD = ('great', 'wonderful', 'excellent', 'lovely', 'superb')
-_BAD = ('awful', 'terrible', 'horrible', 'dreadful', 'poor')
-_FILLER = ('the', 'film', 'was', 'a', 'story', 'of', 'people', 'and', 'it', 'this', 'plot')
-
-
-def _sentence(rng: random.Random, positive: bool) -> str:
-  words = rng.choices(_FILLER, k=rng.randint(3, 8))
-  words.insert(rng.randint(0, len(words)), rng.choice(_GOOD if positive else _BAD))
-  return ' '.join(words)
-
-
-def write_sst2(glue_dir, n_train: int, n_dev: int, seed: int = 0) -> None:
-  """SST-2 in the download script's layout: a header, then sentence<TAB>label."""
-  rng = random.Random(seed)
-  os.makedirs(os.path.join(glue_dir, 'SST-2'), exist_ok=True)
-  for split, n in (('train', n_train), ('dev', n_dev)):
-    with open(os.path.join(glue_dir, 'SST-2', f'{split}.tsv'), 'w') as f:
-      f.write('sentence\tlabel\n')
-      for i in range(n):
-        label = i % 2
-        f.write(f'{_sentence(rng, bool(label))}\t{label}\n')
-
-
-def write_mnli(glue_dir, n: int) -> None:
-  header = 'index\tsentence1\tsentence2\tgold_label\n'
-  labels = ('entailment', 'neutral', 'contradiction')
-  rng = random.Random(1)
-  os.makedirs(os.path.join(glue_dir, 'MNLI'), exist_ok=True)
-  for split in ('train', 'dev_matched', 'dev_mismatched'):
-    with open(os.path.join(glue_dir, 'MNLI', f'{split}.tsv'), 'w') as f:
-      f.write(header)
-      for i in range(n + (split == 'dev_mismatched')):
-        f.write(f'{i}\t{_sentence(rng, True)}\t{_sentence(rng, False)}\t{labels[i % 3]}\n')
-
-
-def tiny(config, spm_path: str, glue_dir, **overrides):
-  """A 2-layer, 64-wide model on the fixture data, sized for a 2-core CPU."""
-  config.data.glue_dir = str(glue_dir)
-  config.data.tokenizer_path = spm_path
-  config.model.preset = 'bert-tiny'
-  config.model.num_layers, config.model.d_model = 2, 64
-  config.model.num_heads, config.model.mlp_dim = 2, 128
-  config.seq_len, config.batch_size = 32, 8
-  config.total_steps, config.eval_every_steps = 4, 4  # Sized in steps: no records read to size.
-  config.peak_flops_per_device = 1e9
-  for key, value in overrides.items():
-    target, *path = key.split('.')
-    node = config
-    for name in [target, *path][:-1]:
-      node = node[name]
-    node[[target, *path][-1]] = value
-  return config
 
 
 def test_encode_pair_frames_and_truncates_longest_first(spm_path):
@@ -100,7 +48,7 @@ def test_classification_loss_by_hand_and_padding_rows_weigh_nothing(spm_path, tm
     )
     tokenizer = run.exp.tokenizer
     rows = [
-      tasks.encode_pair(tokenizer, _sentence(random.Random(i), True), None, 32) for i in range(3)
+      tasks.encode_pair(tokenizer, sentence(random.Random(i), True), None, 32) for i in range(3)
     ]
     batch = {k: np.stack([r[k] for r in rows]) for k in rows[0]}
     batch['segment_ids'][2] = 0  # A padding row, as the loader appends to the last eval batch.
