@@ -85,6 +85,16 @@ def get_config() -> config_dict.ConfigDict:
   c.prune.end_step = 0  # Step the final sparsity is reached (0: two thirds of total_steps).
   c.prune.frequency = 10  # Steps between mask updates during the ramp.
 
+  # Adversarial training on the token embeddings, inside the train step
+  # (training/adversarial.py): the clean loss plus `weight` x the perturbed one.
+  c.adversarial = config_dict.ConfigDict()
+  c.adversarial.method = ''  # '' (off), 'fgsm', 'pgd' or 'freelb'.
+  c.adversarial.norm = 'l2'  # The ball: 'l2' (a row's whole perturbation) or 'linf' (each entry).
+  c.adversarial.epsilon = 1.0  # Its radius, in embedding units.
+  c.adversarial.step_size = 0.3  # PGD's and FreeLB's ascent step.
+  c.adversarial.steps = 3  # PGD's and FreeLB's ascent steps.
+  c.adversarial.weight = 1.0  # Of the adversarial loss, beside the clean loss's 1.
+
   # Per-layer probes of a frozen checkpoint (evaluation/probing.py; eval.py runs them).
   c.probe = config_dict.ConfigDict()
   c.probe.tasks = ''  # Comma-separated 'pos', 'chunk', 'ner', 'sst2' ('': not a probing run).

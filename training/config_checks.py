@@ -27,7 +27,7 @@ import math
 from data import sentence_pairs, sources, text_decoding
 from models import attention, model_config, presets
 from objectives import distill, ernie
-from training import checkpointing, optimizers, partitioning, pruning
+from training import adversarial, checkpointing, optimizers, partitioning, pruning
 
 FRACTION_SUFFIXES = ('_rate', '_fraction', '_ratio', '_prob', '_probs')
 
@@ -175,6 +175,10 @@ RANGES = {
   'prune.begin_step': NON_NEGATIVE_INT,
   'prune.end_step': NON_NEGATIVE_INT,
   'prune.frequency': COUNT,
+  'adversarial.epsilon': POSITIVE,
+  'adversarial.step_size': POSITIVE,
+  'adversarial.steps': COUNT,
+  'adversarial.weight': NON_NEGATIVE,
   'probe.train_examples': NON_NEGATIVE_INT,  # 0: every example.
   'probe.eval_examples': NON_NEGATIVE_INT,
   'probe.steps': COUNT,
@@ -207,6 +211,8 @@ def choices() -> dict[str, tuple]:
     'on_save_error': checkpointing.ON_SAVE_ERROR,
     'objective.ernie_stage': ernie.STAGES,
     'objective.pair_kind': sentence_pairs.KINDS,
+    'adversarial.method': adversarial.METHODS,
+    'adversarial.norm': adversarial.NORMS,
     'prune.schedule': pruning.SCHEDULES,
     'prune.scope': pruning.SCOPES,
     'objective.distill.method': distill.METHODS,

@@ -13,6 +13,7 @@ from jax.experimental import multihost_utils
 from data.loader import ShardSpec
 from objectives import api
 from training import (
+  adversarial,
   checkpointing,
   config_checks,
   experiment,
@@ -173,12 +174,19 @@ def check_microbatches(batch_size: int, num_microbatches: int, mesh):
     )
 
 
+def train_loss(config, objective):
+  """The loss the train step differentiates: the objective's, with the adversarial loss
+  of `config.adversarial` added (training/adversarial.py) when a method is set."""
+  return adversarial.wrap(objective.loss_fn, config.adversarial)
+
+
 def step_options(config, objective) -> dict:
   """The train step's keyword arguments beyond (model, loss_fn, tx, seed), shared by the
-  trainer and the pod plans: gradient accumulation and the objective's loss terms."""
+  trainer and the pod plans: gradient accumulation and the loss terms of `train_loss`."""
+  terms = api.loss_terms(objective, config.objective)
   return {
     'num_microbatches': config.num_microbatches,
-    'loss_terms': api.loss_terms(objective, config.objective),
+    'loss_terms': adversarial.loss_terms(terms, config.adversarial),
     'loss_spike_zscore': config.loss_spike_zscore,
   }
 

@@ -242,7 +242,7 @@ def plan(config, slice_name: str, *, backend: str = 'auto', vocab: int = 0) -> d
     mesh=mesh,
     rules=rules,
     model=model,
-    loss_fn=objective.loss_fn,
+    loss_fn=harness.train_loss(config, objective),
     tx=tx,
     seed=config.seed,
     **options,

@@ -114,7 +114,7 @@ def train(
     mesh=harness.mesh,
     rules=harness.rules,
     model=harness.model,
-    loss_fn=exp.objective.loss_fn,
+    loss_fn=harness_lib.train_loss(cfg, exp.objective),
     tx=harness.tx,
     seed=cfg.seed,
     teacher_model=None if teacher is None else teacher.model,
