@@ -30,12 +30,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from data import atomic_files, tasks
-from models import heads, input_perturbation
-from training import compressed_run
+from data import atomic_files
+from evaluation import fine_tuned_classifier
+from models import input_perturbation
 
 METHODS = ('integrated_gradients', 'gradient_x_input')
-INPUTS = ('tokens', 'segment_ids', 'positions', 'token_types')  # A row's arrays, call order.
+INPUTS = fine_tuned_classifier.INPUTS
 
 
 @dataclasses.dataclass
@@ -215,35 +215,22 @@ def explain(
 ) -> list[Attribution]:  # fmt: skip
   """Attributions of `texts` [(text, text_b or None)] and of the first `examples` dev
   records of `run`; writes attribution.html and attributions.json into `out`."""
-  source = compressed_run.read_run(run)
-  exp = compressed_run.build_experiment(source)
-  model = exp.objective.build_model(source.model_cfg)
-  if not isinstance(model, heads.SequenceClassifier):
-    raise ValueError(
-      f'{run} trains {type(model).__name__} ({source.config.objective.module}); attribution '
-      'explains a sentence (pair) classifier (objectives.classification).'
-    )
+  classifier = fine_tuned_classifier.load(run)
   items = [(a, b, None) for a, b in texts]
-  if examples:
-    records = exp.documents('eval')[:examples]
-    items += [(r['text_a'], r['text_b'], r['label']) for r in records]
+  items += [(r['text_a'], r['text_b'], r['label']) for r in classifier.dev_records(examples)]
   if not items:
     raise ValueError('Nothing to explain: pass --text, --texts_file or --examples.')
-  seq_len = seq_len or source.config.seq_len
-  params = jax.device_put(source.params)
-  tokenizer = exp.tokenizer
   found = []
   for start in range(0, len(items), batch_size):
     chunk = items[start : start + batch_size]
-    encoded = [tasks.encode_pair(tokenizer, a, b, seq_len) for a, b, _ in chunk]
-    rows = {name: np.stack([e[name] for e in encoded]) for name in INPUTS}
-    result = attribute(model, params, rows, method=method, steps=steps)
+    rows = classifier.rows([(a, b) for a, b, _ in chunk], seq_len)
+    result = attribute(classifier.model, classifier.params, rows, method=method, steps=steps)
     for i, (a, b, label) in enumerate(chunk):
       length = int(rows['segment_ids'][i].sum())
       logits = result['logits'][i]
       found.append(
         Attribution(
-          pieces=[tokenizer.id_to_piece(int(t)) for t in rows['tokens'][i, :length]],
+          pieces=classifier.pieces(rows['tokens'][i, :length]),
           scores=[float(s) for s in result['scores'][i, :length]],
           method=method,
           target=int(result['target'][i]),
@@ -255,8 +242,9 @@ def explain(
           text=a if b is None else f'{a}\t{b}',
         )
       )
-  title = f'{method} of {source.workdir} ({source.checkpoint} checkpoint, step {source.step})'
+  title = f'{method} of {classifier.description}'
   atomic_files.write_text(os.path.join(out, 'attribution.html'), render_html(found, title))
+  source = classifier.source
   report = {
     'run': source.workdir,
     'checkpoint': source.checkpoint,

@@ -1,0 +1,73 @@
+"""A fine-tuned sentence (pair) classifier read back from its train.py run, for the
+commands that look at its answers (tools/attribution.py, tools/attack.py): its model and
+params (the best checkpoint, else the newest), tokenizer, dev records and rows."""
+
+import dataclasses
+
+import jax
+import numpy as np
+
+from data import tasks
+from models import heads
+from training import compressed_run
+
+INPUTS = ('tokens', 'segment_ids', 'positions', 'token_types')  # A row's arrays, call order.
+
+
+@dataclasses.dataclass
+class Classifier:
+  source: compressed_run.SourceRun
+  model: heads.SequenceClassifier
+  params: dict  # On the default device.
+  tokenizer: object
+  experiment: object  # The run's experiment (training/experiment.py).
+
+  @property
+  def description(self) -> str:
+    s = self.source
+    return f'{s.workdir} ({s.checkpoint} checkpoint, step {s.step})'
+
+  def dev_records(self, count: int) -> list[dict]:
+    """The first `count` records of the run's (first) evaluation split."""
+    return self.experiment.documents('eval')[:count]
+
+  def rows(self, pairs: list[tuple], seq_len: int = 0) -> dict:
+    """{'tokens', 'segment_ids', 'positions', 'token_types'} [n, seq_len] of (text, text_b
+    or None) pairs, framed as the run's rows are ([CLS] a [SEP] b [SEP]); seq_len 0: the
+    run's."""
+    seq_len = seq_len or self.source.config.seq_len
+    encoded = [tasks.encode_pair(self.tokenizer, a, b, seq_len) for a, b in pairs]
+    return {name: np.stack([e[name] for e in encoded]) for name in INPUTS}
+
+  def token_table(self) -> np.ndarray:
+    """The token-embedding table [vocab, token_dim] (float)."""
+    node = self.source.params
+    for name in ('encoder', 'embed', 'token', 'embedding'):
+      if not isinstance(node, dict) or name not in node:
+        raise ValueError(
+          f'{self.source.workdir}: no float token table at encoder/embed/token/embedding '
+          '(a quantized or differently named model).'
+        )
+      node = node[name]
+    return np.asarray(node, np.float32)
+
+  def pieces(self, tokens) -> list[str]:
+    return [self.tokenizer.id_to_piece(int(t)) for t in tokens]
+
+
+def load(run: str) -> Classifier:
+  """The classifier of train.py run `run`.
+
+  Raises:
+    FileNotFoundError: not a run, or one without a checkpoint.
+    ValueError: the run trains something else than a sentence (pair) classifier.
+  """
+  source = compressed_run.read_run(run)
+  exp = compressed_run.build_experiment(source)
+  model = exp.objective.build_model(source.model_cfg)
+  if not isinstance(model, heads.SequenceClassifier):
+    raise ValueError(
+      f'{run} trains {type(model).__name__} ({source.config.objective.module}); a sentence '
+      '(pair) classifier (objectives.classification) is needed.'
+    )
+  return Classifier(source, model, jax.device_put(source.params), exp.tokenizer, exp)
