@@ -65,6 +65,10 @@ def get_config() -> config_dict.ConfigDict:
   c.model.mlp_dim = config_dict.placeholder(int)  # None keeps the preset's value.
   c.model.embed_dim = config_dict.placeholder(int)  # Factorized embedding width E (ALBERT).
   c.model.adapter_dim = config_dict.placeholder(int)  # Houlsby adapters' bottleneck (fine-tuning).
+  c.model.lora_rank = config_dict.placeholder(int)  # LoRA's rank (fine-tuning; 0: none).
+  c.model.lora_alpha = config_dict.placeholder(float)  # LoRA's scale is alpha / rank (0: 1).
+  c.model.lora_targets = config_dict.placeholder(str)  # Comma-separated projections: query,value.
+  c.model.prompt_length = config_dict.placeholder(int)  # Soft-prompt vectors (prompt tuning).
   c.model.attention_impl = ''  # '' picks by platform (XLA on CPU); 'xla', 'cudnn' or 'splash'.
   c.model.scan_layers = False  # One nn.scan over the layers (faster compiles, same numerics).
   c.model.remat = 'none'  # Recompute activations in the backward pass: none, full or dots.

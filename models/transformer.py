@@ -86,6 +86,14 @@ class TransformerConfig(ModelConfig):
   scan_layers: bool = False  # One nn.scan over the layers (fast compiles) instead of a loop.
   remat: str = 'none'  # Recompute in the backward pass: 'none', 'full', or 'dots' (keep matmuls).
   adapter_dim: int = 0  # Houlsby adapters of this bottleneck after every sub-layer (0: none).
+  # LoRA (Hu et al. 2021): the named block projections ('query', 'key', 'value', 'out',
+  # 'wi', 'wo', ...) get a low-rank update (alpha / rank) x B A, B at zero (0: none).
+  lora_rank: int = 0
+  lora_alpha: float = 0.0  # 0: alpha = rank (a scale of 1).
+  lora_targets: tuple[str, ...] = ('query', 'value')
+  # Prompt tuning (Lester et al. 2021): this many learned vectors are put before each row's
+  # embeddings, in its first segment, and their outputs dropped (0: none).
+  prompt_length: int = 0
   # MobileBERT (Sun et al. 2020). bottleneck_dim > 0: a block projects its d_model-wide input
   # to bottleneck_dim (`bottleneck_in` + norm), runs its sub-layers that wide, and projects
   # back (`bottleneck_out`, residual from the block input, norm); post-LN only.
@@ -101,6 +109,14 @@ class TransformerConfig(ModelConfig):
   # Structured head pruning (models/head_pruning.py): heads kept in each layer, in layer
   # order (None: num_heads everywhere; 0: the layer's attention is its output bias alone).
   layer_heads: tuple[int, ...] | None = None
+
+  def __post_init__(self):
+    # Sequence fields read back from JSON (model.json, config.json) arrive as lists: kept
+    # as tuples, so that configs compare equal and hash (jit's static arguments).
+    for name in ('lora_targets', 'layer_heads', 'quant_layer_bits'):
+      value = getattr(self, name)
+      if isinstance(value, list):
+        object.__setattr__(self, name, tuple(value))
 
   def heads_of(self, layer: int) -> int:
     """Attention heads of block `layer` (fewer than num_heads after head pruning)."""
@@ -424,10 +440,33 @@ class Projection(nn.Module):
       y = jax.lax.dot_general(x.astype(cfg.compute_dtype), kernel, (contract, ((), ())))
     else:
       y = self._quantized(x, shape, fan_in)
+    if cfg.lora_rank and self.name in cfg.lora_targets:
+      y += self._low_rank(x, fan_in)
     if not cfg.use_bias:
       return y
     bias = self.param('bias', zeros_init(*self.names[fan_in:]), self.out_shape, cfg.storage_dtype)
     return y + jnp.asarray(bias, cfg.compute_dtype)
+
+  def _low_rank(self, x, fan_in: int):
+    """LoRA's update (alpha / r) x (x A) B: A [in..., r] from N(0, 1/in), B [r, out...] at
+    zero, so a fresh update adds nothing."""
+    cfg = self.cfg
+    rank, names = cfg.lora_rank, self.names
+    init = nn.initializers.variance_scaling(1.0, 'fan_in', 'normal', in_axis=tuple(range(fan_in)),
+                                            out_axis=-1)  # fmt: skip
+    a = self.param('lora_a', nn.with_logical_partitioning(init, (*names[:fan_in], 'lora')),
+                   (*self.in_shape, rank), cfg.storage_dtype)  # fmt: skip
+    b = self.param('lora_b', zeros_init('lora', *names[fan_in:]), (rank, *self.out_shape),
+                   cfg.storage_dtype)  # fmt: skip
+    contract = (tuple(range(x.ndim - fan_in, x.ndim)), tuple(range(fan_in)))
+    low = jax.lax.dot_general(
+      x.astype(cfg.compute_dtype), jnp.asarray(a, cfg.compute_dtype), (contract, ((), ()))
+    )  # [..., r]
+    up = jax.lax.dot_general(
+      low, jnp.asarray(b, cfg.compute_dtype), (((low.ndim - 1,), (0,)), ((), ()))
+    )
+    scale = (cfg.lora_alpha or rank) / rank
+    return up * jnp.asarray(scale, cfg.compute_dtype)
 
   def _quantized(self, x, shape: tuple[int, ...], fan_in: int):
     """The matmul of an 'int8' or 'weight' kernel (its params are written by
@@ -741,6 +780,13 @@ class Stack(nn.Module):
       self.blocks = [block(cfg, self.is_decoder, i, name=f'block_{i}') for i in range(depth)]
     if cfg.final_norm:
       self.final_norm = layer_norm(cfg, 'final_norm')
+    if cfg.prompt_length:
+      if self.is_decoder:
+        raise ValueError('prompt_length applies to an encoder or a decoder-only stack.')
+      self.prompt = self.param(
+        'prompt', normal_init(cfg, 'prompt', 'embed', fan_in=1),
+        (cfg.prompt_length, cfg.d_model), cfg.storage_dtype,
+      )  # fmt: skip
 
   @property
   def causal(self) -> bool:
@@ -776,14 +822,23 @@ class Stack(nn.Module):
         'attention_kinds apply to a bidirectional encoder; this stack is causal'
         f' (causal={self.cfg.causal}, is_decoder={self.is_decoder}).'
       )
+    x = self.embed(tokens, positions, token_types, deterministic, segment_ids)
+    self.sow('intermediates', 'embedded', x)  # [batch, length, embed]: for distillation.
+    prompt = self.cfg.prompt_length
+    if prompt:  # [batch, prompt + length, ...]: the prompt joins each row's first segment.
+      if attention_kinds is not None:
+        raise ValueError('prompt_length with attention_kinds (UniLM) is not supported.')
+      width = (x.shape[0], prompt)
+      vectors = jnp.broadcast_to(jnp.asarray(self.prompt, x.dtype), (*width, x.shape[-1]))
+      x = jnp.concatenate([vectors, x], axis=1)
+      segment_ids = jnp.concatenate([jnp.broadcast_to(segment_ids[:, :1], width), segment_ids], 1)
+      positions = jnp.concatenate([jnp.zeros(width, positions.dtype), positions], 1)
     # [batch, length] arrays, not a [batch, 1, length, length] mask: see models/attention.py.
     mask = attention.SegmentMask.self_attend(segment_ids, causal=self.causal, kinds=attention_kinds)
     cross_mask = None
     if self.is_decoder:
       cross_mask = attention.SegmentMask.cross_attend(segment_ids, encoder_segment_ids)
     bias = self.relative_bias(positions, positions) if self.cfg.position == 'relative' else None
-    x = self.embed(tokens, positions, token_types, deterministic, segment_ids)
-    self.sow('intermediates', 'embedded', x)  # [batch, length, embed]: for distillation.
     args = (mask, deterministic, bias, encoded, cross_mask)
     if self.cfg.scan_layers:
       x, _ = self.scanned_blocks(x, *args)
@@ -793,7 +848,7 @@ class Stack(nn.Module):
         x = block(x, *args)
     if self.cfg.final_norm:
       x = self.final_norm(x)
-    return x
+    return x[:, prompt:]  # The prompt's outputs are dropped: [batch, length, embed].
 
   def attend(self, x: jax.Array) -> jax.Array:
     return self.embed.attend(x)

@@ -87,8 +87,9 @@ class XLNetConfig(ModelConfig):
   gated_mlp = False
   fan_in_init = False
   num_mlps = 1
-  quant = ''  # Its Mlp's matmuls are transformer.Projections: float.
+  quant = ''  # Its Mlp's matmuls are transformer.Projections: float, no LoRA.
   quant_group_size = 0
+  lora_rank = 0
 
   @property
   def kv_dim(self) -> int:

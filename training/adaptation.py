@@ -18,6 +18,7 @@ optimizer is `optax.set_to_zero`, which holds nothing), and its gradient is
 zeroed before clipping, so it does not count in the global norm either.
 """
 
+import math
 import re
 
 import jax
@@ -30,8 +31,14 @@ _EMBED = re.compile(r'(?:^|/)(?:encoder|decoder)/embed(?:/|$)|^shared(?:/|$)')
 
 
 def path_name(path) -> str:
-  """'encoder/block_0/attention/query/kernel' for a pytree key path."""
-  return '/'.join(str(getattr(key, 'key', getattr(key, 'name', key))) for key in path)
+  """'encoder/block_0/attention/query/kernel' for a pytree key path; the box's attribute
+  of a boxed leaf (nn.LogicallyPartitioned's `.value`, at init) is not part of the name,
+  so a pattern names a parameter alike boxed and unboxed."""
+  return '/'.join(
+    str(getattr(key, 'key', getattr(key, 'name', key)))
+    for key in path
+    if not isinstance(key, jax.tree_util.GetAttrKey)
+  )
 
 
 def _depth(names: list[str]) -> int:
@@ -75,6 +82,17 @@ def labels(opt_cfg, params) -> object:
     return f'scale_{layer}'
 
   return jax.tree_util.tree_map_with_path(label, params)
+
+
+def trained_count(opt_cfg, params) -> tuple[int, int]:
+  """(entries of the parameters the optimizer updates, entries of all parameters): the
+  frozen ones (`freeze`, `train_top_layers`) excluded; with `unfreeze_every` every layer
+  counts, as every layer trains in the end."""
+  sizes = jax.tree.map(lambda x: int(math.prod(x.shape)), params)
+  marks = labels(opt_cfg, params)
+  trained = sum(n for n, lab in zip(jax.tree.leaves(sizes), jax.tree.leaves(marks), strict=True)
+                if lab != FROZEN)  # fmt: skip
+  return trained, sum(jax.tree.leaves(sizes))
 
 
 def layers(params) -> object:

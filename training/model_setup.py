@@ -105,15 +105,18 @@ def model_config(config, vocab_size: int):
       f' ({cls.__name__}); leave them at false / none.'
     )
   sizes = ('num_layers', 'num_decoder_layers', 'd_model', 'num_heads', 'mlp_dim', 'embed_dim')
-  sizes += ('adapter_dim',)
+  sizes += ('adapter_dim', 'lora_rank', 'lora_alpha', 'lora_targets', 'prompt_length')
   for field in (*sizes, 'dropout_rate'):
-    if config.model[field] is not None:
+    if field in config.model and config.model[field] is not None:
       if field not in fields:
         raise ValueError(
           f'config.model.{field}={config.model[field]} does not apply to preset '
           f'{config.model.preset!r} ({cls.__name__} has no field {field!r}).'
         )
       overrides[field] = config.model[field]
+  if 'lora_targets' in overrides:  # 'query,value' -> ('query', 'value').
+    targets = overrides['lora_targets']
+    overrides['lora_targets'] = tuple(t.strip() for t in targets.split(',') if t.strip())
   if config.model.dropout_rate is not None and 'attention_dropout_rate' in fields:
     overrides.update(attention_dropout_rate=config.model.dropout_rate)
   if config.init_from:

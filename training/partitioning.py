@@ -70,6 +70,8 @@ _REPLICATED_PARAM_RULES = (
   ('conv_width', None),
   ('classes', None),  # Classifier outputs (NSP/SOP, task heads): a handful of labels.
   ('adapter', None),  # Houlsby adapters' bottleneck: small, kept whole.
+  ('lora', None),  # LoRA's rank: a handful.
+  ('prompt', None),  # Soft-prompt vectors.
 )
 _FSDP_PARAM_RULES = (('embed', 'fsdp'),) + _REPLICATED_PARAM_RULES[1:]
 _FSDP_TP_PARAM_RULES = (
@@ -88,6 +90,8 @@ _FSDP_TP_PARAM_RULES = (
   ('conv_width', None),
   ('classes', None),
   ('adapter', None),
+  ('lora', None),
+  ('prompt', None),
 )
 
 # Sequence parallelism: the sequence devices also shard the parameters, as fsdp's do.

@@ -21,6 +21,7 @@ from models import flops
 from objectives import api
 from objectives.shared import metrics as metrics_lib
 from training import (
+  adaptation,
   guard,
   metric_writer,
   mfu,
@@ -155,6 +156,9 @@ def train(
     f'{peak / 1e9:.1f} GFLOP/s per device ({peak_source}) x {jax.device_count()} devices; '
     f'{flops_per_token / 1e6:.3g} MFLOPs/token'
   )
+
+  trained, total = adaptation.trained_count(cfg.optimizer, state.params)
+  writer.info(f'parameters: {trained:,} trained of {total:,} ({100 * trained / total:.2f}%)')
 
   step = int(state.step)
   # The next batches are read and put on the devices while a step runs; each comes with
