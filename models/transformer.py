@@ -741,7 +741,10 @@ class Stack(nn.Module):
   'decoder'), so parameter paths say what the stack is.
 
   Returns the final hidden states [batch, length, embed]; heads (models/heads.py)
-  turn them into logits, using `self.embed.attend` when the output is tied.
+  turn them into logits, using `self.embed.attend` when the output is tied. With
+  `cfg.prompt_length` = P (prompt tuning) the blocks run on P learned vectors followed by
+  the row, the vectors in the row's first segment (position 0 for a relative bias), and
+  the P outputs are dropped: the heads see [batch, length, embed] as without them.
   """
 
   cfg: TransformerConfig
