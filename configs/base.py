@@ -69,6 +69,7 @@ def get_config() -> config_dict.ConfigDict:
   c.model.lora_alpha = config_dict.placeholder(float)  # LoRA's scale is alpha / rank (0: 1).
   c.model.lora_targets = config_dict.placeholder(str)  # Comma-separated projections: query,value.
   c.model.prompt_length = config_dict.placeholder(int)  # Soft-prompt vectors (prompt tuning).
+  c.model.prefix_length = config_dict.placeholder(int)  # Key/value prefixes per layer (P-tuning v2).
   c.model.attention_impl = ''  # '' picks by platform (XLA on CPU); 'xla', 'cudnn' or 'splash'.
   c.model.scan_layers = False  # One nn.scan over the layers (faster compiles, same numerics).
   c.model.remat = 'none'  # Recompute activations in the backward pass: none, full or dots.

@@ -103,6 +103,9 @@ class SegmentMask:
   kinds: jax.Array | None = None  # [batch, length] attention kinds (self-attention only).
   causal: bool = flax.struct.field(pytree_node=False, default=False)
   self_attention: bool = flax.struct.field(pytree_node=False, default=True)
+  # Learned keys before the row's (P-tuning v2): the first `prefix` keys are seen by every
+  # real query, whatever its segment, kind or causal order.
+  prefix: int = flax.struct.field(pytree_node=False, default=0)
 
   @classmethod
   def self_attend(cls, segment_ids, *, causal: bool = False, kinds=None) -> 'SegmentMask':
@@ -116,10 +119,18 @@ class SegmentMask:
     return cls(q_segment_ids, kv_segment_ids, causal=False, self_attention=False)
 
   def dense(self) -> jax.Array:
-    """The boolean mask [batch, 1, q_len, kv_len] the XLA reference applies."""
+    """The boolean mask [batch, 1, q_len, prefix + kv_len] the XLA reference applies."""
     if self.kinds is not None:
-      return attention_kinds_mask(self.q_segment_ids, self.kinds)
-    return attention_mask(self.q_segment_ids, self.kv_segment_ids, self.causal)
+      mask = attention_kinds_mask(self.q_segment_ids, self.kinds)
+    else:
+      mask = attention_mask(self.q_segment_ids, self.kv_segment_ids, self.causal)
+    if not self.prefix:
+      return mask
+    batch, q_len = self.q_segment_ids.shape
+    seen = jnp.broadcast_to(
+      (self.q_segment_ids > 0)[:, None, :, None], (batch, 1, q_len, self.prefix)
+    )
+    return jnp.concatenate([seen, mask], axis=-1)
 
   def query_valid(self) -> jax.Array:
     """[batch, q_len] bool: the queries that see at least one key. In self-attention
@@ -261,6 +272,10 @@ def _cudnn_problem(platform, q, k, mask, bias, dropout_rate, replayed_layers) ->
     return f'the head dimension must be a multiple of 8 and at most 256, got {head_dim}'
   if mask.kinds is not None:
     return "per-position attention kinds (UniLM) are no segment lengths; use attention_impl='xla'"
+  if mask.prefix:
+    return (
+      "learned key/value prefixes (model.prefix_length) are not segments; use attention_impl='xla'"
+    )
   if dropout_rate > 0 and replayed_layers:
     return (
       'cuDNN draws attention dropout from a per-layer generator that a scanned or shared'
@@ -287,6 +302,8 @@ def _splash_problem(platform, q, k, mask, bias, dropout_rate, replayed_layers) -
     return "splash attention takes no additive bias (T5's relative positions); use 'xla'"
   if mask.kinds is not None:
     return "per-position attention kinds (UniLM) are not splash masks; use 'xla'"
+  if mask.prefix:
+    return "learned key/value prefixes (model.prefix_length) are not splash masks; use 'xla'"
   q_len, kv_len = q.shape[1], k.shape[1]
   if q_len % 128 or kv_len % 128:
     return f'sequence lengths must be multiples of 128, got {q_len} queries and {kv_len} keys'

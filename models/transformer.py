@@ -94,6 +94,10 @@ class TransformerConfig(ModelConfig):
   # Prompt tuning (Lester et al. 2021): this many learned vectors are put before each row's
   # embeddings, in its first segment, and their outputs dropped (0: none).
   prompt_length: int = 0
+  # P-tuning v2 (Liu et al. 2022) / prefix tuning (Li & Liang 2021): every self-attention
+  # layer gets this many learned keys and values before the row's, seen by every real query
+  # (0: none).
+  prefix_length: int = 0
   # MobileBERT (Sun et al. 2020). bottleneck_dim > 0: a block projects its d_model-wide input
   # to bottleneck_dim (`bottleneck_in` + norm), runs its sub-layers that wide, and projects
   # back (`bottleneck_out`, residual from the block input, norm); post-LN only.
@@ -498,7 +502,10 @@ class Attention(nn.Module):
 
   `mask` is an `attention.SegmentMask`; `bias` ([batch, heads, q_len, kv_len], T5's
   relative positions) is added to the logits; `kv` is `x` for self-attention and the
-  encoder output for cross-attention. When training, attention dropout draws from the
+  encoder output for cross-attention. With `cfg.prefix_length` = P a self-attention layer
+  puts P learned keys and values ('prefix_key', 'prefix_value' [P, heads, kv]) before the
+  row's, which every real query sees (P-tuning v2); the sown keys and values leave them out,
+  the attention weights have their P columns first. When training, attention dropout draws from the
   'dropout' rng (or, on cuDNN, from cuDNN's generator). `num_heads` is the layer's own
   (`cfg.heads_of(layer)`) once heads were pruned.
 
@@ -547,6 +554,8 @@ class Attention(nn.Module):
     k, v = (nn.with_logical_constraint(t, kv_axes) for t in (k, v))
     for name, value in (('queries', q), ('keys', k), ('values', v)):
       self.sow('intermediates', name, value)
+    if cfg.prefix_length and mask.self_attention:
+      k, v, mask, bias = self._with_prefix(k, v, mask, bias)
     scale = 1.0 / math.sqrt(q.shape[-1]) if cfg.scale_attention else 1.0
     probs = None
     if self.is_mutable_collection('attention_weights') and not self.is_initializing():
@@ -575,6 +584,24 @@ class Attention(nn.Module):
       head_mask = self.get_variable('head_mask', 'mask')  # [heads]
       out = out * jnp.asarray(head_mask, out.dtype)[:, None]
     return Projection(cfg, heads, (cfg.inner_dim,), ('heads', 'kv', 'embed'), name='out')(out)
+
+  def _with_prefix(self, k, v, mask, bias):
+    """P-tuning v2 / prefix tuning: `cfg.prefix_length` learned keys and values of this
+    layer before the row's ([batch, prefix + kv_len, heads, kv]), seen by every real query;
+    a relative-position bias gets zeros in their columns."""
+    prefix, batch = self.cfg.prefix_length, k.shape[0]
+    shape = (prefix, *k.shape[2:])  # [prefix, heads, kv]
+    learned = []
+    for name in ('prefix_key', 'prefix_value'):
+      init = normal_init(self.cfg, 'prefix', 'heads', 'kv', fan_in=1)
+      table = self.param(name, init, shape, self.cfg.storage_dtype)
+      learned.append(jnp.broadcast_to(jnp.asarray(table, k.dtype), (batch, *shape)))
+    k = jnp.concatenate([learned[0], k], axis=1)
+    v = jnp.concatenate([learned[1], v], axis=1)
+    if bias is not None:  # [batch or 1, heads, q_len, kv_len]
+      pad = jnp.zeros((*bias.shape[:3], prefix), bias.dtype)
+      bias = jnp.concatenate([pad, bias], axis=-1)
+    return k, v, mask.replace(prefix=prefix), bias
 
 
 class Mlp(nn.Module):

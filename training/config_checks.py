@@ -118,6 +118,7 @@ RANGES = {
   'model.lora_rank': _at_least(0, optional=True),
   'model.lora_alpha': _at_least(0.0, optional=True),
   'model.prompt_length': _at_least(0, optional=True),
+  'model.prefix_length': _at_least(0, optional=True),
   # data/sources.py holds out every round(1 / eval_fraction)-th document.
   'data.eval_fraction': Range(0.0, 0.5, low_open=True),
   'data.num_shards': NON_NEGATIVE_INT,

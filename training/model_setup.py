@@ -105,7 +105,8 @@ def model_config(config, vocab_size: int):
       f' ({cls.__name__}); leave them at false / none.'
     )
   sizes = ('num_layers', 'num_decoder_layers', 'd_model', 'num_heads', 'mlp_dim', 'embed_dim')
-  sizes += ('adapter_dim', 'lora_rank', 'lora_alpha', 'lora_targets', 'prompt_length')
+  sizes += ('adapter_dim', 'lora_rank', 'lora_alpha', 'lora_targets')
+  sizes += ('prompt_length', 'prefix_length')
   for field in (*sizes, 'dropout_rate'):
     if field in config.model and config.model[field] is not None:
       if field not in fields:

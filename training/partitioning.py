@@ -72,6 +72,7 @@ _REPLICATED_PARAM_RULES = (
   ('adapter', None),  # Houlsby adapters' bottleneck: small, kept whole.
   ('lora', None),  # LoRA's rank: a handful.
   ('prompt', None),  # Soft-prompt vectors.
+  ('prefix', None),  # P-tuning v2's per-layer key/value prefixes.
 )
 _FSDP_PARAM_RULES = (('embed', 'fsdp'),) + _REPLICATED_PARAM_RULES[1:]
 _FSDP_TP_PARAM_RULES = (
@@ -92,6 +93,7 @@ _FSDP_TP_PARAM_RULES = (
   ('adapter', None),
   ('lora', None),
   ('prompt', None),
+  ('prefix', None),
 )
 
 # Sequence parallelism: the sequence devices also shard the parameters, as fsdp's do.

@@ -166,6 +166,9 @@ def test_attention_kinds_are_not_splash_masks():
   mask = attention.SegmentMask.self_attend(jnp.ones((4, 128), jnp.int32), kinds=kinds)
   with pytest.raises(ValueError, match=r"attention_impl='splash'.*attention kinds"):
     attention.select_implementation('splash', q, k, mask, platform='tpu')
+  prefixed = attention.SegmentMask.self_attend(jnp.ones((4, 128), jnp.int32)).replace(prefix=4)
+  with pytest.raises(ValueError, match=r"attention_impl='splash'.*prefixes"):
+    attention.select_implementation('splash', q, k, prefixed, platform='tpu')
 
 
 def test_auto_picks_xla_on_cpu_and_kernels_only_where_exact():
@@ -360,6 +363,7 @@ def test_what_cudnn_cannot_compute_is_named(cudnn_without_gpu, monkeypatch):
     (dict(dropout_rate=0.1, replayed_layers=True), r'scanned or shared stack'),
     (dict(mask=attention.SegmentMask.self_attend(mask.q_segment_ids, kinds=mask.q_segment_ids)),
      r'attention kinds'),
+    (dict(mask=mask.replace(prefix=4)), r'key/value prefixes \(model.prefix_length\)'),
   ]  # fmt: skip
   for change, match in problems:
     args = dict(dict(q=q, k=k, mask=mask), **change)

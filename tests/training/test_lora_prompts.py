@@ -1,7 +1,10 @@
-"""LoRA and prompt tuning (models/transformer.py, configs/base.py `model.lora_*`,
-`model.prompt_length`): a fresh LoRA model computes what the plain one does and its update
-is (alpha / r) x A B by hand; soft prompts join the first segment, are seen by its tokens
-and never by padding, and leave the outputs' length as it was; a fine-tuning run through
+"""LoRA, prompt tuning and P-tuning v2 (models/transformer.py, configs/base.py `model.lora_*`,
+`model.prompt_length`, `model.prefix_length`): a fresh LoRA model computes what the plain
+one does and its update is (alpha / r) x A B by hand; soft prompts join the first segment,
+are seen by its tokens and never by padding, and leave the outputs' length as it was;
+per-layer key/value prefixes are seen by every real query of every segment (causal and
+relative-position stacks included), their attention equal to a softmax by hand; a
+fine-tuning run through
 train.py with the backbone frozen trains only the new parameters and the head (the
 backbone bit-identical, no optimizer state for it) and logs how many it trains."""
 
@@ -92,11 +95,79 @@ def test_soft_prompts_join_the_first_segment_and_leave_the_length():
   assert not np.allclose(model.apply({'params': params}, tokens, segments)[0], out, atol=1e-3)
 
 
+def test_prefixes_are_seen_by_every_real_query_and_attend_as_by_hand():
+  tokens, _ = _inputs()
+  segments = jnp.asarray([[1] * 4 + [2] * 4, [1] * 5 + [0] * 3], jnp.int32)  # Row 0 packed.
+  for causal in (False, True):
+    model = heads.Backbone(_cfg(prefix_length=3, causal=causal))
+    params = nn.unbox(model.init(jax.random.key(0), tokens, segments)['params'])
+    names = _flat(params)
+    added = {n for n in names if 'prefix_' in n}
+    assert added == {f'encoder/block_{i}/attention/prefix_{kv}' for i in range(2)
+                     for kv in ('key', 'value')}  # fmt: skip
+    assert names['encoder/block_1/attention/prefix_key'].shape == (3, 2, 16)
+    (out, _), state = model.apply(
+      {'params': params}, tokens, segments, mutable=('attention_weights', 'intermediates')
+    )
+    assert out.shape == (2, 8, 32)
+    layer = state['attention_weights']['encoder']['block_1']['attention']
+    probs = np.asarray(layer['probs'][0])  # [batch, heads, 8, 3 + 8]
+    assert probs.shape == (2, 2, 8, 11)
+    # By hand from the layer's sown queries and keys: the prefix keys first, then the keys
+    # of the query's own segment (at or before it when causal); padding queries excluded.
+    sown = state['intermediates']['encoder']['block_1']['attention']
+    q, k = np.asarray(sown['queries'][0]), np.asarray(sown['keys'][0])
+    prefix_k = np.broadcast_to(
+      np.asarray(params['encoder']['block_1']['attention']['prefix_key']), (2, 3, 2, 16)
+    )
+    logits = np.einsum('bqhd,bkhd->bhqk', q, np.concatenate([prefix_k, k], 1)) / 4.0
+    seg = np.asarray(segments)
+    allowed = (seg[:, :, None] == seg[:, None, :]) & (seg[:, None, :] > 0)
+    if causal:
+      allowed &= np.tril(np.ones((8, 8), bool))[None]
+    allowed = np.concatenate([np.broadcast_to((seg > 0)[:, :, None], (2, 8, 3)), allowed], -1)
+    logits = np.where(allowed[:, None], logits, -1e30)
+    expected = np.exp(logits - logits.max(-1, keepdims=True))
+    expected /= expected.sum(-1, keepdims=True)
+    real = seg > 0  # [batch, q]
+    np.testing.assert_allclose(
+      probs.transpose(0, 2, 1, 3)[real], expected.transpose(0, 2, 1, 3)[real], atol=1e-5
+    )
+    assert np.all(probs[0, :, 4:, :3].sum(-1) > 0)  # The packed row's second segment too.
+    without = {k: v for k, v in names.items() if 'prefix_' not in k}
+    assert set(without) == set(_flat(nn.unbox(heads.Backbone(_cfg(causal=causal)).init(
+      jax.random.key(0), tokens, segments)['params'])))  # fmt: skip
+
+
+def test_prefixes_in_an_encoder_decoder_with_relative_positions():
+  cfg = presets.get_config(
+    't5-small', vocab_size=VOCAB, num_layers=1, num_decoder_layers=1, d_model=32, num_heads=2,
+    head_dim=16, mlp_dim=64, prefix_length=2,
+  )  # fmt: skip
+  model = heads.Seq2SeqLM(cfg)
+  tokens, segments = _inputs()
+  positions = jnp.broadcast_to(jnp.arange(8), (2, 8))
+  rows = (tokens, segments, positions) * 2  # Encoder and decoder rows.
+  params = nn.unbox(model.init(jax.random.key(0), *rows)['params'])
+  names = {n for n in _flat(params) if 'prefix_' in n}
+  # The encoder's and the decoder's self-attention; never cross-attention.
+  assert names == {f'{stack}/block_0/attention/prefix_{kv}' for stack in ('encoder', 'decoder')
+                   for kv in ('key', 'value')}, names  # fmt: skip
+  logits, weights = model.apply({'params': params}, *rows, mutable='attention_weights')
+  assert logits.shape == (2, 8, VOCAB) and np.isfinite(np.asarray(logits)).all()
+  decoder = weights['attention_weights']['decoder']['block_0']
+  assert decoder['attention']['probs'][0].shape == (2, 2, 8, 10)  # Prefix + causal self.
+  assert decoder['cross_attention']['probs'][0].shape == (2, 2, 8, 8)
+  # The first decoder token sees its prefix besides itself (causal).
+  assert np.all(np.asarray(decoder['attention']['probs'][0])[:, :, 0, :2].sum(-1) > 0)
+
+
 @pytest.mark.parametrize(
   'method,overrides,freeze,new',
   [
     ('lora', {'model.lora_rank': 4}, '^encoder/(?!.*lora_)', 'lora_'),
     ('prompt', {'model.prompt_length': 4}, '^encoder/(?!prompt$)', 'encoder/prompt'),
+    ('prefix', {'model.prefix_length': 4}, '^encoder/(?!.*prefix_)', 'prefix_'),
   ],
 )
 def test_a_frozen_backbone_trains_only_the_new_parameters(
