@@ -69,7 +69,9 @@ def get_config() -> config_dict.ConfigDict:
   c.model.lora_alpha = config_dict.placeholder(float)  # LoRA's scale is alpha / rank (0: 1).
   c.model.lora_targets = config_dict.placeholder(str)  # Comma-separated projections: query,value.
   c.model.prompt_length = config_dict.placeholder(int)  # Soft-prompt vectors (prompt tuning).
-  c.model.prefix_length = config_dict.placeholder(int)  # Key/value prefixes per layer (P-tuning v2).
+  c.model.prefix_length = config_dict.placeholder(
+    int
+  )  # Key/value prefixes per layer (P-tuning v2).
   c.model.attention_impl = ''  # '' picks by platform (XLA on CPU); 'xla', 'cudnn' or 'splash'.
   c.model.scan_layers = False  # One nn.scan over the layers (faster compiles, same numerics).
   c.model.remat = 'none'  # Recompute activations in the backward pass: none, full or dots.
@@ -136,6 +138,8 @@ def get_config() -> config_dict.ConfigDict:
   c.data.chinese_chars = False  # Split CJK characters apart (BERT's Chinese rule) before a
   # SentencePiece model; BERT's WordPiece already does.
   c.data.eval_split = ''  # Task eval split(s), comma-separated; '' is the task's dev split.
+  c.data.train_per_label = 0  # Few-shot: train on this many records of each label (0: all).
+  c.data.subset_seed = 0  # Which records train_per_label draws (data/tasks.few_shot).
   c.data.num_shards = 0  # Logical data shards; 0 means one per process.
   c.data.on_decode_error = 'strict'  # Invalid UTF-8 in text files: 'strict' (error naming the
   # file and byte offset) or 'replace' (U+FFFD, counted in the log).

@@ -4,13 +4,12 @@
     --config configs/fewshot.py:sst2 --glue_dir ../shared/data/glue --shots 4 --limit 200
 
 `get_config(task)` takes a GLUE task name ('sst2', 'cola', 'mrpc', 'qqp', 'mnli', 'qnli',
-'rte', 'wnli'); STS-B is a regression and has no prompt here. The templates follow the
-formats of GPT-3's appendix G where it has one (RTE: "{premise}\\nquestion: {hypothesis}
-True or False?\\nanswer:"; MNLI as its ANLI: True / Neither / False) and a plain
-"Question ... Answer:" form otherwise. `prompt.candidates[label]` is the completion of each
-label, in the label order of data/glue.py. Demonstrations are drawn per evaluation example
-from the train split ('random', as GPT-3; or 'balanced' over labels), seeded by
-(prompt.seed, the example's idx).
+'rte', 'wnli'); STS-B is a regression and has no prompt here. The prompts are
+data/prompts.py's, which PET (configs/pet.py) fills with [MASK]s: here the text before the
+answer slot is the template, and `prompt.candidates[label]` is the completion of each label
+(a space and the label's word), in the label order of data/glue.py. Demonstrations are
+drawn per evaluation example from the train split ('random', as GPT-3; or 'balanced' over
+labels), seeded by (prompt.seed, the example's idx).
 
 Hardware: CPU for tiny models; a GPU for GPT-2 sizes. Expected: chance-level accuracy for
 this repository's tiny runs (not yet measured on a pretrained GPT-2; GPT-3 reports RTE
@@ -20,46 +19,20 @@ spec, not a training config: the model comes from --model.
 
 from ml_collections import config_dict
 
-# task -> (template, pair_template, candidates in label order)
-_PROMPTS = {
-  'sst2': ('Review: {text_a}\nSentiment:', '', (' negative', ' positive')),
-  'cola': (
-    'Sentence: {text_a}\nQuestion: Is this sentence grammatical?\nAnswer:',
-    '',
-    (' no', ' yes'),
-  ),
-  'mrpc': (
-    '',
-    'Sentence 1: {text_a}\nSentence 2: {text_b}\nQuestion: Do both sentences mean the same '
-    'thing?\nAnswer:',
-    (' no', ' yes'),
-  ),
-  'qqp': (
-    '',
-    'Question 1: {text_a}\nQuestion 2: {text_b}\nQuestion: Do both questions ask the same '
-    'thing?\nAnswer:',
-    (' no', ' yes'),
-  ),
-  'mnli': (
-    '',
-    '{text_a}\nquestion: {text_b} True, False or Neither?\nanswer:',
-    (' True', ' Neither', ' False'),
-  ),
-  'qnli': (
-    '',
-    'Question: {text_a}\nSentence: {text_b}\nQuestion: Does the sentence answer the question?'
-    '\nAnswer:',
-    (' yes', ' no'),
-  ),
-  'rte': ('', '{text_a}\nquestion: {text_b} True or False?\nanswer:', (' True', ' False')),
-  'wnli': ('', '{text_a}\nquestion: {text_b} True or False?\nanswer:', (' False', ' True')),
-}
+from data import prompts
+
+# GLUE's classification tasks (STS-B is a regression): their prompts are data/prompts.py's.
+TASKS = ('sst2', 'cola', 'mrpc', 'qqp', 'mnli', 'qnli', 'rte', 'wnli')
 
 
 def get_config(task: str = 'sst2'):
-  if task not in _PROMPTS:
-    raise ValueError(f'No few-shot prompt for GLUE task {task!r}; known: {sorted(_PROMPTS)}.')
-  template, pair_template, candidates = _PROMPTS[task]
+  if task not in TASKS:
+    raise ValueError(f'No few-shot prompt for GLUE task {task!r}; known: {sorted(TASKS)}.')
+  prompt = prompts.get(task)
+  template = prompts.causal_form(prompt.template)[0] if prompt.template else ''
+  pair_template = prompts.causal_form(prompt.pair_template)[0] if prompt.pair_template else ''
+  with_answer = prompt.template or prompt.pair_template
+  candidates = [prompts.causal_form(with_answer, word)[1] for word in prompt.words]
   c = config_dict.ConfigDict()
   c.task = task  # A data/glue.py task name.
   c.train_split = 'train'  # Demonstrations come from here.

@@ -104,7 +104,25 @@ def eval_splits(data_cfg) -> list[str]:
 
 
 def load_examples(data_cfg, split: str, eval_split: str | None = None) -> list[dict]:
-  """Records of the 'train' or 'eval' split (`eval_split`: which one, default the first)."""
+  """Records of the 'train' or 'eval' split (`eval_split`: which one, default the first).
+
+  With `data.train_per_label` = k > 0 the train split is k records of
+  each label, drawn by `data.subset_seed` (few_shot); the eval splits stay whole.
+
+  Raises:
+    ValueError: train_per_label on a source without a class label per record.
+  """
+  per_label = data_cfg.train_per_label if split == 'train' else 0
+  if per_label and (data_cfg.source not in ('glue', *CLUE_SOURCES) or is_multitask(data_cfg)):
+    raise ValueError(
+      f'data.train_per_label={per_label} draws per class label: a single GLUE or Chinese '
+      f'classification task, not data.source={data_cfg.source!r} (data.task={data_cfg.task!r}).'
+    )
+  records = _split_records(data_cfg, split, eval_split)
+  return few_shot(records, per_label, data_cfg.subset_seed) if per_label else records
+
+
+def _split_records(data_cfg, split: str, eval_split: str | None) -> list[dict]:
   source = data_cfg.source
   if source not in SOURCES:
     raise ValueError(f'data.source={source!r} is not a task source ({SOURCES}).')
@@ -139,6 +157,34 @@ def load_examples(data_cfg, split: str, eval_split: str | None = None) -> list[d
   if path:
     return squad.read_squad(path)
   return squad.read_tfds(data_cfg.tfds_name or 'squad/v1.1', name, data_cfg.tfds_data_dir or None)
+
+
+def few_shot(records: list[dict], per_label: int, seed: int) -> list[dict]:
+  """`per_label` records of every label, drawn without replacement as a function of (the
+  records, `seed`) alone, kept in file order: a few-shot train set (PET, configs/pet.py).
+
+  Raises:
+    ValueError: unlabelled or regression records, or a label with fewer records.
+  """
+  by_label: dict = {}
+  for i, record in enumerate(records):
+    label = record.get('label')
+    if label is None or isinstance(label, float):
+      raise ValueError(
+        f'data.train_per_label={per_label}: record {record.get("idx")} has label {label!r}; '
+        'drawing per label needs class labels (not a test split, not a regression).'
+      )
+    by_label.setdefault(label, []).append(i)
+  rng = np.random.default_rng(seed)
+  chosen = []
+  for label in sorted(by_label):
+    pool = by_label[label]
+    if len(pool) < per_label:
+      raise ValueError(
+        f'data.train_per_label={per_label}: label {label} has only {len(pool)} train records.'
+      )
+    chosen += rng.choice(pool, size=per_label, replace=False).tolist()
+  return [records[i] for i in sorted(chosen)]
 
 
 def _glue_examples(data_cfg, task: str, split: str) -> list[dict]:

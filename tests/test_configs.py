@@ -27,7 +27,8 @@ ARGUMENTS = {
   'configs/clue.py': sorted(clue.TASKS),
   'configs/squad.py': sorted(squad._VERSIONS),
   'configs/dapt.py': sorted(dapt.TEXT_SIZES),
-  'configs/fewshot.py': sorted(fewshot._PROMPTS),
+  'configs/fewshot.py': sorted(fewshot.TASKS),
+  'configs/pet.py': ['sst2', 'sst2,classifier', 'rte', 'eprstmt', 'eprstmt,classifier'],
   'configs/mtdnn.py': ['mrpc,rte,stsb', 'cola,sst2'],
   'configs/probe.py': ['pos,chunk,ner,sst2', 'ner'],
 }

@@ -123,6 +123,8 @@ RANGES = {
   'data.eval_fraction': Range(0.0, 0.5, low_open=True),
   'data.num_shards': NON_NEGATIVE_INT,
   'data.prefetch': NON_NEGATIVE_INT,
+  'data.train_per_label': NON_NEGATIVE_INT,
+  'data.subset_seed': NON_NEGATIVE_INT,  # numpy's default_rng takes no negative seed.
   'data.vocab_size': COUNT,
   'data.tokenizer_train_docs': COUNT,
   'optimizer.learning_rate': NON_NEGATIVE,
