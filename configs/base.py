@@ -95,12 +95,13 @@ def get_config() -> config_dict.ConfigDict:
   # Adversarial training on the token embeddings, inside the train step
   # (training/adversarial.py): the clean loss plus `weight` x the perturbed one.
   c.adversarial = config_dict.ConfigDict()
-  c.adversarial.method = ''  # '' (off), 'fgsm', 'pgd' or 'freelb'.
+  c.adversarial.method = ''  # '' (off), 'fgsm', 'pgd', 'freelb' or 'smart'.
   c.adversarial.norm = 'l2'  # The ball: 'l2' (a row's whole perturbation) or 'linf' (each entry).
   c.adversarial.epsilon = 1.0  # Its radius, in embedding units.
   c.adversarial.step_size = 0.3  # PGD's and FreeLB's ascent step.
   c.adversarial.steps = 3  # PGD's and FreeLB's ascent steps.
   c.adversarial.weight = 1.0  # Of the adversarial loss, beside the clean loss's 1.
+  c.adversarial.init_std = 0.0  # A random start N(0, init_std^2) for the ascent (0: delta = 0).
 
   # Per-layer probes of a frozen checkpoint (evaluation/probing.py; eval.py runs them).
   c.probe = config_dict.ConfigDict()

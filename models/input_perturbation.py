@@ -74,14 +74,19 @@ def locate(intermediates: dict, stack: str | None = None) -> Site:
 
 class Perturbed:
   """`model`, for an objective's `loss_fn(params, batch, rng, *, model)`, with every
-  `apply` also passing the COLLECTION tree `perturbations`; every other attribute is the
-  model's own (as training/head_importance.HeadMasked does for head masks)."""
+  `apply` also passing the COLLECTION tree `perturbations`, and what each call returned
+  kept in `outputs` (SMART compares the perturbed outputs with the clean ones); every
+  other attribute is the model's own (as training/head_importance.HeadMasked does for
+  head masks)."""
 
   def __init__(self, model, perturbations: dict):
     self._model, self._perturbations = model, perturbations
+    self.outputs = []
 
   def apply(self, variables, *args, **kwargs):
-    return self._model.apply({**variables, COLLECTION: self._perturbations}, *args, **kwargs)
+    out = self._model.apply({**variables, COLLECTION: self._perturbations}, *args, **kwargs)
+    self.outputs.append(out)
+    return out
 
   def __getattr__(self, name):
     return getattr(self._model, name)

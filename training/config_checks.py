@@ -185,6 +185,7 @@ RANGES = {
   'adversarial.step_size': POSITIVE,
   'adversarial.steps': COUNT,
   'adversarial.weight': NON_NEGATIVE,
+  'adversarial.init_std': NON_NEGATIVE,
   'probe.train_examples': NON_NEGATIVE_INT,  # 0: every example.
   'probe.eval_examples': NON_NEGATIVE_INT,
   'probe.steps': COUNT,

@@ -1,8 +1,8 @@
 """Adversarial training (training/adversarial.py): every method's perturbations stay in
 their ball and raise the loss; the wrapped loss is the clean loss plus the perturbed one,
-its parameter gradient taken with the perturbation held; microbatches train as the whole
-batch; and a fine-tuning run through train.py's loop logs the perturbed loss above the
-clean one."""
+its parameter gradient taken with the perturbation held; SMART's divergence and its loss
+by hand, from a random start; microbatches train as the whole batch; and a fine-tuning
+run through train.py's loop logs the perturbed loss above the clean one."""
 
 import functools
 import json
@@ -36,7 +36,7 @@ OBJECTIVE = classification.Classification(task='sst2', num_labels=2)
 
 def _cfg(method: str, norm: str = 'l2', **overrides) -> config_dict.ConfigDict:
   cfg = config_dict.ConfigDict(
-    dict(method=method, norm=norm, epsilon=0.5, step_size=0.2, steps=3, weight=1.0)
+    dict(method=method, norm=norm, epsilon=0.5, step_size=0.2, steps=3, weight=1.0, init_std=0.0)
   )
   cfg.update(overrides)
   return cfg
@@ -119,6 +119,98 @@ def test_the_loss_adds_the_perturbed_loss_with_the_perturbation_held():
   np.testing.assert_allclose(summary['adversarial/delta_norm'], cfg.epsilon, rtol=1e-5)
   assert adversarial.loss_terms({'loss': 1.0}, cfg) == {'loss': 1.0, 'adversarial/loss': 0.5}
   assert adversarial.wrap(OBJECTIVE.loss_fn, _cfg('')) == OBJECTIVE.loss_fn  # Off: itself.
+
+
+def test_smart_divergence_is_the_symmetric_kl_with_each_side_held_in_turn():
+  a = jnp.asarray([[2.0, 0.0, -1.0], [0.5, 0.5, 0.5]])
+  b = jnp.asarray([[0.0, 1.0, 0.0], [0.5, 0.5, 0.5]])
+  p, q = np.asarray(jax.nn.softmax(a)), np.asarray(jax.nn.softmax(b))
+  want = np.sum(p * np.log(p / q) + q * np.log(q / p), axis=-1)
+  np.testing.assert_allclose(adversarial.divergence(a, b), want, rtol=1e-5)
+  assert float(adversarial.divergence(a, b)[1]) == 0.0  # Equal outputs: none.
+  # d/da of D(a, b) is the gradient of KL(b || a) alone (KL(a || b) reaches only b).
+  g = jax.grad(lambda x: jnp.sum(adversarial.divergence(x, b)))(a)
+  want_g = jax.grad(lambda x: jnp.sum(adversarial.kl(b, x)))(a)
+  np.testing.assert_allclose(g, want_g, rtol=1e-6)
+  one = adversarial.divergence(jnp.asarray([[1.5], [0.0]]), jnp.asarray([[0.5], [0.0]]))
+  np.testing.assert_allclose(one, [1.0, 0.0])  # A regression: the squared difference.
+
+
+def test_smart_loss_by_hand_from_a_random_start():
+  model, params, batch, _ = _setup()
+  cfg = _cfg('smart', epsilon=0.5, step_size=0.2, steps=1, init_std=0.02, weight=2.0)
+  rng = jax.random.key(7)
+  wrapped = adversarial.wrap(OBJECTIVE.loss_fn, cfg)
+  (loss, metrics), grads = jax.jit(
+    jax.value_and_grad(lambda p: wrapped(p, batch, rng, model=model), has_aux=True)
+  )(params)
+  site = input_perturbation.Site(('encoder', 'embed'))
+  shape = (BATCH, LENGTH, CFG.d_model)
+  start = 0.02 * jax.random.normal(jax.random.fold_in(rng, 0x5EED), shape)  # Inside the ball.
+  assert float(jnp.max(jnp.sqrt(jnp.sum(start**2, axis=(1, 2))))) < 0.5
+
+  def per_row(x):  # [batch, 1, 1]
+    return jnp.sqrt(jnp.sum(x * x, axis=(1, 2), keepdims=True))
+
+  def logits(p, delta):
+    inputs = [batch[n] for n in ('inputs', 'segment_ids', 'positions', 'token_types')]
+    return model.apply({'params': p, 'perturbations': site.tree(delta)}, *inputs)
+
+  clean_held = logits(params, jnp.zeros(shape))
+  p_clean = jax.nn.softmax(clean_held)
+
+  def ascent_objective(delta):  # Symmetric KL against the clean outputs, as a value.
+    p_moved = jax.nn.softmax(logits(params, delta))
+    return jnp.sum(p_moved * jnp.log(p_moved / p_clean) + p_clean * jnp.log(p_clean / p_moved))
+
+  g = jax.grad(ascent_objective)(start)
+  delta = start + 0.2 * g / per_row(g)
+  delta = delta * jnp.minimum(1.0, 0.5 / per_row(delta))
+
+  def by_hand(p):
+    clean = OBJECTIVE.loss_fn(p, batch, None, model=model)[0]
+    moved, out = logits(p, delta), logits(p, jnp.zeros(shape))
+    hold = jax.lax.stop_gradient
+    kl = adversarial.kl
+    return clean + 2.0 * jnp.mean(kl(hold(out), moved) + kl(hold(moved), out))
+
+  want, want_grads = jax.value_and_grad(by_hand)(params)
+  np.testing.assert_allclose(loss, want, rtol=1e-5)
+  for got, ref in zip(jax.tree.leaves(grads), jax.tree.leaves(want_grads), strict=True):
+    np.testing.assert_allclose(got, ref, rtol=1e-4, atol=1e-6)
+  summary = metrics_lib.summarize(metrics)
+  assert summary['adversarial/smoothness'] > 0
+  np.testing.assert_allclose(
+    summary['loss'] + 2.0 * summary['adversarial/smoothness'], loss, rtol=1e-5
+  )
+  assert summary['adversarial/delta_norm'] <= 0.5 * (1 + 1e-6)
+  assert adversarial.loss_terms({'loss': 1.0}, cfg) == {'loss': 1.0, 'adversarial/smoothness': 2.0}
+
+
+def test_smart_needs_a_random_start_and_sentence_outputs():
+  model, params, batch, _ = _setup()
+  with pytest.raises(ValueError, match='init_std > 0'):
+    adversarial.wrap(OBJECTIVE.loss_fn, _cfg('smart'))
+  cfg = _cfg('smart', init_std=0.01)
+  with pytest.raises(ValueError, match='random start from the step rng'):
+    adversarial.wrap(OBJECTIVE.loss_fn, cfg)(params, batch, None, model=model)
+  tagger = heads.TokenClassifier(CFG, 3)
+  tag_params = nn.unbox(tagger.init(jax.random.key(0), batch['inputs'], batch['segment_ids']))
+
+  def tag_loss(p, b, rng, *, model):
+    out = model.apply({'params': p}, b['inputs'], b['segment_ids'])  # [batch, length, 3]
+    return jnp.mean(out), {'loss': (jnp.sum(out), jnp.float32(out.size))}
+
+  with pytest.raises(ValueError, match=r'\[batch, classes\] outputs.*\(8, 12, 3\)'):
+    adversarial.wrap(tag_loss, cfg)(tag_params['params'], batch, jax.random.key(0), model=tagger)
+  # Any method may start at random: inside the ball, and FGSM then lands elsewhere.
+  _, _, _, loss_at = _setup()
+  zeros = jnp.zeros((BATCH, LENGTH, CFG.d_model))
+  start = adversarial.random_start(zeros, _cfg('fgsm', init_std=1.0), jax.random.key(1))
+  assert np.all(np.asarray(adversarial.row_norms(start, 'l2')) <= 0.5 * (1 + 1e-6))
+  moved = adversarial.ascent(loss_at, start, _cfg('fgsm'))[0]
+  assert not np.allclose(moved, adversarial.ascent(loss_at, zeros, _cfg('fgsm'))[0])
+  assert float(loss_at(moved)) > float(loss_at(zeros))
 
 
 @functools.cache
