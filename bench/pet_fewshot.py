@@ -110,6 +110,8 @@ def write_table(results: dict, args) -> None:
   ]
   for method, per_seed in results.items():
     values = [per_seed[s] for s in seeds if s in per_seed]
+    if not values:  # Not run yet.
+      continue
     cells = [f'{per_seed[s]:.2f}' if s in per_seed else '' for s in seeds]
     lines.append(
       f'| {method} | ' + ' | '.join(cells) + f' | {statistics.median(values):.2f} | '
