@@ -177,14 +177,20 @@ def encode_cloze(tokenizer, template: str, record: dict, answer_len: int, seq_le
   return row
 
 
-def answer_ids(tokenizer, words) -> np.ndarray:
-  """[labels, answer_len] ids of each label's answer word; every word must encode to the
-  same number of pieces, none of them unknown (a masked LM fills a fixed slot).
+def answer_ids(tokenizer, words, template: str = '') -> np.ndarray:
+  """[labels, answer_len] ids of each label's answer word, as the word reads in its slot:
+  after the template's literal text just before '{answer}' (a SentencePiece word after a
+  space starts with '▁', one glued to the text before it, as in Chinese, does not). Every
+  word must encode to the same number of pieces, none of them unknown (a masked LM fills
+  a fixed slot).
 
   Raises:
     ValueError: a word the vocabulary does not know, or words of different lengths.
   """
-  encoded = [tokenizer.encode(word).tolist() for word in words]
+  context = ''
+  if template:
+    context = next(literal for literal, name in chunks(template) if name == 'answer')
+  encoded = [_in_context(tokenizer, context, word) for word in words]
   for word, ids in zip(words, encoded, strict=True):
     if not ids or tokenizer.unk_id in ids:
       raise ValueError(f'Answer word {word!r} encodes to {ids}: unknown to the vocabulary.')
@@ -192,3 +198,16 @@ def answer_ids(tokenizer, words) -> np.ndarray:
     lengths = {word: len(ids) for word, ids in zip(words, encoded, strict=True)}
     raise ValueError(f'Answer words must encode to as many pieces each: {lengths}.')
   return np.asarray(encoded, np.int32)
+
+
+def _in_context(tokenizer, context: str, word: str) -> list[int]:
+  """The ids `word` adds after `context` (the word alone when the two merge into one
+  piece, or there is no context)."""
+  alone = tokenizer.encode(word).tolist()
+  if not context or not word:
+    return alone
+  before = tokenizer.encode(context).tolist()
+  joined = tokenizer.encode(context + word).tolist()
+  if joined[: len(before)] != before:
+    return alone
+  return joined[len(before) :]

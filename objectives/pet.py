@@ -57,22 +57,38 @@ class PatternExploiting:
   def make_rows(self, objective_cfg, stream, docs, tokenizer, *, seq_len, **unused):
     """One row per record: the cloze, where its slot is, the label and the record index."""
     del objective_cfg, docs, unused
-    answers = prompts.answer_ids(tokenizer, self.prompt.words)  # [labels, answer_len]
+    answers = self.answers(tokenizer)
 
     def row(item):
       record = item['text']
       if record['label'] is None:
         raise ValueError(f'Example {record["idx"]} has no label (a test split?).')
       template = prompts.template_for(self.prompt, record)
+      ids = answers[template]  # [labels, answer_len]
       return dict(
-        prompts.encode_cloze(tokenizer, template, record, answers.shape[1], seq_len),
-        answer_ids=answers,
+        prompts.encode_cloze(tokenizer, template, record, ids.shape[1], seq_len),
+        answer_ids=ids,
         label=np.int32(record['label']),
         epoch=np.int64(item['epoch']),
         example_id=np.int64(item['doc']),
       )
 
     return stream.map(row)
+
+  def answers(self, tokenizer) -> dict:
+    """{template: [labels, answer_len] ids of the words in its slot}, for each template.
+
+    Raises:
+      ValueError: the one-text and the pair template give the words different lengths.
+    """
+    templates = [t for t in (self.prompt.template, self.prompt.pair_template) if t]
+    answers = {t: prompts.answer_ids(tokenizer, self.prompt.words, t) for t in templates}
+    if len({ids.shape for ids in answers.values()}) > 1:
+      raise ValueError(
+        'objective.pattern and pair_pattern read the answer words as different numbers of '
+        'pieces; a batch needs one slot length.'
+      )
+    return answers
 
   def make_preprocess(self, objective_cfg, tokenizer, seed: int):
     del objective_cfg, tokenizer, seed

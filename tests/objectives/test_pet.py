@@ -79,6 +79,19 @@ def test_answer_words_must_be_known_and_equally_long(spm_path):
     prompts.answer_ids(tokenizer, (one, long))
   with pytest.raises(ValueError, match='unknown to the vocabulary'):
     prompts.answer_ids(tokenizer, (one, ''))
+  # In its slot: glued to the text before it, a SentencePiece word loses its '▁'.
+  before = tokenizer.encode('Answer:').tolist()
+  candidates = ('and', 'is', 'of', 'to', 'in', 'for', 'the', 'a', 'on', 'as')
+  glued_words = [w for w in candidates if len(tokenizer.encode('Answer:' + w)) == len(before) + 1]
+  glued_words = [w for w in glued_words if len(tokenizer.encode(w)) == 1][:2]
+  assert len(glued_words) == 2, glued_words
+  glued = prompts.answer_ids(tokenizer, glued_words, 'Answer:{answer}')
+  for word, ids in zip(glued_words, glued, strict=True):
+    assert ids.tolist() == tokenizer.encode('Answer:' + word).tolist()[len(before) :]
+    assert tokenizer.id_to_piece(int(ids[0])) == word != tokenizer.id_to_piece(
+      int(tokenizer.encode(word)[0]))  # fmt: skip
+  spaced = prompts.answer_ids(tokenizer, glued_words, 'Answer: {answer}')
+  assert spaced.tolist() == [tokenizer.encode(w).tolist() for w in glued_words]
 
 
 def test_the_prompt_is_shared_with_gpt_style_fewshot_evaluation():
