@@ -39,6 +39,7 @@ import jax
 import numpy as np
 from absl import app, flags
 
+from configs import base
 from models import head_pruning, quantization
 from training import compressed_run, head_importance, hessian, launch, model_setup
 
@@ -72,7 +73,7 @@ class _Setup:
 
 
 def _setup(batches: int) -> _Setup:
-  source = compressed_run.read_run(_RUN.value)
+  source = compressed_run.read_run(_RUN.value, base.get_config())
   print(f'{source.workdir}: {source.checkpoint} checkpoint, step {source.step}')
   exp = compressed_run.build_experiment(source)
   model = exp.objective.build_model(source.model_cfg)

@@ -211,11 +211,12 @@ def render_html(attributions: list[Attribution], title: str) -> str:
 
 def explain(
   run: str, texts: list[tuple], examples: int, out: str, *, method: str, steps: int = 64,
-  seq_len: int = 0, batch_size: int = 16,
+  seq_len: int = 0, batch_size: int = 16, defaults=None,
 ) -> list[Attribution]:  # fmt: skip
   """Attributions of `texts` [(text, text_b or None)] and of the first `examples` dev
-  records of `run`; writes attribution.html and attributions.json into `out`."""
-  classifier = fine_tuned_classifier.load(run)
+  records of `run` (`defaults`: compressed_run.read_run's); writes attribution.html and
+  attributions.json into `out`."""
+  classifier = fine_tuned_classifier.load(run, defaults)
   items = [(a, b, None) for a, b in texts]
   items += [(r['text_a'], r['text_b'], r['label']) for r in classifier.dev_records(examples)]
   if not items:

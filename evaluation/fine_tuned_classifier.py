@@ -55,14 +55,14 @@ class Classifier:
     return [self.tokenizer.id_to_piece(int(t)) for t in tokens]
 
 
-def load(run: str) -> Classifier:
-  """The classifier of train.py run `run`.
+def load(run: str, defaults=None) -> Classifier:
+  """The classifier of train.py run `run` (`defaults`: compressed_run.read_run's).
 
   Raises:
     FileNotFoundError: not a run, or one without a checkpoint.
     ValueError: the run trains something else than a sentence (pair) classifier.
   """
-  source = compressed_run.read_run(run)
+  source = compressed_run.read_run(run, defaults)
   exp = compressed_run.build_experiment(source)
   model = exp.objective.build_model(source.model_cfg)
   if not isinstance(model, heads.SequenceClassifier):

@@ -5,14 +5,15 @@ training's config."""
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 
 import numpy as np
 import pytest
 
+from configs import base, loading
 from configs import glue as glue_config
-from configs import loading
 from data.tokenizers import load_tokenizer
 from evaluation import checkpoint_eval
 from models.convert import converted
@@ -60,6 +61,26 @@ def _block_kernels(params: dict) -> dict:
     for g in ('attention', 'mlp')
     for m, leaves in blocks[b][g].items()
   }
+
+
+def test_a_run_older_than_a_config_key_reads_with_its_default(keyword_sst2_run, tmp_path):
+  """A run's config.json without keys added since (here data.train_per_label and the whole
+  adversarial section) reads with today's defaults, and its train batches load."""
+  _, run = keyword_sst2_run
+  old = str(tmp_path / 'old_run')
+  shutil.copytree(run, old)
+  with open(os.path.join(old, 'config.json')) as f:
+    saved = json.load(f)
+  del saved['data']['train_per_label'], saved['adversarial']
+  with open(os.path.join(old, 'config.json'), 'w') as f:
+    json.dump(saved, f)
+  source = compressed_run.read_run(old, base.get_config())
+  assert source.config.data.train_per_label == 0 and source.config.adversarial.method == ''
+  assert source.config.data.glue_dir == saved['data']['glue_dir']  # Saved values kept.
+  batch = compressed_run.train_batches(compressed_run.build_experiment(source), 1)[0]
+  assert batch['inputs'].shape == (8, 32)
+  with pytest.raises(AttributeError, match='train_per_label'):  # Read as saved: it is missing.
+    compressed_run.train_batches(compressed_run.build_experiment(compressed_run.read_run(old)), 1)
 
 
 @pytest.mark.slow

@@ -16,6 +16,7 @@ import os
 
 from absl import app, flags
 
+from configs import base
 from data import atomic_files
 from evaluation import fine_tuned_classifier, robustness
 
@@ -31,7 +32,7 @@ _SHOWN = flags.DEFINE_integer('shown', 3, 'Successful attacks shown per run in a
 def attack_run(run: str, examples: int, *, neighbours: int, max_fraction: float,
                batch_size: int) -> dict:  # fmt: skip
   """The attack's figures and examples on `run`'s first `examples` dev records."""
-  classifier = fine_tuned_classifier.load(run)
+  classifier = fine_tuned_classifier.load(run, base.get_config())
   records = classifier.dev_records(examples)
   rows = classifier.rows([(r['text_a'], r['text_b']) for r in records])
   labels = [int(r['label']) for r in records]

@@ -23,6 +23,7 @@ and maximum (relative to F(x) - F(b)): a large error asks for more --steps.
 import numpy as np
 from absl import app, flags
 
+from configs import base
 from data import tasks
 from evaluation import attribution
 
@@ -45,7 +46,7 @@ def main(argv):
   texts = tasks.read_texts(_TEXT.value, _TEXT_B.value, _TEXTS_FILE.value)
   found = attribution.explain(
     _RUN.value, texts, _EXAMPLES.value, _OUT.value, method=_METHOD.value, steps=_STEPS.value,
-    seq_len=_SEQ_LEN.value, batch_size=_BATCH.value,
+    seq_len=_SEQ_LEN.value, batch_size=_BATCH.value, defaults=base.get_config(),
   )  # fmt: skip
   for a in found:
     top = ', '.join(f'{piece} {score:+.3f}' for piece, score in a.top(3))

@@ -60,8 +60,13 @@ class SourceRun:
   tokenizer_path: str
 
 
-def read_run(workdir: str) -> SourceRun:
+def read_run(workdir: str, defaults: ml_collections.ConfigDict | None = None) -> SourceRun:
   """The config, model config and params (best, else newest) of train.py run `workdir`.
+
+  Args:
+    defaults: the current config's defaults (the entry point's configs/base.get_config()):
+      a run outlives the code that wrote it, so the keys its config.json lacks (added
+      since) take these values; without them the saved config is read as it is.
 
   Raises:
     FileNotFoundError: not a run directory, or one with no checkpoint.
@@ -72,10 +77,22 @@ def read_run(workdir: str) -> SourceRun:
       f'--run {workdir} is not a train.py run directory (config.json and checkpoints/).'
     )
   with open(os.path.join(workdir, 'config.json')) as f:
-    config = ml_collections.ConfigDict(json.load(f))
+    saved = json.load(f)
+  config = ml_collections.ConfigDict(with_defaults(saved, defaults.to_dict() if defaults else {}))
   model_cfg, tokenizer_path = model_setup.run_model(workdir)
   params, step, checkpoint = pretrained.best_or_latest_params(workdir)
   return SourceRun(workdir, config, model_cfg, params, step, checkpoint, tokenizer_path)
+
+
+def with_defaults(saved: dict, defaults: dict) -> dict:
+  """`saved` with every key of `defaults` it lacks added, section by section."""
+  merged = dict(defaults)
+  for key, value in saved.items():
+    if isinstance(value, dict) and isinstance(merged.get(key), dict):
+      merged[key] = with_defaults(value, merged[key])
+    else:
+      merged[key] = value
+  return merged
 
 
 def build_experiment(source: SourceRun) -> experiment.Experiment:
