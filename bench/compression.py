@@ -30,7 +30,6 @@ directory is reused on a second invocation (delete it to redo the row).
 """
 
 import argparse
-import json
 import os
 import statistics
 import subprocess
@@ -40,6 +39,7 @@ import time
 import jax
 import numpy as np
 
+from bench import outputs
 from bench.minilm_sts import default_model_dir
 from configs import distill as distill_config
 from configs import glue as glue_config
@@ -187,13 +187,7 @@ def write_table(rows: list[dict], args):
       f'{r["latency_b1_ms"]:.1f} | {teacher["latency_b1_ms"] / r["latency_b1_ms"]:.2f}x | '
       f'{r["latency_b32_ms"]:.1f} | {teacher["latency_b32_ms"] / r["latency_b32_ms"]:.2f}x |'
     )
-  table = '\n'.join(lines)
-  print(table)
-  if args.out:
-    with open(args.out + '.md', 'w') as f:
-      f.write(table + '\n')
-    with open(args.out + '.json', 'w') as f:
-      json.dump({'settings': vars(args), 'rows': rows}, f, indent=2)
+  outputs.write('\n'.join(lines), {'settings': vars(args), 'rows': rows}, args.out)
 
 
 def main():

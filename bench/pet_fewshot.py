@@ -24,6 +24,7 @@ import json
 import os
 import statistics
 
+from bench import outputs
 from bench.minilm_sts import default_model_dir
 from configs import clue as clue_config
 from configs import dapt as dapt_config
@@ -117,13 +118,7 @@ def write_table(results: dict, args) -> None:
       f'| {method} | ' + ' | '.join(cells) + f' | {statistics.median(values):.2f} | '
       f'{min(values):.2f} | {max(values):.2f} |'
     )
-  table = '\n'.join(lines)
-  print(table)
-  if args.out:
-    with open(args.out + '.md', 'w') as f:
-      f.write(table + '\n')
-    with open(args.out + '.json', 'w') as f:
-      json.dump({'settings': vars(args), 'scores': results}, f, indent=2)
+  outputs.write('\n'.join(lines), {'settings': vars(args), 'scores': results}, args.out)
 
 
 def main():

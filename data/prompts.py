@@ -13,8 +13,9 @@ data/glue.py and data/clue.py. The English templates follow GPT-3's appendix G w
 one (RTE: "{premise}\\nquestion: {hypothesis} True or False?\\nanswer:"; MNLI as its ANLI:
 True / Neither / False) and a plain "Question ... Answer:" form otherwise; their answers
 are single pieces of BERT's uncased WordPiece vocabulary (PET scores one [MASK] per
-piece). eprstmt (FewCLUE's e-commerce review sentiment) uses the 差评 / 好评 ("bad / good
-review") answer of FewCLUE's PET baseline form, two characters each.
+piece). eprstmt (FewCLUE's e-commerce review sentiment) answers 差评 / 好评 ("a bad / good
+review"), two characters each: two pieces in BERT's Chinese WordPiece, one in a
+SentencePiece model trained on reviews.
 """
 
 import dataclasses
@@ -167,12 +168,7 @@ def encode_cloze(tokenizer, template: str, record: dict, answer_len: int, seq_le
       mask_positions = np.arange(len(tokens), len(tokens) + answer_len, dtype=np.int32)
     tokens += texts.get(name, ids)
   tokens.append(tokenizer.sep_id)
-  n = len(tokens)
-  row = {name: np.zeros(seq_len, np.int32) for name in ('tokens', 'segment_ids', 'positions')}
-  row['token_types'] = np.zeros(seq_len, np.int32)
-  row['tokens'][:n] = tokens
-  row['segment_ids'][:n] = 1
-  row['positions'][:n] = np.arange(n)
+  row = tasks.padded_row(tokens, [0] * len(tokens), seq_len)
   row['mask_positions'] = mask_positions
   return row
 

@@ -290,11 +290,17 @@ def encode_pair(tokenizer, text_a: str, text_b: str | None, seq_len: int) -> dic
   if text_b is not None:
     tokens += [*ids_b, tokenizer.sep_id]
     types += [1] * (len(ids_b) + 1)
+  return padded_row(tokens, types, seq_len)
+
+
+def padded_row(tokens: list[int], token_types: list[int], seq_len: int) -> dict:
+  """{'tokens', 'segment_ids' (1 on real tokens, 0 on padding), 'positions',
+  'token_types'}, each [seq_len] int32, of a row's real tokens padded on the right."""
   n = len(tokens)
   row = {name: np.zeros(seq_len, np.int32) for name in ('tokens', 'segment_ids', 'positions')}
   row['token_types'] = np.zeros(seq_len, np.int32)
   row['tokens'][:n] = tokens
   row['segment_ids'][:n] = 1
   row['positions'][:n] = np.arange(n)
-  row['token_types'][:n] = types
+  row['token_types'][:n] = token_types
   return row

@@ -215,9 +215,10 @@ def test_few_shot_draws_k_per_label_by_seed_in_file_order(tmp_path):
 @pytest.mark.slow
 def test_a_few_shot_pet_run_learns_the_keyword_task_and_is_evaluated_once(spm_path, tmp_path):
   """32 keyword sentences of each label, 60 steps of 8 through train.py's own loop, one
-  evaluation at the end: dev accuracy climbs from the untrained model's."""
+  evaluation at the end over 61 dev sentences (the last batch padded): dev accuracy climbs
+  from the untrained model's."""
   glue_dir = tmp_path / 'glue'
-  finetune_runs.write_sst2(glue_dir, 320, 64)
+  finetune_runs.write_sst2(glue_dir, 320, 61)
   tokenizer = tokenizers.load_tokenizer(spm_path)
   words = _single_piece_words(tokenizer, ('bad', 'good', 'no', 'yes', 'not', 'is', 'the', 'and'))
   config = finetune_runs.tiny(pet_config.get_config('sst2'), spm_path, glue_dir)
@@ -235,3 +236,4 @@ def test_a_few_shot_pet_run_learns_the_keyword_task_and_is_evaluated_once(spm_pa
     records = [json.loads(line) for line in f]
   evaluations = [r for r in records if any(k.startswith('eval/') for k in r)]
   assert [r['step'] for r in evaluations] == [60], evaluations
+  assert result['examples'] == {'dev': 61}  # Every dev sentence once, padding rows none.
