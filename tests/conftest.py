@@ -143,10 +143,11 @@ def pytest_collection_modifyitems(config, items):
   Without xdist this is simply: long tests first.
 
   Balanced so, and compiled with the classic fusion emitters (module docstring), the suite
-  takes about 13 minutes on a quiet 2-core machine like CI's (1249 tests, 12:44 measured,
-  December 2026; 14:27 in CI before the emitters changed, with 30 fewer tests), just over
-  the 12-minute target. The next cuts: the 32 tiny-width recipe runs of tests/training/test_trains.py (about
-  300 s, mostly compilation), the benchmark smoke runs (about 90 s) and one shared
+  takes about 11.5 minutes on a quiet 2-core machine like CI's (1313 tests in 11:22 in a
+  fresh-clone `.ci/run`, December 2026), under the 12-minute target with little to spare;
+  every run prints its 30 slowest tests (pyproject addopts). The next cuts: the 32
+  tiny-width recipe runs of tests/training/test_trains.py (10-19 s each, mostly
+  compilation), the multi-process and benchmark smoke runs (20-35 s each) and one shared
   fine-tuned fixture for tests/test_compress.py, tests/training/test_distill.py and
   test_pruning.py.
   """
