@@ -504,9 +504,9 @@ class Attention(nn.Module):
   relative positions) is added to the logits; `kv` is `x` for self-attention and the
   encoder output for cross-attention. With `cfg.prefix_length` = P a self-attention layer
   puts P learned keys and values ('prefix_key', 'prefix_value' [P, heads, kv]) before the
-  row's, which every real query sees (P-tuning v2); the sown keys and values leave them out,
-  the attention weights have their P columns first. When training, attention dropout draws from the
-  'dropout' rng (or, on cuDNN, from cuDNN's generator). `num_heads` is the layer's own
+  row's, which every real query sees (P-tuning v2); the sown keys and values leave them
+  out, the attention weights have their P columns first. When training, attention dropout
+  draws from the 'dropout' rng (or, on cuDNN, from cuDNN's generator). `num_heads` is the layer's own
   (`cfg.heads_of(layer)`) once heads were pruned.
 
   Three optional collections, untouched unless the caller asks for them:
