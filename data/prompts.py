@@ -19,6 +19,7 @@ SentencePiece model trained on reviews.
 """
 
 import dataclasses
+import functools
 import string
 
 import numpy as np
@@ -141,12 +142,12 @@ def encode_cloze(tokenizer, template: str, record: dict, answer_len: int, seq_le
     ValueError: the template and the slot alone leave no room for a text token.
   """
   parts = []  # (field or None for literal text, ids)
-  for literal, name in chunks(template):
-    if literal:
-      parts.append((None, tokenizer.encode(literal).tolist()))
-    if name == 'answer':
+  for name, ids in _template_parts(tokenizer, template):
+    if name is None:
+      parts.append((None, ids))
+    elif name == 'answer':
       parts.append(('answer', [tokenizer.mask_id] * answer_len))
-    elif name:
+    else:
       if record.get(name) is None:
         raise ValueError(
           f'Template {template!r} reads {name} but record {record.get("idx")} has none.'
@@ -171,6 +172,19 @@ def encode_cloze(tokenizer, template: str, record: dict, answer_len: int, seq_le
   row = tasks.padded_row(tokens, [0] * len(tokens), seq_len)
   row['mask_positions'] = mask_positions
   return row
+
+
+@functools.lru_cache(maxsize=32)
+def _template_parts(tokenizer, template: str) -> tuple:
+  """((None, literal ids) or (field, None), ...) of a template, its literal text encoded
+  once, not once per row."""
+  parts = []
+  for literal, name in chunks(template):
+    if literal:
+      parts.append((None, tuple(tokenizer.encode(literal).tolist())))
+    if name:
+      parts.append((name, None))
+  return tuple(parts)
 
 
 def answer_ids(tokenizer, words, template: str = '') -> np.ndarray:
