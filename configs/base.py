@@ -141,6 +141,8 @@ def get_config() -> config_dict.ConfigDict:
   c.data.eval_split = ''  # Task eval split(s), comma-separated; '' is the task's dev split.
   c.data.train_per_label = 0  # Few-shot: train on this many records of each label (0: all).
   c.data.subset_seed = 0  # Which records train_per_label draws (data/tasks.few_shot).
+  c.data.train_records = ''  # A file of train record positions, one per line: train on those
+  # only (an active-learning round's labels, data/tasks.read_positions); '' trains on all.
   c.data.num_shards = 0  # Logical data shards; 0 means one per process.
   c.data.on_decode_error = 'strict'  # Invalid UTF-8 in text files: 'strict' (error naming the
   # file and byte offset) or 'replace' (U+FFFD, counted in the log).

@@ -50,7 +50,7 @@ import os
 
 import numpy as np
 
-from data import clue, conll, glue, squad
+from data import atomic_files, clue, conll, glue, squad
 
 CLUE_SOURCES = ('fewclue', 'chnsenticorp', 'thucnews')
 SOURCES = ('glue', 'conll', 'squad', *CLUE_SOURCES)
@@ -107,19 +107,74 @@ def load_examples(data_cfg, split: str, eval_split: str | None = None) -> list[d
   """Records of the 'train' or 'eval' split (`eval_split`: which one, default the first).
 
   With `data.train_per_label` = k > 0 the train split is k records of
-  each label, drawn by `data.subset_seed` (few_shot); the eval splits stay whole.
+  each label, drawn by `data.subset_seed` (few_shot); with `data.train_records` (a file)
+  it is the records at the positions the file lists (read_positions: an active-learning
+  round's labelled set, tools/active_learning.py). The eval splits stay whole.
 
   Raises:
-    ValueError: train_per_label on a source without a class label per record.
+    ValueError: train_per_label on a source without a class label per record; both
+      subsets asked for; a listed position outside the train split.
   """
   per_label = data_cfg.train_per_label if split == 'train' else 0
+  listed = data_cfg.train_records if split == 'train' else ''
   if per_label and (data_cfg.source not in ('glue', *CLUE_SOURCES) or is_multitask(data_cfg)):
     raise ValueError(
       f'data.train_per_label={per_label} draws per class label: a single GLUE or Chinese '
       f'classification task, not data.source={data_cfg.source!r} (data.task={data_cfg.task!r}).'
     )
+  if per_label and listed:
+    raise ValueError(
+      f'data.train_per_label={per_label} and data.train_records={listed!r} both choose the '
+      'train records: set one.'
+    )
   records = _split_records(data_cfg, split, eval_split)
+  if listed:
+    return select_positions(records, read_positions(listed), listed)
   return few_shot(records, per_label, data_cfg.subset_seed) if per_label else records
+
+
+def read_positions(path: str) -> list[int]:
+  """The record positions (0-based, in the split's file order) listed in `path`: one integer
+  per line, '#' comments and blank lines ignored.
+
+  Raises:
+    ValueError: a line that is not a non-negative integer, or a position listed twice.
+  """
+  positions = []
+  with open(path, encoding='utf-8') as f:
+    for number, line in enumerate(f, 1):
+      text = line.split('#', 1)[0].strip()
+      if not text:
+        continue
+      if not text.isdigit():
+        raise ValueError(f'{path}:{number}: {line.strip()!r} is not a record position (0, 1, ...).')
+      positions.append(int(text))
+  if len(set(positions)) != len(positions):
+    twice = sorted({p for p in positions if positions.count(p) > 1})
+    raise ValueError(f'{path}: positions listed more than once: {twice[:10]}.')
+  return positions
+
+
+def write_positions(path: str, positions, comment: str = '') -> None:
+  """Writes `positions` for read_positions, atomically (a killed writer leaves no half file)."""
+  header = ''.join(f'# {line}\n' for line in comment.splitlines())
+  atomic_files.write_text(path, header + ''.join(f'{int(p)}\n' for p in positions))
+
+
+def select_positions(records: list[dict], positions: list[int], source: str) -> list[dict]:
+  """The records at `positions`, in file order.
+
+  Raises:
+    ValueError: an empty list, or a position past the split's end.
+  """
+  if not positions:
+    raise ValueError(f'{source}: lists no record; a train split needs at least one.')
+  outside = [p for p in positions if p >= len(records)]
+  if outside:
+    raise ValueError(
+      f"{source}: positions {outside[:10]} are past the train split's {len(records)} records."
+    )
+  return [records[p] for p in sorted(positions)]
 
 
 def _split_records(data_cfg, split: str, eval_split: str | None) -> list[dict]:
@@ -161,7 +216,12 @@ def _split_records(data_cfg, split: str, eval_split: str | None) -> list[dict]:
 
 def few_shot(records: list[dict], per_label: int, seed: int) -> list[dict]:
   """`per_label` records of every label, drawn without replacement as a function of (the
-  records, `seed`) alone, kept in file order: a few-shot train set (PET, configs/pet.py).
+  records, `seed`) alone, kept in file order: a few-shot train set (PET, configs/pet.py)."""
+  return [records[i] for i in few_shot_positions(records, per_label, seed)]
+
+
+def few_shot_positions(records: list[dict], per_label: int, seed: int) -> list[int]:
+  """few_shot's draw as positions into `records`, ascending.
 
   Raises:
     ValueError: unlabelled or regression records, or a label with fewer records.
@@ -184,7 +244,7 @@ def few_shot(records: list[dict], per_label: int, seed: int) -> list[dict]:
         f'data.train_per_label={per_label}: label {label} has only {len(pool)} train records.'
       )
     chosen += rng.choice(pool, size=per_label, replace=False).tolist()
-  return [records[i] for i in sorted(chosen)]
+  return sorted(chosen)
 
 
 def _glue_examples(data_cfg, task: str, split: str) -> list[dict]:

@@ -55,6 +55,40 @@ class Classifier:
     return [self.tokenizer.id_to_piece(int(t)) for t in tokens]
 
 
+def in_batches(function, rows: dict, batch_size: int, batch_axes=0):
+  """`function(b, inputs)` over `rows` in batches of `batch_size` rows (the last one padded
+  with rows of zeros, so one compilation serves all), the outputs cut to the real rows and
+  concatenated along their batch axes.
+
+  Args:
+    function: (batch number, INPUTS' arrays, each [batch_size, length] int32) -> an array,
+      or a tuple of them.
+    rows: INPUTS -> [n, length] arrays (Classifier.rows).
+    batch_size: rows per call.
+    batch_axes: each output's batch axis (an int for one output, a tuple for a tuple).
+
+  Returns:
+    The output (or tuple of outputs) over all n rows, as NumPy arrays.
+  """
+  n = len(rows['tokens'])
+  single = isinstance(batch_axes, int)
+  axes = (batch_axes,) if single else tuple(batch_axes)
+  pieces = [[] for _ in axes]
+  for b, start in enumerate(range(0, n, batch_size)):
+    real = min(batch_size, n - start)
+    inputs = tuple(
+      jax.numpy.asarray(
+        np.pad(rows[name][start : start + real], ((0, batch_size - real), (0, 0))), np.int32
+      )
+      for name in INPUTS
+    )
+    out = function(b, inputs)
+    for i, (value, axis) in enumerate(zip((out,) if single else out, axes, strict=True)):
+      pieces[i].append(np.take(np.asarray(value), np.arange(real), axis=axis))
+  joined = tuple(np.concatenate(p, axis=axis) for p, axis in zip(pieces, axes, strict=True))
+  return joined[0] if single else joined
+
+
 def load(run: str, defaults=None) -> Classifier:
   """The classifier of train.py run `run` (`defaults`: compressed_run.read_run's).
 

@@ -29,8 +29,9 @@ import jax.numpy as jnp
 import numpy as np
 
 from data import word_units
+from evaluation import fine_tuned_classifier
 
-INPUTS = ('tokens', 'segment_ids', 'positions', 'token_types')
+INPUTS = fine_tuned_classifier.INPUTS
 
 
 @dataclasses.dataclass
@@ -98,18 +99,13 @@ class Scorer:
     self.rows_scored = 0
 
   def __call__(self, rows: dict) -> np.ndarray:
-    n = len(rows['tokens'])
-    out = []
-    for start in range(0, n, self.batch_size):
-      chunk = {k: v[start : start + self.batch_size] for k, v in rows.items()}
-      pad = self.batch_size - len(chunk['tokens'])
-      inputs = tuple(
-        jnp.asarray(np.pad(chunk[name], ((0, pad), (0, 0))), jnp.int32) for name in INPUTS
-      )
-      probs = _probabilities(self.params, inputs, model=self.model)
-      out.append(np.asarray(probs)[: len(chunk['tokens'])])
-    self.rows_scored += n
-    return np.concatenate(out)
+    probs = fine_tuned_classifier.in_batches(
+      lambda _, inputs: _probabilities(self.params, inputs, model=self.model),
+      rows,
+      self.batch_size,
+    )
+    self.rows_scored += len(rows['tokens'])
+    return probs
 
 
 def attack_row(
