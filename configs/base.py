@@ -92,6 +92,15 @@ def get_config() -> config_dict.ConfigDict:
   c.prune.end_step = 0  # Step the final sparsity is reached (0: two thirds of total_steps).
   c.prune.frequency = 10  # Steps between mask updates during the ramp.
 
+  # Curriculum learning: easy train documents first (data/curriculum.py, a loader stage).
+  c.curriculum = config_dict.ConfigDict()
+  c.curriculum.difficulty = ''  # '' (off), 'length' (tokens), or a file: one score per train
+  # document in file order, higher is harder (tools/difficulty.py: a reference model's loss).
+  c.curriculum.schedule = 'sqrt'  # Competence: 'sqrt', 'linear' (Platanios 2019), 'baby_steps'.
+  c.curriculum.steps = 0  # Steps until every document is admitted (0: half of total_steps).
+  c.curriculum.initial = 0.01  # Competence at step 0 (sqrt, linear): the easiest fraction.
+  c.curriculum.stages = 4  # baby_steps: buckets, one more admitted every steps / stages.
+
   # Adversarial training on the token embeddings, inside the train step
   # (training/adversarial.py): the clean loss plus `weight` x the perturbed one.
   c.adversarial = config_dict.ConfigDict()

@@ -22,6 +22,7 @@ from collections.abc import Callable, Sequence
 import grain
 import numpy as np
 
+from data import curriculum as curriculum_lib
 from data import word_units
 from data.packing import PackedRows
 
@@ -53,12 +54,26 @@ class ShardSpec:
     return cls(num_shards, local, batch_size // num_shards)
 
 
-def _epoch_documents(documents, *, shard: int, num_shards: int, seed: int, train: bool):
+def _epoch_documents(
+  documents, *, shard: int, num_shards: int, seed: int, train: bool, curriculum=None,
+  draws_per_step: int = 1,
+):  # fmt: skip
   """This shard's documents (random access) and its stream of {'text', 'epoch', 'doc'}:
-  shuffled afresh every epoch and repeated when training, one pass otherwise; `doc`
-  is the document's index in the whole corpus."""
+  shuffled afresh every epoch and repeated when training, one pass otherwise, or drawn by
+  the `curriculum` (data/curriculum.py) when training with one; `doc` is the document's
+  index in the whole corpus."""
   docs = grain.MapDataset.source(documents)[shard::num_shards]
   docs_per_epoch = len(docs)
+  if train and curriculum is not None and docs_per_epoch:
+    order = curriculum.shard_order(shard, num_shards)
+
+    def drawn(i, _):
+      j = curriculum_lib.draw(
+        curriculum, order, i, seed=seed, shard=shard, draws_per_step=draws_per_step
+      )
+      return {'text': docs[j], 'epoch': i // docs_per_epoch, 'doc': j * num_shards + shard}
+
+    return docs, grain.MapDataset.range(docs_per_epoch).repeat(None).map_with_index(drawn)
   # A shuffled, repeated dataset reads its parent at indices past the end (epoch * size
   # + index); the document is the index modulo the size.
   stream = docs.map_with_index(
@@ -108,10 +123,13 @@ def _shard_rows(
   seed: int,
   train: bool,
   make_rows: Callable | None,
+  curriculum=None,
+  draws_per_step: int = 1,
 ) -> grain.IterDataset:
   docs, stream = _epoch_documents(
-    documents, shard=shard, num_shards=num_shards, seed=seed, train=train
-  )
+    documents, shard=shard, num_shards=num_shards, seed=seed, train=train,
+    curriculum=curriculum, draws_per_step=draws_per_step,
+  )  # fmt: skip
   if make_rows is not None:
     return make_rows(
       _read(stream), docs, tokenizer, seq_len=seq_len, seed=seed, shard=shard, num_shards=num_shards
@@ -146,6 +164,7 @@ class Loader:
     train: bool,
     pad_after_end: bool = False,
     make_rows: Callable | None = None,
+    curriculum: curriculum_lib.Curriculum | None = None,
   ):
     """Args:
     documents: random-access document strings (data/sources.py).
@@ -163,6 +182,8 @@ class Loader:
       *, seq_len, seed, shard, num_shards)` (data/sentence_pairs.py), instead of
       packing; `stream` yields {'text', 'epoch', 'doc'}, `docs` is the shard's
       random-access document list.
+    curriculum: training draws easy documents first (data/curriculum.py), a step being
+      `shards.rows_per_shard` draws; evaluation ignores it.
     """
     self._shards = shards
     self._seq_len = seq_len
@@ -180,6 +201,8 @@ class Loader:
         seed=seed,
         train=train,
         make_rows=make_rows,
+        curriculum=curriculum,
+        draws_per_step=shards.rows_per_shard,
       )
       self._iters.append(iter(rows))
     self._row_keys = None  # Keys and shapes of a real row, for the padding rows.

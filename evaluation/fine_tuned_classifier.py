@@ -2,9 +2,12 @@
 commands that look at its answers (tools/attribution.py, tools/attack.py): its model and
 params (the best checkpoint, else the newest), tokenizer, dev records and rows."""
 
+import copy
 import dataclasses
+import functools
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 from data import tasks
@@ -31,6 +34,13 @@ class Classifier:
     """The first `count` records of the run's (first) evaluation split."""
     return self.experiment.documents('eval')[:count]
 
+  def train_records(self) -> list[dict]:
+    """The task's whole train split, in file order, also when the run trained on a subset
+    of it (data.train_records, data.train_per_label)."""
+    data = copy.deepcopy(self.source.config.data)
+    data.train_records, data.train_per_label = '', 0
+    return tasks.load_examples(data, 'train')
+
   def rows(self, pairs: list[tuple], seq_len: int = 0) -> dict:
     """{'tokens', 'segment_ids', 'positions', 'token_types'} [n, seq_len] of (text, text_b
     or None) pairs, framed as the run's rows are ([CLS] a [SEP] b [SEP]); seq_len 0: the
@@ -51,8 +61,27 @@ class Classifier:
       node = node[name]
     return np.asarray(node, np.float32)
 
+  def losses(self, records: list[dict], batch_size: int = 64) -> np.ndarray:
+    """[records] the model's loss on each labelled record: the cross-entropy of its gold
+    label, or for a regression (one output) the squared error."""
+    rows = self.rows([(r['text_a'], r['text_b']) for r in records])
+    outputs = in_batches(
+      lambda _, inputs: _outputs(self.params, inputs, model=self.model), rows, batch_size
+    )  # [records, classes]
+    if outputs.shape[-1] == 1:
+      return (outputs[:, 0] - np.asarray([float(r['label']) for r in records])) ** 2
+    labels = np.asarray([int(r['label']) for r in records])
+    log_probs = np.asarray(jax.nn.log_softmax(outputs, axis=-1))
+    return -log_probs[np.arange(len(records)), labels]
+
   def pieces(self, tokens) -> list[str]:
     return [self.tokenizer.id_to_piece(int(t)) for t in tokens]
+
+
+@functools.partial(jax.jit, static_argnames=('model',))
+def _outputs(params, inputs, *, model):
+  """The model's [batch, classes] outputs of one batch of rows, in float32."""
+  return model.apply({'params': params}, *inputs, deterministic=True).astype(jnp.float32)
 
 
 def in_batches(function, rows: dict, batch_size: int, batch_axes=0):

@@ -37,7 +37,7 @@ from ml_collections import config_flags
 from configs import base
 from data import atomic_files, tasks
 from evaluation import active_learning, checkpoint_eval, during_training, fine_tuned_classifier
-from training import config_checks
+from training import config_checks, launch
 
 _CONFIG = config_flags.DEFINE_config_file('config', None, 'configs/active_learning.py:<task>.')
 _WORKDIR = flags.DEFINE_string('workdir', None, 'Rounds, runs and the report.')
@@ -189,6 +189,7 @@ def main(argv):
   del argv
   config = _CONFIG.value
   config_checks.validate(config)
+  launch.route_logs(_WORKDIR.value, 'active_learning')  # Library records to --workdir/logs.
   if config.data.train_records or config.data.train_per_label:
     raise app.UsageError('The rounds choose the train records: leave data.train_records and '
                          'data.train_per_label unset.')  # fmt: skip

@@ -24,7 +24,7 @@ that knows them (training/partitioning.py, data/sources.py, ...).
 import dataclasses
 import math
 
-from data import sentence_pairs, sources, text_decoding
+from data import curriculum, sentence_pairs, sources, text_decoding
 from models import attention, model_config, presets
 from objectives import distill, ernie
 from training import adversarial, checkpointing, optimizers, partitioning, pruning
@@ -181,6 +181,9 @@ RANGES = {
   'prune.begin_step': NON_NEGATIVE_INT,
   'prune.end_step': NON_NEGATIVE_INT,
   'prune.frequency': COUNT,
+  'curriculum.steps': NON_NEGATIVE_INT,
+  'curriculum.initial': Range(0.0, 1.0, low_open=True),
+  'curriculum.stages': COUNT,
   'adversarial.epsilon': POSITIVE,
   'adversarial.step_size': POSITIVE,
   'adversarial.steps': COUNT,
@@ -218,6 +221,7 @@ def choices() -> dict[str, tuple]:
     'on_save_error': checkpointing.ON_SAVE_ERROR,
     'objective.ernie_stage': ernie.STAGES,
     'objective.pair_kind': sentence_pairs.KINDS,
+    'curriculum.schedule': curriculum.SCHEDULES,
     'adversarial.method': adversarial.METHODS,
     'adversarial.norm': adversarial.NORMS,
     'prune.schedule': pruning.SCHEDULES,

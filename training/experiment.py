@@ -8,6 +8,7 @@ import dataclasses
 import functools
 import math
 
+from data import curriculum as curriculum_lib
 from data import loader as loader_lib
 from data import sources, tasks, tokenizer_api, tokenizers
 from models.transformer import TransformerConfig
@@ -46,8 +47,11 @@ class Experiment:
     make_rows = api.row_builder(self.objective)  # Task rows, sentence pairs (NSP / SOP).
     if make_rows is not None:
       make_rows = functools.partial(make_rows, self.config.objective)
+    documents = self.documents(split, eval_split)
+    if train and self.config.curriculum.difficulty:
+      kwargs['curriculum'] = self.curriculum(documents)
     return loader_lib.Loader(
-      self.documents(split, eval_split),
+      documents,
       self.tokenizer,
       shards=shards,
       seq_len=api.packed_length(self.objective, self.config.objective, self.config.seq_len),
@@ -60,6 +64,18 @@ class Experiment:
       make_rows=make_rows,
       **kwargs,
     )
+
+  def curriculum(self, documents) -> curriculum_lib.Curriculum:
+    """The config's curriculum over the train `documents` (data/curriculum.py)."""
+    cfg = self.config.curriculum
+    if cfg.difficulty == 'length':
+      difficulty = curriculum_lib.token_lengths(documents, self.tokenizer)
+    else:
+      difficulty = curriculum_lib.read_scores(cfg.difficulty, len(documents))
+    return curriculum_lib.Curriculum(
+      difficulty, cfg.schedule, cfg.steps or max(self.config.total_steps // 2, 1),
+      initial=cfg.initial, stages=cfg.stages,
+    )  # fmt: skip
 
 
 def build(config, workdir: str, *, process_index: int = 0, barrier=None) -> Experiment:
