@@ -101,6 +101,13 @@ def get_config() -> config_dict.ConfigDict:
   c.curriculum.initial = 0.01  # Competence at step 0 (sqrt, linear): the easiest fraction.
   c.curriculum.stages = 4  # baby_steps: buckets, one more admitted every steps / stages.
 
+  # Sequence-length warm-up (Li et al. 2022; data/length_warmup.py): packed pretraining rows
+  # cut to a length growing linearly from `start` to seq_len over `steps` steps.
+  c.length_warmup = config_dict.ConfigDict()
+  c.length_warmup.steps = 0  # Warm-up steps (0: off, every row seq_len tokens).
+  c.length_warmup.start = 64  # Row length at step 0.
+  c.length_warmup.multiple = 16  # Lengths rounded down to a multiple (fewer compilations).
+
   # Adversarial training on the token embeddings, inside the train step
   # (training/adversarial.py): the clean loss plus `weight` x the perturbed one.
   c.adversarial = config_dict.ConfigDict()

@@ -24,6 +24,7 @@ import numpy as np
 
 from data import curriculum as curriculum_lib
 from data import word_units
+from data.length_warmup import LengthWarmup, cut_rows
 from data.packing import PackedRows
 
 
@@ -165,6 +166,7 @@ class Loader:
     pad_after_end: bool = False,
     make_rows: Callable | None = None,
     curriculum: curriculum_lib.Curriculum | None = None,
+    length_warmup: LengthWarmup | None = None,
   ):
     """Args:
     documents: random-access document strings (data/sources.py).
@@ -184,6 +186,8 @@ class Loader:
       random-access document list.
     curriculum: training draws easy documents first (data/curriculum.py), a step being
       `shards.rows_per_shard` draws; evaluation ignores it.
+    length_warmup: batch b's rows are cut to length_warmup.length(b) tokens before the
+      preprocess (data/length_warmup.py); the batch count is then part of the state.
     """
     self._shards = shards
     self._seq_len = seq_len
@@ -206,6 +210,8 @@ class Loader:
       )
       self._iters.append(iter(rows))
     self._row_keys = None  # Keys and shapes of a real row, for the padding rows.
+    self._warmup = length_warmup
+    self._batches = 0  # Yielded so far: the step of the next batch, for the warm-up.
 
   def _rows(self, it) -> list[dict]:
     rows = []
@@ -237,12 +243,19 @@ class Loader:
     for part in parts:  # Evaluation pads exhausted shards with empty rows (weight 0).
       rows += part + [self._padding_row()] * (self._shards.rows_per_shard - len(part))
     batch = {key: np.stack([row[key] for row in rows]) for key in rows[0]}
+    if self._warmup is not None:
+      batch = cut_rows(batch, self._warmup.length(self._batches), self._seq_len)
+    self._batches += 1
     return self._preprocess(batch)
 
   def get_state(self) -> dict:
-    """{'shards': {shard index (str): iterator state}} for this process's shards."""
+    """{'shards': {shard index (str): iterator state}} for this process's shards, and with
+    a length warm-up {'batches': yielded so far}."""
     shards = self._shards.local_shards
-    return {'shards': {str(s): it.get_state() for s, it in zip(shards, self._iters, strict=True)}}
+    state = {'shards': {str(s): it.get_state() for s, it in zip(shards, self._iters, strict=True)}}
+    if self._warmup is not None:
+      state['batches'] = self._batches
+    return state
 
   def set_state(self, state: dict):
     """Restores this process's shards from a state holding (at least) all of them."""
@@ -254,3 +267,10 @@ class Loader:
           f'shards); resume with the data.num_shards it was written with.'
         )
       it.set_state(saved[str(shard)])
+    if self._warmup is not None:
+      if 'batches' not in state:
+        raise ValueError(
+          "The checkpoint's data state has no batch count: it was written by a run without "
+          'length_warmup, which cannot be switched on when resuming.'
+        )
+      self._batches = int(state['batches'])

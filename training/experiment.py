@@ -11,6 +11,7 @@ import math
 from data import curriculum as curriculum_lib
 from data import loader as loader_lib
 from data import sources, tasks, tokenizer_api, tokenizers
+from data.length_warmup import LengthWarmup
 from models.transformer import TransformerConfig
 from objectives import api
 from training import model_setup
@@ -50,6 +51,8 @@ class Experiment:
     documents = self.documents(split, eval_split)
     if train and self.config.curriculum.difficulty:
       kwargs['curriculum'] = self.curriculum(documents)
+    if train and self.config.length_warmup.steps:
+      kwargs['length_warmup'] = self.length_warmup()
     return loader_lib.Loader(
       documents,
       self.tokenizer,
@@ -76,6 +79,25 @@ class Experiment:
       difficulty, cfg.schedule, cfg.steps or max(self.config.total_steps // 2, 1),
       initial=cfg.initial, stages=cfg.stages,
     )  # fmt: skip
+
+  def length_warmup(self) -> LengthWarmup | None:
+    """The config's sequence-length warm-up (data/length_warmup.py), or None.
+
+    Raises:
+      ValueError: an objective that builds its own rows or packs rows of another length
+        than seq_len (task rows, sentence pairs, T5's span corruption).
+    """
+    cfg, objective = self.config, self.objective
+    if not cfg.length_warmup.steps:
+      return None
+    packed = api.packed_length(objective, cfg.objective, cfg.seq_len)
+    if api.row_builder(objective) is not None or packed != cfg.seq_len:
+      raise ValueError(
+        f'length_warmup.steps={cfg.length_warmup.steps}: the warm-up cuts packed rows of '
+        f'seq_len tokens; {cfg.objective.module} builds its own rows or packs {packed}.'
+      )
+    w = cfg.length_warmup
+    return LengthWarmup(cfg.seq_len, w.steps, w.start, w.multiple)
 
 
 def build(config, workdir: str, *, process_index: int = 0, barrier=None) -> Experiment:

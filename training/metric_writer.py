@@ -107,6 +107,7 @@ class MetricWriter:
       f'step {step}/{self._total} [{bar}]',
       f'loss {scalars["loss"]:.4f}',
       *([f'acc {scalars["accuracy"]:.3f}'] if 'accuracy' in scalars else []),
+      *([f'len {int(scalars["row_length"])}'] if 'row_length' in scalars else []),
       f'lr {scalars["learning_rate"]:.2e}',
       f'{scalars["tokens_per_sec"]:,.0f} tok/s',
       *(

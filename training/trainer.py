@@ -125,19 +125,34 @@ def train(
   frozen = () if teacher is None else (teacher.params,)
   evaluator = make_evaluator(harness, shardings) if cfg.eval_every_steps else None
   schedule = optimizers.learning_rate_schedule(cfg.optimizer, cfg.total_steps)
-  tokens_per_step = cfg.batch_size * cfg.seq_len
-  decoder_len = api.decoder_length(exp.objective, cfg.objective, cfg.seq_len)
-  predicted_len = api.predicted_length(exp.objective, cfg.objective, cfg.seq_len)
-  flops_per_token = flops.model_flops_per_token(
-    harness.model, exp.model_cfg, cfg.seq_len, decoder_len, predicted_len
-  )
-  if teacher is not None:  # Its forward pass only: a third of its training FLOPs.
-    flops_per_token += (
-      flops.model_flops_per_token(
-        teacher.model, exp.teacher_cfg, cfg.seq_len, decoder_len, predicted_len
+  warmup = exp.length_warmup()
+  row_length = (lambda _: cfg.seq_len) if warmup is None else warmup.length
+
+  @functools.cache
+  def flops_per_token(length: int) -> float:
+    """Model FLOPs per trained token with rows of `length` tokens (the teacher's forward
+    pass added: a third of its training FLOPs)."""
+    decoder_len = api.decoder_length(exp.objective, cfg.objective, length)
+    predicted_len = api.predicted_length(exp.objective, cfg.objective, length)
+    own = flops.model_flops_per_token(
+      harness.model, exp.model_cfg, length, decoder_len, predicted_len
+    )
+    if teacher is None:
+      return own
+    return (
+      own
+      + flops.model_flops_per_token(
+        teacher.model, exp.teacher_cfg, length, decoder_len, predicted_len
       )
       / 3
     )
+
+  def interval_work(first: int, end: int) -> tuple[int, float]:
+    """(tokens, model FLOPs) of steps first .. end - 1."""
+    lengths = [row_length(s) for s in range(first, end)]
+    tokens = [cfg.batch_size * n for n in lengths]
+    return sum(tokens), sum(t * flops_per_token(n) for t, n in zip(tokens, lengths, strict=True))
+
   peak, peak_source = cfg.peak_flops_per_device, 'configured peak_flops_per_device'
   if not peak:
     peak, peak_source = mfu.measured_peak_flops(), 'measured float32 matmul peak'
@@ -150,11 +165,16 @@ def train(
     f'{model_name} trained with {cfg.objective.module} for {cfg.total_steps} steps of '
     f'{cfg.batch_size} x {cfg.seq_len} tokens in {workdir} (library logs in its logs/)'
   )
+  if warmup is not None:
+    writer.info(
+      f'Sequence-length warm-up: rows of {warmup.length(0)} tokens at step 0, growing to '
+      f'{cfg.seq_len} by step {warmup.steps} (multiples of {warmup.multiple}).'
+    )
   writer.info(
     f'{exp.model_cfg.num_layers} layers x {exp.model_cfg.d_model} | mesh '
     f'{dict(harness.mesh.shape)} | {jax.process_count()} process(es) | MFU against '
     f'{peak / 1e9:.1f} GFLOP/s per device ({peak_source}) x {jax.device_count()} devices; '
-    f'{flops_per_token / 1e6:.3g} MFLOPs/token'
+    f'{flops_per_token(cfg.seq_len) / 1e6:.3g} MFLOPs/token'
   )
 
   trained, total = adaptation.trained_count(cfg.optimizer, state.params)
@@ -186,20 +206,24 @@ def train(
         check_loss_terms(values, cfg.objective.module)
         values = guard.interval_figures(values)
         steps = step - last_log
-        seconds = (time.time() - last_time) / steps
+        elapsed = time.time() - last_time
+        tokens, work = interval_work(last_log, step)
         values.update(
           learning_rate=float(schedule(step - 1)),
-          tokens_per_sec=tokens_per_step / seconds,
-          mfu=flops_per_token * tokens_per_step / seconds / (peak * jax.device_count()),
-          seconds_per_step=seconds,
+          tokens_per_sec=tokens / elapsed,
+          mfu=work / elapsed / (peak * jax.device_count()),
+          seconds_per_step=elapsed / steps,
           # What the input pipeline alone delivers, and how long steps waited for it.
-          input_tokens_per_sec=tokens_per_step * steps / max(host_seconds, 1e-9),
+          input_tokens_per_sec=tokens / max(host_seconds, 1e-9),
           input_wait_sec=(batches.wait_seconds - waited) / steps,
         )
+        if warmup is not None:  # Rows' length now, and the tokens trained so far.
+          values.update(row_length=row_length(step - 1),
+                        tokens=warmup.tokens_before(step, cfg.batch_size))  # fmt: skip
         if cfg.prune.sparsity:  # The pruned matrices' zeros, against prune.sparsity.
           values['sparsity'] = pruning.achieved_sparsity(state.params)
         writer.write(step, values)
-        writer.progress(step, values, seconds)
+        writer.progress(step, values, elapsed / steps)
         logged, last_log, last_time, acc = values, step, time.time(), None
         host_seconds, waited = 0.0, batches.wait_seconds
       if evaluator is not None and (step % cfg.eval_every_steps == 0 or step == cfg.total_steps):
