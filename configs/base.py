@@ -159,6 +159,15 @@ def get_config() -> config_dict.ConfigDict:
   c.data.subset_seed = 0  # Which records train_per_label draws (data/tasks.few_shot).
   c.data.train_records = ''  # A file of train record positions, one per line: train on those
   # only (an active-learning round's labels, data/tasks.read_positions); '' trains on all.
+  # Meta-learning (data/episodes.py): a task's records as N-way K-shot episodes.
+  c.data.episodes = config_dict.ConfigDict()
+  c.data.episodes.ways = 0  # N classes per episode (0: records, not episodes).
+  c.data.episodes.shots = 5  # K support records per class.
+  c.data.episodes.queries = 5  # Q query records per class.
+  c.data.episodes.held_out = ''  # Label values of the eval classes ('6,7,8,9'); train: the rest.
+  c.data.episodes.train_count = 10_000  # Train episodes (an epoch).
+  c.data.episodes.eval_count = 200  # Eval episodes, the same for every run.
+  c.data.episodes.seed = 0  # Which episodes are drawn.
   c.data.num_shards = 0  # Logical data shards; 0 means one per process.
   c.data.on_decode_error = 'strict'  # Invalid UTF-8 in text files: 'strict' (error naming the
   # file and byte offset) or 'replace' (U+FFFD, counted in the log).

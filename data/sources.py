@@ -22,7 +22,7 @@ from collections.abc import Sequence
 
 from ml_collections import config_dict
 
-from data import jsonl, tasks, text_decoding
+from data import episodes, jsonl, tasks, text_decoding
 
 SOURCES = ('embedded', 'text', 'jsonl', 'tfds', *tasks.SOURCES)
 SPLITS = ('train', 'eval')
@@ -240,5 +240,8 @@ def load_documents(data_config: config_dict.ConfigDict, split: str) -> Sequence[
   if source == 'tfds':
     return _tfds_documents(data_config, split)
   if source in tasks.SOURCES:  # Fine-tuning: one record per example, not document strings.
-    return tasks.load_examples(data_config, split)
+    records = tasks.load_examples(data_config, split)
+    if data_config.episodes.ways:  # Meta-learning: N-way K-shot episodes of the records.
+      return episodes.episodes(records, data_config.episodes, split)
+    return records
   raise ValueError(f'data.source={source!r} is unknown; use one of {SOURCES}.')

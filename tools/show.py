@@ -190,6 +190,18 @@ def _render_example(batch: dict, row: int, tokenizer, text: _PieceText) -> list[
   ]
 
 
+def _render_episode(batch: dict, row: int, tokenizer, text: _PieceText) -> list[str]:
+  """A meta-learning episode: each record's class position, support or query, and text."""
+  del tokenizer
+  lines = [f'{batch["onehot"].shape[-1]}-way episode, example id {int(batch["example_id"][row])}']
+  for m in range(batch['inputs'].shape[1]):
+    real = batch['segment_ids'][row, m] > 0
+    role = 'query' if batch['query'][row, m] else 'support'
+    lines.append(f'  class {int(np.argmax(batch["onehot"][row, m]))} {role}: '
+                 + text.join(batch['inputs'][row, m][real]))  # fmt: skip
+  return lines
+
+
 def _render_tagging(
   batch: dict, row: int, tokenizer, text: _PieceText, labels: tuple[str, ...] | None = None
 ) -> list[str]:
@@ -260,6 +272,7 @@ _RENDERERS = {
   'example': _render_example,
   'tagging': _render_tagging,
   'spans': _render_spans,
+  'episodes': _render_episode,
 }
 _MARKS = {
   'masked': 'predicted positions: [MASK→original], {random→original}, <kept>',
@@ -269,6 +282,7 @@ _MARKS = {
   'example': 'one task example per row: its label and its text (‖1: the second text)',
   'tagging': 'one sentence per row: /TAG after each labelled word (tag of its first sub-token)',
   'spans': 'one window per row: question | window, the gold answer [[marked]]',
+  'episodes': "one N-way K-shot episode per row: each record's class, support or query, text",
 }
 
 

@@ -27,6 +27,7 @@ import math
 from data import curriculum, sentence_pairs, sources, text_decoding
 from models import attention, model_config, presets
 from objectives import distill, ernie
+from objectives.shared import episodes
 from training import adversarial, checkpointing, optimizers, partitioning, pruning
 
 FRACTION_SUFFIXES = ('_rate', '_fraction', '_ratio', '_prob', '_probs')
@@ -124,6 +125,14 @@ RANGES = {
   'data.num_shards': NON_NEGATIVE_INT,
   'data.prefetch': NON_NEGATIVE_INT,
   'data.train_per_label': NON_NEGATIVE_INT,
+  'objective.inner_steps': COUNT,
+  'objective.inner_lr': POSITIVE,
+  'data.episodes.ways': NON_NEGATIVE_INT,
+  'data.episodes.shots': COUNT,
+  'data.episodes.queries': COUNT,
+  'data.episodes.train_count': COUNT,
+  'data.episodes.eval_count': COUNT,
+  'data.episodes.seed': NON_NEGATIVE_INT,
   'data.subset_seed': NON_NEGATIVE_INT,  # numpy's default_rng takes no negative seed.
   'data.vocab_size': COUNT,
   'data.tokenizer_train_docs': COUNT,
@@ -225,6 +234,7 @@ def choices() -> dict[str, tuple]:
     'objective.ernie_stage': ernie.STAGES,
     'objective.pair_kind': sentence_pairs.KINDS,
     'curriculum.schedule': curriculum.SCHEDULES,
+    'objective.pooling': episodes.POOLINGS,
     'adversarial.method': adversarial.METHODS,
     'adversarial.norm': adversarial.NORMS,
     'prune.schedule': pruning.SCHEDULES,
