@@ -14,9 +14,9 @@ import pytest
 from configs import meta as meta_config
 from data import episodes as episodes_lib
 from data import sources
+from evaluation import checkpoint_eval, during_training
 from models import heads
 from models.transformer_config import TransformerConfig
-from evaluation import checkpoint_eval, during_training
 from objectives import api
 from objectives.shared import episodes
 from tests.training import finetune_runs
