@@ -204,6 +204,8 @@ def get_config() -> config_dict.ConfigDict:
   c.optimizer.recadam_gamma = 0.0  # RecAdam's pull toward the pretrained weights (paper: 5000).
   c.optimizer.recadam_k = 0.5  # RecAdam: steepness of the sigmoid annealing lambda(t).
   c.optimizer.recadam_t0 = 250.0  # RecAdam: step where the task and the recall weigh the same.
+  c.optimizer.ewc_lambda = 0.0  # EWC's penalty strength toward init_from, Fisher-weighted (0: off).
+  c.optimizer.ewc_fisher = ''  # EWC: the earlier tasks' diagonal Fisher (tools/fisher.py, .npz).
 
   c.mesh = config_dict.ConfigDict()
   c.mesh.data = -1  # Data-parallel axis size; -1 takes the remaining devices.

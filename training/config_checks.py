@@ -153,6 +153,7 @@ RANGES = {
   'optimizer.recadam_gamma': NON_NEGATIVE,
   'optimizer.recadam_k': NON_NEGATIVE,
   'optimizer.recadam_t0': NON_NEGATIVE,
+  'optimizer.ewc_lambda': NON_NEGATIVE,
   'mesh.data': MESH_AXIS,
   'mesh.fsdp': MESH_AXIS,
   'mesh.sequence': MESH_AXIS,
@@ -315,6 +316,15 @@ def _relation_errors(config, bad_keys: set[str]) -> list[str]:
         f'optimizer.warmup_steps={warmup}: must be <= total_steps={steps} (or set '
         'optimizer.warmup_ratio, which scales with total_steps)'
       )
+  if (
+    valid('optimizer.ewc_lambda')
+    and opt.ewc_lambda > 0
+    and not (opt.ewc_fisher and config.init_from)
+  ):
+    errors.append(
+      f"optimizer.ewc_lambda={opt.ewc_lambda} needs optimizer.ewc_fisher (the earlier tasks' "
+      'Fisher, tools/fisher.py) and init_from (the model after them, the point EWC holds to)'
+    )
   prune_keys = [f'prune.{k}' for k in ('sparsity', 'schedule', 'scope', 'begin_step', 'end_step')]
   if valid('total_steps', 'prune.frequency', *prune_keys):
     try:

@@ -103,6 +103,50 @@ def recall_pretrained(gamma: float, k: float, t0: float) -> optax.GradientTransf
   return optax.GradientTransformation(init, update)
 
 
+class EwcState(NamedTuple):
+  anchor: optax.Params  # theta*: the parameters the run started from (init_from).
+  fisher: optax.Params  # F: the diagonal Fisher of the earlier tasks (with_fisher sets it).
+
+
+def ewc_penalty(strength: float) -> optax.GradientTransformation:
+  """Elastic weight consolidation (Kirkpatrick et al. 2017): the gradient of
+  strength / 2 x sum F (theta - theta*)^2 added to the loss gradient, g <- g + strength x
+  F x (theta - theta*), before the optimizer scales it. theta* is the point the run starts
+  from (its init_from: the model after the earlier tasks) and F their diagonal Fisher
+  (training/fisher.py), zero until `with_fisher` puts it in the state."""
+
+  def init(params):
+    return EwcState(jax.tree.map(jnp.asarray, params), jax.tree.map(jnp.zeros_like, params))
+
+  def update(updates, state, params):
+    updates = jax.tree.map(
+      lambda g, p, a, f: g + strength * f * (p - a), updates, params, state.anchor, state.fisher
+    )
+    return updates, state
+
+  return optax.GradientTransformation(init, update)
+
+
+def with_fisher(opt_state, fisher):
+  """`opt_state` with the Fisher of its EWC state replaced by `fisher` (a params tree).
+
+  Raises:
+    ValueError: the optimizer has no EWC state.
+  """
+  found = []
+
+  def replace(node):
+    if isinstance(node, EwcState):
+      found.append(node)
+      return node._replace(fisher=fisher)
+    return node
+
+  out = jax.tree.map(replace, opt_state, is_leaf=lambda n: isinstance(n, EwcState))
+  if not found:
+    raise ValueError('The optimizer has no EWC state: set optimizer.ewc_lambda > 0.')
+  return out
+
+
 def recadam(opt_cfg, learning_rate) -> optax.GradientTransformation:
   """AdamW whose direction is annealed with a pull toward the pretrained weights
   (`optimizer.recadam_gamma`, `recadam_k`, `recadam_t0`)."""
@@ -194,6 +238,14 @@ def build(opt_cfg, total_steps: int) -> optax.GradientTransformation:
 
   adapted = opt_cfg.freeze or opt_cfg.train_top_layers
   adapted = adapted or opt_cfg.unfreeze_every
+  if opt_cfg.ewc_lambda > 0:
+    if adapted or opt_cfg.layer_decay != 1.0:
+      raise ValueError(
+        f'optimizer.ewc_lambda={opt_cfg.ewc_lambda}: EWC penalizes every parameter; it does '
+        'not combine with frozen parameters or layer-wise learning rates.'
+      )
+    clip = [optax.clip_by_global_norm(opt_cfg.clip_norm)] if opt_cfg.clip_norm > 0 else []
+    return optax.chain(*clip, ewc_penalty(opt_cfg.ewc_lambda), optimizer())
   if adapted or opt_cfg.layer_decay != 1.0:
     return adaptation.wrap(opt_cfg, optimizer, opt_cfg.clip_norm)
   if opt_cfg.clip_norm > 0:

@@ -12,8 +12,9 @@ is tried; only when no step is usable does the run stop, listing them.
 import jax
 
 from models import student
+from training import fisher as fisher_lib
 from training import harness as harness_lib
-from training import integrity, model_setup, pretrained
+from training import integrity, model_setup, optimizers, pretrained
 from training import state as state_lib
 from training import teacher as teacher_lib
 
@@ -114,6 +115,17 @@ def _init_from_teacher_layers(state, shardings, harness, info):
   return state.replace(params=params, opt_state=init_opt(params))
 
 
+def _with_ewc_fisher(opt_state, params, shardings, cfg, info):
+  """EWC's state with the Fisher of `optimizer.ewc_fisher` (its anchor is `params`)."""
+  fisher, report = fisher_lib.read(cfg.optimizer.ewc_fisher, params, shardings.params)
+  info(
+    f'EWC: Fisher {cfg.optimizer.ewc_fisher} on {len(report["loaded"])} tensors (0 on '
+    f'{len(report["fresh"])} the file lacks), strength {cfg.optimizer.ewc_lambda:g}, '
+    f'anchored at init_from.'
+  )
+  return optimizers.with_fisher(opt_state, fisher)
+
+
 def _init_from_pretrained(state, shardings, harness, info):
   """The fresh state with the pretrained weights of `init_from` in place, and the optimizer
   state built from them (RecAdam's anchor is the pretrained point)."""
@@ -126,4 +138,7 @@ def _init_from_pretrained(state, shardings, harness, info):
     f'{", ..." if len(report["fresh"]) > 6 else ""}), {len(report["unused"])} left unused.'
   )
   init_opt = jax.jit(harness.tx.init, out_shardings=shardings.opt_state)
-  return state.replace(params=params, opt_state=init_opt(params))
+  opt_state = init_opt(params)
+  if cfg.optimizer.ewc_lambda > 0:
+    opt_state = _with_ewc_fisher(opt_state, params, shardings, cfg, info)
+  return state.replace(params=params, opt_state=opt_state)
