@@ -16,7 +16,6 @@ import numpy as np
 from absl import app, flags
 
 from configs import base
-from training import compressed_run
 from training import fisher as fisher_lib
 
 _RUN = flags.DEFINE_string('run', None, 'The run whose task the Fisher measures.')
@@ -28,12 +27,7 @@ flags.mark_flags_as_required(['run', 'out'])
 
 def main(argv):
   del argv
-  source = compressed_run.read_run(_RUN.value, base.get_config())
-  exp = compressed_run.build_experiment(source)
-  model = exp.objective.build_model(source.model_cfg)
-  batches = compressed_run.train_batches(exp, -(-_EXAMPLES.value // source.config.batch_size))
-  fisher, count = fisher_lib.diagonal_fisher(exp.objective, model, source.params, batches,
-                                             _EXAMPLES.value)  # fmt: skip
+  fisher, count, source = fisher_lib.of_run(_RUN.value, _EXAMPLES.value, base.get_config())
   flat = fisher_lib.save(_OUT.value, fisher, _ACCUMULATE.value)
   values = np.concatenate([v.ravel() for v in flat.values()])
   q = np.quantile(values, [0.5, 0.9, 0.99])

@@ -17,7 +17,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from data import atomic_files
-from training import pretrained
+from training import compressed_run, pretrained
 
 
 @functools.partial(jax.jit, static_argnames=('loss_fn',))
@@ -51,6 +51,18 @@ def diagonal_fisher(objective, model, params, batches, examples: int) -> tuple[d
   if not count:
     raise ValueError('No real example to estimate the Fisher from.')
   return jax.tree.map(lambda t: np.asarray(t, np.float32) / count, total), count
+
+
+def of_run(run: str, examples: int, defaults=None) -> tuple[dict, int, object]:
+  """(Fisher tree, examples used, compressed_run.SourceRun) of train.py run `run` (best
+  checkpoint, else newest) over the first `examples` rows of its own train split, in its
+  training order (`defaults`: compressed_run.read_run's)."""
+  source = compressed_run.read_run(run, defaults)
+  exp = compressed_run.build_experiment(source)
+  model = exp.objective.build_model(source.model_cfg)
+  batches = compressed_run.train_batches(exp, -(-examples // source.config.batch_size))
+  fisher, count = diagonal_fisher(exp.objective, model, source.params, batches, examples)
+  return fisher, count, source
 
 
 def _loss(params, batch, *, objective, model):
