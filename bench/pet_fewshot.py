@@ -29,12 +29,9 @@ from bench.minilm_sts import default_model_dir
 from configs import clue as clue_config
 from configs import dapt as dapt_config
 from configs import pet as pet_config
-from evaluation import checkpoint_eval, during_training, loop
+from evaluation import checkpoint_eval, during_training
 from models.convert import hf
 from tools import task_text
-from training import harness as harness_lib
-from training import model_setup, pretrained
-from training import state as state_lib
 
 METHODS = ('zero-shot PET', 'PET', 'classifier')
 
@@ -76,16 +73,9 @@ def configure(args, mlm: str, variant: str, seed: int):
 
 def zero_shot(config, workdir: str) -> float:
   """PET's dev score with the masked LM's own weights: no step taken."""
-  harness = harness_lib.Harness(config, workdir)
-  state, shardings = state_lib.create(
-    harness.model, harness.tx, mesh=harness.mesh, rules=harness.rules, seed=config.seed,
-    seq_len=config.seq_len,
-  )  # fmt: skip
-  loaded = pretrained.load_params(model_setup.describe(config.init_from))
-  params, report = pretrained.merge(state.params, loaded, shardings.params)
-  if report['fresh']:
-    raise SystemExit(f'{config.init_from} has no MLM head: fresh {report["fresh"]}.')
-  result = loop.evaluate_task(harness, params, harness.predict_step(shardings.params))
+  result = checkpoint_eval.evaluate_init_from(config, workdir)
+  if result['fresh']:
+    raise SystemExit(f'{config.init_from} has no MLM head: fresh {result["fresh"]}.')
   return 100 * float(result['scores'][config.objective.task])
 
 

@@ -13,9 +13,9 @@ class; THUCNews's classes 6-9 (politics, sports, game, entertainment) are held o
 model meta-trains on episodes of classes 0-5 (finance, realty, stocks, education, science,
 society) from its dev.txt and is evaluated on 100 fixed episodes of the held-out classes
 from test.txt (`data.episodes.*` overrides all of it: `held_out`, `ways`, `shots`, ...).
-eval/accuracy is the 4-way 5-shot query accuracy on the unseen classes. A run with
---config.total_steps=0 is no meta-training at all: eval.py scores the checkpoint as it is
-(the baseline a meta-trained run must beat).
+eval/accuracy is the 4-way 5-shot query accuracy on the unseen classes. The baseline a
+meta-trained run must beat, the encoder before any meta-training, is scored by
+bench/meta_fewshot.py (evaluation/checkpoint_eval.evaluate_init_from).
 
 Recipe (ours): 2 episodes (80 records of 48 tokens) a step, AdamW at 2e-5 with 10% warm-up
 and linear decay, `STEPS` steps; FOMAML's inner loop 3 SGD steps at 1e-3. Hardware: a CPU

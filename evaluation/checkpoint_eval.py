@@ -17,8 +17,9 @@ import jax
 from data import atomic_files
 from evaluation import loop
 from objectives import api
-from training import best_checkpoint, compressed_run
+from training import best_checkpoint, compressed_run, model_setup, pretrained
 from training import harness as harness_lib
+from training import state as state_lib
 from training.harness import Harness
 
 
@@ -117,6 +118,32 @@ _RUN_LOCATIONS = ('init_from', 'teacher', 'data.tokenizer_path', 'data.glue_dir'
                   'quant.bits')  # fmt: skip
 # (quant.bits too: a quantization-aware run is evaluated with the fake quantization it was
 # trained with, models/quantization.py, not as a float model.)
+
+
+def evaluate_init_from(config, workdir: str) -> dict:
+  """The figures of `config.init_from` itself, before any training step: the model the
+  run would start from (pretrained leaves loaded, the rest freshly initialized at
+  `config.seed`), evaluated as evaluate_checkpoint evaluates a run: a task objective's
+  loop.evaluate_task result, a pretraining (or episodic) objective's averaged metrics.
+  `workdir` receives the tokenizer copy the harness makes; nothing is trained.
+
+  Raises:
+    ValueError: no init_from.
+  """
+  if not config.init_from:
+    raise ValueError('evaluate_init_from scores config.init_from; it is empty.')
+  harness = Harness(config, workdir)
+  state, shardings = state_lib.create(
+    harness.model, harness.tx, mesh=harness.mesh, rules=harness.rules, seed=config.seed,
+    seq_len=config.seq_len,
+  )  # fmt: skip
+  loaded = pretrained.load_params(model_setup.describe(config.init_from))
+  params, report = pretrained.merge(state.params, loaded, shardings.params)
+  if api.is_task(harness.exp.objective):
+    values = loop.evaluate_task(harness, params, harness.predict_step(shardings.params))
+  else:
+    values = loop.evaluate(harness, params, harness.eval_step(shardings.params))
+  return dict(values, fresh=report['fresh'])
 
 
 def _fill_from_run(config, workdir: str) -> None:

@@ -224,6 +224,14 @@ def test_meta_training_runs_and_scores_held_out_episodes(spm_path, tmp_path):
   assert [r['step'] for r in logged if 'loss' in r] == [3, 6]
   evals = [r for r in logged if 'eval/accuracy' in r]
   assert evals and evals[-1]['eval/accuracy'] == pytest.approx(result['accuracy'])
+  # The run as another run's init_from, scored before any step: the same figures.
+  start = config.copy_and_resolve_references()
+  start.init_from = workdir
+  for size in ('num_layers', 'd_model', 'num_heads', 'mlp_dim'):
+    start.model[size] = None
+  untrained = checkpoint_eval.evaluate_init_from(start, str(tmp_path / 'next'))
+  assert untrained['accuracy'] == pytest.approx(result['accuracy'])
+  assert untrained['loss'] == pytest.approx(result['loss']) and untrained['fresh'] == []
   lines = show.show(config, workdir, num_examples=1, split='eval')
   assert '2-way episode' in lines[1] and len(lines) == 2 + 2 * (2 + 2)
   assert sum('support:' in line for line in lines) == sum('query:' in line for line in lines) == 4
