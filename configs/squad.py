@@ -20,6 +20,13 @@ slightly fewer than 2 passes over the windows. The window and decoding settings 
 objectives/span_qa.py's defaults (doc stride 128, 64 query tokens, n-best 20, answers of at
 most 30 tokens), run_squad's.
 
+CMRC 2018 (Chinese, Cui et al. 2019): configs/squad.py:cmrc2018 with data.squad_file /
+eval_squad_file in CMRC's competition layout (../shared/data/zh/cmrc2018: cmrc2018_trial.json,
+cmrc2018_dev.json; data/squad.cmrc_records locates the answers, which come without offsets),
+each CJK character a word of its own (data/squad.context_words, as BERT), scored with CMRC's
+character-level exact match and F1 (`objective.qa_metric='cmrc'`; columns cmrc_em, cmrc_f1).
+CKPT should be a Chinese checkpoint (bert-base-chinese); the SQuAD recipe is kept.
+
 Hardware: one accelerator with >= 16 GB (BERT-Base, 384 tokens, batch 32); BERT-Large for v2.0
 wants more memory or a smaller batch. Expected result: not yet measured here. The paper's dev
 scores (c.reference): v1.1 BERT-BASE EM 80.8 / F1 88.5 (Table 2); v2.0 BERT-LARGE EM 78.7 /
@@ -32,6 +39,7 @@ _VERSIONS = {
   # version: (objective.version, preset, learning rate, batch, reference)
   'v1.1': (1, 'bert-base', 3e-5, 32, ('BERT-BASE', 'Table 2', 80.8, 88.5)),
   'v2.0': (2, 'bert-large', 5e-5, 48, ('BERT-LARGE', 'Table 3', 78.7, 81.9)),
+  'cmrc2018': (1, 'bert-base', 3e-5, 32, None),
 }
 _EPOCHS = 2
 
@@ -39,7 +47,7 @@ _EPOCHS = 2
 def get_config(arg: str = 'v1.1'):
   if arg not in _VERSIONS:
     raise ValueError(f'configs/squad.py:{arg}: expected one of {sorted(_VERSIONS)}.')
-  version, preset, lr, batch_size, (model, table, em, f1) = _VERSIONS[arg]
+  version, preset, lr, batch_size, reference = _VERSIONS[arg]
   c = base.get_config()
   c.model.preset = preset
   c.objective.module = 'objectives.span_qa'
@@ -59,6 +67,12 @@ def get_config(arg: str = 'v1.1'):
   c.log_every_steps = 100
   c.checkpoint_every_steps = 0  # With every evaluation.
   c.eval_every_steps = 1000
+  if arg == 'cmrc2018':  # Chinese: the files in CMRC's layout, its character-level metric.
+    c.objective.qa_metric = 'cmrc'
+    c.data.tfds_name = ''
+    c.reference.scores, c.reference.source = {}, ''
+    return c
+  model, table, em, f1 = reference
   prefix = 'squad2' if version == 2 else 'squad'
   c.reference.scores = {f'{prefix}_em': em, f'{prefix}_f1': f1}
   c.reference.source = f'Devlin et al. 2019, {table}, {model} (single), SQuAD {arg} dev'

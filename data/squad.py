@@ -36,9 +36,10 @@ from data import text_decoding
 
 
 def _answered(question_id: str, context: str, answers: list[str], starts: list[int]) -> None:
-  """Checks that every answer lies inside the context where its offset says."""
+  """Checks that every answer lies inside the context where its offset says (-1: not
+  located, an answer that is scored but never trained on)."""
   for text, start in zip(answers, starts, strict=True):
-    if not 0 <= start <= start + len(text) <= len(context):
+    if start != -1 and not 0 <= start <= start + len(text) <= len(context):
       raise ValueError(
         f'SQuAD question {question_id!r}: answer {text!r} at character {start} does not fit '
         f'in a context of {len(context)} characters.'
@@ -60,7 +61,8 @@ def _record(qid, question, context, answers, starts, is_impossible, idx) -> dict
 
 
 def read_squad(path: str) -> list[dict]:
-  """Reads an official SQuAD JSON file (train-v1.1.json, dev-v2.0.json, ...).
+  """Reads an official SQuAD JSON file (train-v1.1.json, dev-v2.0.json, ...), or a CMRC 2018
+  file in its competition layout (cmrc_records).
 
   Args:
     path: the JSON file ({'data': [{'paragraphs': [{'context', 'qas': [...]}]}]}).
@@ -73,8 +75,13 @@ def read_squad(path: str) -> list[dict]:
   """
   with text_decoding.open_strict(path) as f:
     data = json.load(f)
+  if isinstance(data, list) and data and isinstance(data[0], dict) and 'context_text' in data[0]:
+    return cmrc_records(data)
   if not isinstance(data, dict) or 'data' not in data:
-    raise ValueError(f'{path}: not a SQuAD file (expected a JSON object with a "data" list).')
+    raise ValueError(
+      f'{path}: not a SQuAD file (expected a JSON object with a "data" list) nor a CMRC 2018 '
+      'file (a list of {"context_text", "qas"}).'
+    )
   records = []
   for article in data['data']:
     for paragraph in article['paragraphs']:
@@ -93,6 +100,40 @@ def read_squad(path: str) -> list[dict]:
             len(records),
           )
         )
+  return records
+
+
+def _answer_text(value) -> str:
+  """A CMRC answer as text: the files hold some numeric answers as JSON numbers (39764.0)."""
+  if isinstance(value, float) and value.is_integer():
+    return str(int(value))
+  return str(value)
+
+
+def cmrc_records(contexts: list) -> list[dict]:
+  """SQuAD records of CMRC 2018's competition layout (Cui et al. 2019: a list of
+  {'context_id', 'context_text', 'title', 'qas': [{'query_id', 'query_text', 'answers':
+  [texts]}]}), whose answers come without offsets: each answer's offset is its first
+  occurrence in the context, -1 when it does not occur verbatim (scored, never trained on);
+  the located answers come first, so a question trains on a located one when it has one."""
+  records = []
+  for context in contexts:
+    text = context['context_text']
+    for qa in context['qas']:
+      answers = [_answer_text(a) for a in qa.get('answers', [])]
+      starts = [text.find(a) for a in answers]
+      order = sorted(range(len(answers)), key=lambda i: starts[i] < 0)  # Stable: located first.
+      records.append(
+        _record(
+          qa['query_id'],
+          qa['query_text'],
+          text,
+          [answers[i] for i in order],
+          [starts[i] for i in order],
+          not answers,
+          len(records),
+        )  # fmt: skip
+      )
   return records
 
 
@@ -140,21 +181,46 @@ def _is_whitespace(ch: str) -> bool:
   return ch in ' \t\r\n' or ord(ch) == 0x202F
 
 
+def is_cjk(ch: str) -> bool:
+  """A CJK ideograph, as BERT's _is_chinese_char counts them (the CJK Unified Ideographs,
+  their extensions and the compatibility ideographs)."""
+  cp = ord(ch)
+  return (
+    0x4E00 <= cp <= 0x9FFF or 0x3400 <= cp <= 0x4DBF or 0x20000 <= cp <= 0x2A6DF
+    or 0x2A700 <= cp <= 0x2B81F or 0x2B820 <= cp <= 0x2CEAF or 0xF900 <= cp <= 0xFAFF
+    or 0x2F800 <= cp <= 0x2FA1F
+  )  # fmt: skip
+
+
 def context_words(context: str) -> tuple[list[str], list[int]]:
-  """(words, char_to_word): the whitespace words of `context` and, per character, the index of
-  the word it is in (whitespace belongs to the word before it, -1 before the first word)."""
+  """(words, char_to_word): the whitespace words of `context`, each CJK ideograph a word of
+  its own (BERT's _tokenize_chinese_chars: Chinese has no spaces, so a CMRC context would
+  otherwise be one word), and per character the index of the word it is in (whitespace
+  belongs to the word before it, -1 before the first word)."""
   words, char_to_word, after_space = [], [], True
   for ch in context:
     if _is_whitespace(ch):
       after_space = True
     else:
-      if after_space:
+      cjk = is_cjk(ch)
+      if after_space or cjk or is_cjk(words[-1][-1]):
         words.append(ch)
       else:
         words[-1] += ch
-      after_space = False
+      after_space = cjk
     char_to_word.append(len(words) - 1)
   return words, char_to_word
+
+
+def join_words(words: Sequence[str]) -> str:
+  """Context words back as text: a space between two words, none next to a CJK ideograph
+  ('the cat', '光荣和ω-force')."""
+  out = ''
+  for word in words:
+    if out and not (is_cjk(out[-1]) or is_cjk(word[0])):
+      out += ' '
+    out += word
+  return out
 
 
 def _improve_answer_span(doc_ids, start: int, end: int, answer_ids) -> tuple[int, int]:
@@ -196,9 +262,11 @@ def _answer_tokens(record: dict, char_to_word, words, word_first_token, num_toke
   """The first answer's sub-token span (start, end) in the document, and whether its text was
   found where the offset points (BERT drops training questions whose answer was not)."""
   text, offset = record['answers'][0], record['answer_starts'][0]
+  if offset < 0:  # Not located in the context (a CMRC answer): no training target.
+    return 0, 0, False
   start_word = char_to_word[offset]
   end_word = char_to_word[offset + len(text) - 1]
-  found = ' '.join(text.split()) in ' '.join(words[start_word : end_word + 1])
+  found = join_words(context_words(text)[0]) in join_words(words[start_word : end_word + 1])
   start = word_first_token[start_word]
   end = word_first_token[end_word + 1] - 1 if end_word + 1 < len(words) else num_tokens - 1
   return (*_improve_answer_span(doc_ids, start, end, enc(text)), found)
@@ -381,7 +449,7 @@ def postprocess(
     if best is not None:
       _, w, s, e = best
       words = context_words(record['context'])[0]
-      text = ' '.join(words[token_to_word[w, s] : token_to_word[w, e] + 1])
+      text = join_words(words[token_to_word[w, s] : token_to_word[w, e] + 1])
     predictions[record['id']] = text
     if version_2:
       null = float(np.min(start_logits[:, 0] + end_logits[:, 0]))  # [CLS] of every window.

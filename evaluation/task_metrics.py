@@ -17,6 +17,8 @@ from collections.abc import Iterable, Mapping, Sequence
 
 import numpy as np
 
+from data import squad
+
 # ---------------------------------------------------------------------------------------------
 # Classification and regression (GLUE).
 # ---------------------------------------------------------------------------------------------
@@ -283,6 +285,75 @@ def squad_scores(
     'exact_match': 100.0 * total_exact / len(dataset),
     'f1': 100.0 * total_f1 / len(dataset),
   }
+
+
+# CMRC 2018 (Cui et al. 2019): character-level exact match and F1 over mixed segments.
+_CMRC_PUNCTUATION = set(string.punctuation) | set(
+  '，。：；？！、“”‘’《》〈〉「」『』（）【】〔〕…—－～·　'
+)
+
+
+def cmrc_segments(text: str) -> list[str]:
+  """CMRC's mixed segmentation: lower case, punctuation dropped, every CJK character a
+  segment and every run of other characters (a Latin word, a number) one segment."""
+  segments, run = [], ''
+  for ch in str(text).lower().strip():
+    if ch in _CMRC_PUNCTUATION or ch.isspace() or squad.is_cjk(ch):
+      if run:
+        segments.append(run)
+        run = ''
+      if squad.is_cjk(ch):
+        segments.append(ch)
+    else:
+      run += ch
+  if run:
+    segments.append(run)
+  return segments
+
+
+def _longest_common_run(a: list[str], b: list[str]) -> int:
+  """Length of the longest contiguous run of segments `a` and `b` share."""
+  best, previous = 0, [0] * (len(b) + 1)
+  for x in a:
+    current = [0] * (len(b) + 1)
+    for j, y in enumerate(b, 1):
+      if x == y:
+        current[j] = previous[j - 1] + 1
+        best = max(best, current[j])
+    previous = current
+  return best
+
+
+def _without_punctuation(text: str) -> str:
+  return ''.join(c for c in str(text).lower() if c not in _CMRC_PUNCTUATION and not c.isspace())
+
+
+def cmrc_exact(prediction: str, truths: Iterable[str]) -> float:
+  """1.0 if the prediction, punctuation and spaces dropped, equals a gold answer so."""
+  return float(any(_without_punctuation(prediction) == _without_punctuation(t) for t in truths))
+
+
+def cmrc_f1(prediction: str, truths: Iterable[str]) -> float:
+  """Best F1 over the gold answers of the longest common run of segments (precision over
+  the prediction's segments, recall over the answer's): CMRC 2018's F1."""
+  predicted = cmrc_segments(prediction)
+  best = 0.0
+  for truth in truths:
+    gold = cmrc_segments(truth)
+    common = _longest_common_run(predicted, gold)
+    if common:
+      precision, recall = common / len(predicted), common / len(gold)
+      best = max(best, 2 * precision * recall / (precision + recall))
+  return best
+
+
+def cmrc_scores(predictions: Mapping[str, str], dataset: Mapping[str, Sequence[str]]) -> dict:
+  """Corpus exact match and F1 in percent over every question (unpredicted ones score 0)."""
+  if not dataset:
+    raise ValueError('empty CMRC dataset')
+  exact = sum(cmrc_exact(predictions[q], t) for q, t in dataset.items() if q in predictions)
+  f1_sum = sum(cmrc_f1(predictions[q], t) for q, t in dataset.items() if q in predictions)
+  return {'exact_match': 100.0 * exact / len(dataset), 'f1': 100.0 * f1_sum / len(dataset)}
 
 
 def _best_threshold(

@@ -13,6 +13,8 @@ results table reports:
               precision, recall and F1 and the token accuracy; column 'conll_f1'.
   'squad'     {'version_2', 'predictions', 'no_answer', 'answers', 'coverage'}: the official
               SQuAD scripts' exact match and F1; v2.0 also at the best thresholds.
+  'cmrc'      the same entries: CMRC 2018's character-level exact match and F1 (mixed
+              segments: each CJK character, each Latin word or number); columns cmrc_em, cmrc_f1.
 
 Every figure is a fraction (SQuAD's percentages are divided by 100).
 """
@@ -91,7 +93,18 @@ def _squad(decoded: dict) -> dict:
   }
 
 
-SCORERS = {'glue': _glue, 'accuracy': _accuracy, 'conll': _conll, 'squad': _squad}
+def _cmrc(decoded: dict) -> dict:
+  """CMRC 2018: metrics exact, f1 (character level, task_metrics.cmrc_scores); scores
+  cmrc_em, cmrc_f1."""
+  scores = task_metrics.cmrc_scores(decoded['predictions'], decoded['answers'])
+  em, f1 = scores['exact_match'] / 100, scores['f1'] / 100
+  return {
+    'metrics': {'exact': em, 'f1': f1, 'coverage': decoded['coverage']},
+    'scores': {'cmrc_em': em, 'cmrc_f1': f1},
+  }
+
+
+SCORERS = {'glue': _glue, 'accuracy': _accuracy, 'conll': _conll, 'squad': _squad, 'cmrc': _cmrc}
 
 
 def score(decoded: dict) -> dict:

@@ -47,6 +47,7 @@ _ROW_KEYS = (
   'token_to_word',
   'max_context',
 )
+QA_METRICS = ('squad', 'cmrc')
 _MASKED = -1e9  # Logit of padding positions: out of the softmax, finite for all-padding rows.
 
 
@@ -58,6 +59,7 @@ def config() -> config_dict.ConfigDict:
   c.max_query_length = 64  # Question tokens kept.
   c.n_best_size = 20  # Start and end candidates per window when decoding.
   c.max_answer_length = 30  # Longest answer, in tokens.
+  c.qa_metric = 'squad'  # 'squad' (official EM / F1) or 'cmrc' (CMRC 2018's character level).
   return c
 
 
@@ -216,8 +218,10 @@ def decode_predictions(objective_cfg, outputs: dict, records: list) -> dict:
     max_answer_length=objective_cfg.max_answer_length,
     version_2=version_2,
   )
+  if objective_cfg.qa_metric not in QA_METRICS:
+    raise ValueError(f'objective.qa_metric={objective_cfg.qa_metric!r} is not one of {QA_METRICS}.')
   return {
-    'metric': 'squad',
+    'metric': objective_cfg.qa_metric,
     'version_2': version_2,
     'predictions': predictions,
     'no_answer': no_answer,

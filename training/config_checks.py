@@ -26,7 +26,7 @@ import math
 
 from data import curriculum, sentence_pairs, sources, text_decoding
 from models import attention, model_config, presets
-from objectives import distill, ernie
+from objectives import distill, ernie, span_qa
 from objectives.shared import episodes
 from training import adversarial, checkpointing, optimizers, partitioning, pruning
 
@@ -236,6 +236,7 @@ def choices() -> dict[str, tuple]:
     'objective.pair_kind': sentence_pairs.KINDS,
     'curriculum.schedule': curriculum.SCHEDULES,
     'objective.pooling': episodes.POOLINGS,
+    'objective.qa_metric': span_qa.QA_METRICS,
     'adversarial.method': adversarial.METHODS,
     'adversarial.norm': adversarial.NORMS,
     'prune.schedule': pruning.SCHEDULES,
