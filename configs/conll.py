@@ -23,12 +23,18 @@ confident of the figure, less of the table number). The paper fed "the maximal d
 context provided by the data", whereas these rows are single sentences, so expect somewhat
 lower (sentence-level reproductions usually report about 95 Dev F1). Expected result of this
 config: not yet measured.
+
+configs/conll.py:mrc is NER as machine reading comprehension (Li et al. 2020,
+objectives/mrc_ner.py) on the same data, encoder and recipe: each sentence asked one query per
+entity type, start and end heads on the tokens, decoded to the same IOB2 tags and F1.
 """
 
 from configs import base
 
 
-def get_config():
+def get_config(variant: str = ''):
+  if variant not in ('', 'mrc'):
+    raise ValueError(f'configs/conll.py:{variant}: the variant is "" (tagging) or "mrc".')
   c = base.get_config()
   c.model.preset = 'bert-base'
   c.model.dropout_rate = 0.1
@@ -58,4 +64,7 @@ def get_config():
     'Devlin et al. 2019 (BERT), CoNLL-2003 NER table (Table 7; arXiv v1 Table 3), '
     'BERT-BASE, Dev F1, fine-tuning with document context'
   )
+  if variant == 'mrc':  # NER as MRC: a query per entity type, start / end heads.
+    c.objective.module = 'objectives.mrc_ner'
+    c.reference.scores, c.reference.source = {}, ''
   return c

@@ -17,7 +17,7 @@ from collections.abc import Iterable, Mapping, Sequence
 
 import numpy as np
 
-from data import squad
+from data import conll, squad
 
 # ---------------------------------------------------------------------------------------------
 # Classification and regression (GLUE).
@@ -421,42 +421,8 @@ def best_thresholds(
 # ---------------------------------------------------------------------------------------------
 
 
-def _split_tag(tag: str) -> tuple[str, str]:
-  """'B-PER' -> ('B', 'PER'); 'O' -> ('O', '')."""
-  if tag == 'O':
-    return 'O', ''
-  prefix, _, kind = tag.partition('-')
-  if prefix not in ('B', 'I') or not kind:
-    raise ValueError(f'expected a BIO tag (O, B-TYPE or I-TYPE), got {tag!r}')
-  return prefix, kind
-
-
-def conll_entities(tags: Sequence[str]) -> set[tuple[str, int, int]]:
-  """The entity chunks of one sentence's BIO tags, by conlleval's chunk rules.
-
-  A chunk starts at a B- tag, and also at an I- tag that follows O or a tag of another type
-  (conlleval reads such an I- as a start, as in IOB1). It ends before a B- or O tag, before a
-  tag of another type, and at the end of the sentence.
-
-  Args:
-    tags: e.g. ['B-PER', 'I-PER', 'O', 'I-LOC'].
-
-  Returns:
-    {(type, start, end)} with end exclusive, e.g. {('PER', 0, 2), ('LOC', 3, 4)}.
-  """
-  entities = set()
-  start = kind = None  # The open chunk, if any.
-  for position, tag in enumerate(tags):
-    prefix, tag_kind = _split_tag(tag)
-    # An I- of the open chunk's type continues it; everything else closes it.
-    if start is not None and not (prefix == 'I' and tag_kind == kind):
-      entities.add((kind, start, position))
-      start = kind = None
-    if prefix != 'O' and start is None:
-      start, kind = position, tag_kind
-  if start is not None:
-    entities.add((kind, start, len(tags)))
-  return entities
+# conlleval's chunk rules live with the CoNLL reader (an objective decodes with them too).
+conll_entities = conll.entity_chunks
 
 
 def _prf(correct: int, predicted: int, actual: int) -> dict[str, float]:

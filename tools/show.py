@@ -202,6 +202,24 @@ def _render_episode(batch: dict, row: int, tokenizer, text: _PieceText) -> list[
   return lines
 
 
+def _render_queries(batch: dict, row: int, tokenizer, text: _PieceText) -> list[str]:
+  """NER as MRC: each typed sub-row's query | sentence, [[...]] around its gold entities."""
+  del tokenizer
+  lines = [f'{batch["inputs"].shape[1]} queries, example id {int(batch["example_id"][row])}']
+  for t in range(batch['inputs'].shape[1]):
+    real = batch['segment_ids'][row, t] > 0
+    ids, types = batch['inputs'][row, t], batch['token_types'][row, t]
+    query = ids[real & (types == 0)][1:-1]
+    marked = []
+    for p in np.flatnonzero(real & (types == 1))[:-1]:
+      piece = text.join(ids[p : p + 1])
+      opened = '[[' if batch['starts'][row, t, p] else ''
+      closed = ']]' if batch['ends'][row, t, p] else ''
+      marked.append(opened + piece + closed)
+    lines.append(f'  {text.join(query)} | ' + ' '.join(marked))
+  return lines
+
+
 def _render_tagging(
   batch: dict, row: int, tokenizer, text: _PieceText, labels: tuple[str, ...] | None = None
 ) -> list[str]:
@@ -273,6 +291,7 @@ _RENDERERS = {
   'tagging': _render_tagging,
   'spans': _render_spans,
   'episodes': _render_episode,
+  'queries': _render_queries,
 }
 _MARKS = {
   'masked': 'predicted positions: [MASK→original], {random→original}, <kept>',
@@ -283,6 +302,7 @@ _MARKS = {
   'tagging': 'one sentence per row: /TAG after each labelled word (tag of its first sub-token)',
   'spans': 'one window per row: question | window, the gold answer [[marked]]',
   'episodes': "one N-way K-shot episode per row: each record's class, support or query, text",
+  'queries': 'one sentence per row, asked once per entity type: query | sentence, [[entity]]',
 }
 
 

@@ -1,0 +1,234 @@
+"""Named entity recognition as machine reading comprehension (Li et al. 2020, "A Unified
+MRC Framework for Named Entity Recognition"): one question per entity type, answered by
+start and end positions in the sentence.
+
+Each sentence is one loader row of T sub-rows, one per entity type t, [T, length]:
+[CLS] query_t [SEP] sentence sub-tokens [SEP], the query a description of the type
+(`objective.mrc_queries`, 'PER=...;LOC=...'; by default the annotation-guideline style
+descriptions below), token types 0 for the query and 1 for the sentence. The sentence's
+words are tokenized one by one, as objectives/tagging.py does; a word's first sub-token
+carries its labels: start 1 if an entity of type t begins at the word, end 1 if one ends
+there. The model is the encoder with one start and one end logit per token
+(heads.SpanExtractor, the SQuAD head); the loss is the mean binary cross-entropy of the
+start and the end logits over the words' first sub-tokens (several entities of a type may
+be in one sentence, so each position is its own binary decision, not a softmax).
+
+Decoding (`decode_predictions`): per type, every word whose start logit is positive
+opens a span that closes at the nearest word at or after it with a positive end logit
+before the next start (Li et al.'s start-end heuristic; their span-matching classifier is
+not built); spans of all types are then kept greedily by start + end logit without
+overlap (CoNLL has no nested entities) and written back as IOB2 tags, so the score is
+conlleval's entity F1, the same as the tagging objective's. A sentence cut by seq_len
+loses its last words, predicted 'O' and scored so. The entity types come from
+`objective.labels` (objectives/tagging.py's key, the B-/I- suffixes).
+"""
+
+import dataclasses
+
+import jax.numpy as jnp
+import numpy as np
+import optax
+from ml_collections import config_dict
+
+from data import conll
+from models import heads
+from objectives import tagging
+from objectives.shared import task_inputs
+
+# Descriptions in the style of Li et al. 2020's queries (built from the annotation guidelines).
+CONLL_QUERIES = {
+  'PER': 'person: names of people, including fictional characters',
+  'ORG': 'organization: companies, agencies, institutions, teams, political parties',
+  'LOC': 'location: countries, cities, states, regions, mountains, rivers',
+  'MISC': 'miscellaneous: nationalities, events, languages, works of art and other names',
+}
+SUB_ROWS = ('tokens', 'segment_ids', 'positions', 'token_types', 'starts', 'ends', 'weights',
+            'word_numbers')  # fmt: skip
+
+
+def config() -> config_dict.ConfigDict:
+  c = config_dict.ConfigDict()
+  c.mrc_queries = ''  # 'TYPE=description;...' per entity type; '' is CONLL_QUERIES.
+  return c
+
+
+def parse_queries(objective_cfg, types: tuple[str, ...]) -> dict[str, str]:
+  """{type: query text} for every entity type.
+
+  Raises:
+    ValueError: a malformed entry, or a type without a query.
+  """
+  queries = dict(CONLL_QUERIES)
+  for entry in (e.strip() for e in objective_cfg.mrc_queries.split(';') if e.strip()):
+    kind, sep, text = entry.partition('=')
+    if not sep or not kind.strip() or not text.strip():
+      raise ValueError(f'objective.mrc_queries: {entry!r} is not TYPE=description.')
+    queries[kind.strip()] = text.strip()
+  missing = [t for t in types if t not in queries]
+  if missing:
+    raise ValueError(f'objective.mrc_queries: no query for entity type(s) {missing}.')
+  return {t: queries[t] for t in types}
+
+
+def encode_query(words, tags, query_ids, kind: str, tokenizer, seq_len: int) -> dict:
+  """One type's sub-row: [CLS] query [SEP] sentence [SEP] with the type's start and end
+  labels at the words' first sub-tokens. Arrays [seq_len]."""
+  pieces = [tokenizer.encode(word) for word in words]
+  counts = np.array([len(p) for p in pieces], np.int64)
+  ids = np.concatenate(pieces).astype(np.int32) if pieces else np.zeros(0, np.int32)
+  word_ids = np.repeat(np.arange(len(words)), counts)  # [sub-tokens]
+  offset = len(query_ids) + 2  # [CLS] query [SEP]
+  room = seq_len - offset - 1
+  if room < 1:
+    raise ValueError(f'seq_len={seq_len} leaves no room for the sentence after a query of '
+                     f'{len(query_ids)} tokens.')  # fmt: skip
+  ids, word_ids = ids[:room], word_ids[:room]
+  n = offset + len(ids) + 1
+  tokens = np.zeros(seq_len, np.int32)
+  tokens[:n] = np.concatenate([[tokenizer.cls_id], query_ids, [tokenizer.sep_id], ids,
+                               [tokenizer.sep_id]])  # fmt: skip
+  first = np.zeros(seq_len, bool)
+  previous = np.concatenate([[-1], word_ids[:-1]])
+  first[offset : offset + len(ids)] = word_ids != previous
+  word_numbers = np.zeros(seq_len, np.int32)
+  word_numbers[offset : offset + len(ids)] = np.where(first[offset : offset + len(ids)],
+                                                      word_ids + 1, 0)  # fmt: skip
+  starts, ends = np.zeros(seq_len, np.float32), np.zeros(seq_len, np.float32)
+  position_of_word = {int(w) - 1: p for p, w in enumerate(word_numbers) if w > 0}
+  for chunk_kind, start, end in conll.entity_chunks(tags):
+    if chunk_kind == kind and start in position_of_word:
+      starts[position_of_word[start]] = 1.0
+      if end - 1 in position_of_word:
+        ends[position_of_word[end - 1]] = 1.0
+  segment_ids = (np.arange(seq_len) < n).astype(np.int32)
+  token_types = np.zeros(seq_len, np.int32)
+  token_types[offset:n] = 1
+  return {
+    'tokens': tokens, 'segment_ids': segment_ids,
+    'positions': np.arange(seq_len, dtype=np.int32) * segment_ids, 'token_types': token_types,
+    'starts': starts, 'ends': ends, 'weights': first.astype(np.float32), 'word_numbers': word_numbers,
+  }  # fmt: skip
+
+
+def spans(start_logits, end_logits, word_count: int) -> list[tuple[float, int, int]]:
+  """(score, first word, last word) of one type's predicted entities from its per-word
+  start and end logits [words] (NaN where a word has no logit): each positive start closes
+  at the nearest positive end at or after it, before the next positive start."""
+  found = []
+  starts = [w for w in range(word_count) if start_logits[w] > 0]
+  for i, s in enumerate(starts):
+    limit = starts[i + 1] if i + 1 < len(starts) else word_count
+    for e in range(s, limit):
+      if end_logits[e] > 0:
+        found.append((float(start_logits[s] + end_logits[e]), s, e))
+        break
+  return found
+
+
+def tags_of(entities: list[tuple[float, str, int, int]], word_count: int) -> list[str]:
+  """IOB2 tags of the best-scoring non-overlapping (score, type, first, last) entities."""
+  tags = ['O'] * word_count
+  for _, kind, first, last in sorted(entities, key=lambda e: (-e[0], e[2], e[1])):
+    if all(tag == 'O' for tag in tags[first : last + 1]):
+      tags[first] = f'B-{kind}'
+      for w in range(first + 1, last + 1):
+        tags[w] = f'I-{kind}'
+  return tags
+
+
+@dataclasses.dataclass(frozen=True)
+class MachineReadingNER:
+  types: tuple[str, ...]
+  queries: tuple[str, ...]  # One per type, in order.
+
+  FRAMING = ('cls_id', 'sep_id')
+  SHOW = 'queries'
+
+  def build_model(self, model_cfg):
+    return heads.SpanExtractor(model_cfg)
+
+  def make_rows(self, objective_cfg, stream, docs, tokenizer, *, seq_len, **unused):
+    """One row per sentence: its T typed sub-rows stacked, [T, seq_len] each."""
+    del objective_cfg, docs, unused
+    query_ids = [np.asarray(tokenizer.encode(q), np.int32) for q in self.queries]
+
+    def row(item: dict) -> dict:
+      record = item['text']
+      parts = [encode_query(record['words'], record['tags'], q, kind, tokenizer, seq_len)
+               for q, kind in zip(query_ids, self.types, strict=True)]  # fmt: skip
+      stacked = {name: np.stack([p[name] for p in parts]) for name in SUB_ROWS}
+      return dict(stacked, epoch=np.int64(item['epoch']), example_id=np.int64(item['doc']))
+
+    return stream.map(row)
+
+  def make_preprocess(self, objective_cfg, tokenizer, seed: int):
+    del objective_cfg, tokenizer, seed
+    return lambda rows: dict(
+      task_inputs.encoder_inputs(rows),
+      starts=rows['starts'].astype(np.float32),
+      ends=rows['ends'].astype(np.float32),
+      weights=rows['weights'].astype(np.float32),
+      word_numbers=rows['word_numbers'].astype(np.int32),
+    )
+
+  def logits(self, params, batch, rng, *, model):
+    """(start, end) logits [batch, types, length]."""
+    b, t, length = batch['inputs'].shape
+    flat = {k: batch[k].reshape(b * t, length) for k in task_inputs.MODEL_INPUTS}
+    start, end = task_inputs.apply(params, flat, rng, model)
+    return start.reshape(b, t, length), end.reshape(b, t, length)
+
+  def loss_fn(self, params, batch, rng, *, model):
+    """Mean binary cross-entropy of the start and end logits over the words' first
+    sub-tokens; metrics loss and start/end accuracy (sign right) as (sum, weight)."""
+    start, end = self.logits(params, batch, rng, model=model)
+    w = batch['weights']
+    total = jnp.sum(w)
+    per = optax.sigmoid_binary_cross_entropy(start, batch['starts'])
+    per += optax.sigmoid_binary_cross_entropy(end, batch['ends'])
+    loss_sum = jnp.sum(0.5 * per * w)
+    right = ((start > 0) == (batch['starts'] > 0)) & ((end > 0) == (batch['ends'] > 0))
+    metrics = {'loss': (loss_sum, total), 'accuracy': (jnp.sum(right * w), total)}
+    return loss_sum / jnp.maximum(total, 1.0), metrics
+
+  def predict_fn(self, params, batch, *, model) -> dict:
+    start, end = self.logits(params, batch, None, model=model)
+    return {'start_logits': start, 'end_logits': end, 'word_numbers': batch['word_numbers']}
+
+  def decode_predictions(self, objective_cfg, outputs: dict, records: list) -> dict:
+    """Gold and predicted IOB2 tags of the predicted sentences, for conlleval's F1."""
+    del objective_cfg
+    predicted = {}
+    for row, example in enumerate(np.asarray(outputs['example_id']).tolist()):
+      if not 0 <= example < len(records):
+        raise ValueError(f'example_id {example} does not index the {len(records)} records.')
+      count = len(records[example]['words'])
+      entities = []
+      for t, kind in enumerate(self.types):
+        numbers = np.asarray(outputs['word_numbers'][row][t])
+        at = np.flatnonzero(numbers > 0)
+        start = np.full(count, np.nan)
+        end = np.full(count, np.nan)
+        start[numbers[at] - 1] = np.asarray(outputs['start_logits'][row][t])[at]
+        end[numbers[at] - 1] = np.asarray(outputs['end_logits'][row][t])[at]
+        entities += [(score, kind, s, e) for score, s, e in spans(start, end, count)]
+      predicted[example] = tags_of(entities, count)
+    if not predicted:
+      raise ValueError('no predicted sentences to score.')
+    order = sorted(predicted)
+    return {
+      'metric': 'conll',
+      'gold': [list(records[i]['tags']) for i in order],
+      'predicted': [predicted[i] for i in order],
+    }
+
+  @staticmethod
+  def eval_summary(values: dict) -> dict:
+    return values
+
+
+def configure(objective_cfg) -> MachineReadingNER:
+  labels = tagging.parse_labels(objective_cfg)
+  types = tuple(dict.fromkeys(conll.split_tag(tag)[1] for tag in labels if tag != 'O'))
+  queries = parse_queries(objective_cfg, types)
+  return MachineReadingNER(types, tuple(queries[t] for t in types))
