@@ -25,7 +25,7 @@ import dataclasses
 import math
 
 from data import curriculum, sentence_pairs, sources, text_decoding
-from models import attention, model_config, presets
+from models import attention, graph, model_config, presets
 from objectives import distill, ernie, span_qa
 from objectives.shared import episodes
 from training import adversarial, checkpointing, optimizers, partitioning, pruning
@@ -126,6 +126,8 @@ RANGES = {
   'data.prefetch': NON_NEGATIVE_INT,
   'data.train_per_label': NON_NEGATIVE_INT,
   'objective.inner_steps': COUNT,
+  'objective.graph_layers': COUNT,
+  'objective.graph_window': NON_NEGATIVE_INT,
   'objective.inner_lr': POSITIVE,
   'data.episodes.ways': NON_NEGATIVE_INT,
   'data.episodes.shots': COUNT,
@@ -237,6 +239,7 @@ def choices() -> dict[str, tuple]:
     'curriculum.schedule': curriculum.SCHEDULES,
     'objective.pooling': episodes.POOLINGS,
     'objective.qa_metric': span_qa.QA_METRICS,
+    'objective.graph_kind': graph.KINDS,
     'adversarial.method': adversarial.METHODS,
     'adversarial.norm': adversarial.NORMS,
     'prune.schedule': pruning.SCHEDULES,

@@ -24,10 +24,14 @@ def encoder_inputs(rows: dict) -> dict:
 
 
 def apply(params, batch: dict, rng, model):
-  """The head's outputs on `batch`; `rng=None` (evaluation) runs without dropout."""
+  """The head's outputs on `batch`; `rng=None` (evaluation) runs without dropout. A head
+  that takes more arrays names them in its `EXTRA_INPUTS` (models/graph.py's adjacency),
+  passed by keyword."""
+  extra = {name: batch[name] for name in getattr(model, 'EXTRA_INPUTS', ())}
   return model.apply(
     {'params': params},
     *(batch[name] for name in MODEL_INPUTS),
     deterministic=rng is None,
     rngs=None if rng is None else {'dropout': rng},
+    **extra,
   )
