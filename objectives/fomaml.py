@@ -22,7 +22,6 @@ import jax.numpy as jnp
 import optax
 from ml_collections import config_dict
 
-from models import heads
 from objectives.shared import episodes
 
 
@@ -35,22 +34,10 @@ def config() -> config_dict.ConfigDict:
 
 
 @dataclasses.dataclass(frozen=True)
-class FirstOrderMAML:
+class FirstOrderMAML(episodes.EpisodicObjective):
   pooling: str
   inner_steps: int
   inner_lr: float
-
-  FRAMING = ('cls_id', 'sep_id')
-  SHOW = 'episodes'
-
-  def build_model(self, model_cfg):
-    return heads.Backbone(model_cfg)
-
-  def make_rows(self, objective_cfg, stream, docs, tokenizer, *, seq_len, **unused):
-    return episodes.make_rows(objective_cfg, stream, docs, tokenizer, seq_len=seq_len)
-
-  def make_preprocess(self, objective_cfg, tokenizer, seed: int):
-    return episodes.make_preprocess(objective_cfg, tokenizer, seed)
 
   def _episode_logits(self, weights, one, rng, model):
     """[1, M, N] logits of one episode's records under (encoder params, head)."""
@@ -92,9 +79,6 @@ class FirstOrderMAML:
     metrics = jax.tree.map(jnp.sum, metrics)  # (sum, weight) pairs over the episodes.
     loss_sum, total = metrics['loss']
     return loss_sum / jnp.maximum(total, 1.0), metrics
-
-  def eval_summary(self, values: dict) -> dict:
-    return values
 
 
 def configure(objective_cfg) -> FirstOrderMAML:

@@ -213,14 +213,7 @@ class MachineReadingNER:
         end[numbers[at] - 1] = np.asarray(outputs['end_logits'][row][t])[at]
         entities += [(score, kind, s, e) for score, s, e in spans(start, end, count)]
       predicted[example] = tags_of(entities, count)
-    if not predicted:
-      raise ValueError('no predicted sentences to score.')
-    order = sorted(predicted)
-    return {
-      'metric': 'conll',
-      'gold': [list(records[i]['tags']) for i in order],
-      'predicted': [predicted[i] for i in order],
-    }
+    return tagging.conll_decoded(records, predicted)
 
   @staticmethod
   def eval_summary(values: dict) -> dict:

@@ -15,7 +15,6 @@ import dataclasses
 
 from ml_collections import config_dict
 
-from models import heads
 from objectives.shared import episodes
 
 
@@ -27,29 +26,14 @@ def config() -> config_dict.ConfigDict:
 
 
 @dataclasses.dataclass(frozen=True)
-class Prototypical:
+class Prototypical(episodes.EpisodicObjective):
   pooling: str
-
-  FRAMING = ('cls_id', 'sep_id')
-  SHOW = 'episodes'
-
-  def build_model(self, model_cfg):
-    return heads.Backbone(model_cfg)
-
-  def make_rows(self, objective_cfg, stream, docs, tokenizer, *, seq_len, **unused):
-    return episodes.make_rows(objective_cfg, stream, docs, tokenizer, seq_len=seq_len)
-
-  def make_preprocess(self, objective_cfg, tokenizer, seed: int):
-    return episodes.make_preprocess(objective_cfg, tokenizer, seed)
 
   def loss_fn(self, params, batch, rng, *, model):
     """Query cross-entropy against the support prototypes, over the batch's episodes."""
     x = episodes.embed(params, batch, rng, model, self.pooling)  # [E, M, embed]
     centres = episodes.prototypes(x, batch['onehot'], batch['query'])  # [E, N, embed]
     return episodes.query_loss(episodes.distance_logits(x, centres), batch)
-
-  def eval_summary(self, values: dict) -> dict:
-    return values
 
 
 def configure(objective_cfg) -> Prototypical:

@@ -100,6 +100,23 @@ def encode_sentence(words, tags, tokenizer, label_to_id: dict[str, int], seq_len
   }
 
 
+def conll_decoded(records: list, predicted: dict[int, list[str]]) -> dict:
+  """The 'conll' scorer's input: gold and predicted word tags of the predicted records
+  (record index -> tags), in record order.
+
+  Raises:
+    ValueError: nothing predicted.
+  """
+  if not predicted:
+    raise ValueError('no predicted sentences to score.')
+  order = sorted(predicted)
+  return {
+    'metric': 'conll',
+    'gold': [list(records[i]['tags']) for i in order],
+    'predicted': [predicted[i] for i in order],
+  }
+
+
 @dataclasses.dataclass(frozen=True)
 class Tagging:
   """The objective API (objectives/api.py) for one label set."""
@@ -204,15 +221,7 @@ class Tagging:
       'O'; records without a row (an evaluation cut short by eval_steps) are left out.
     """
     del objective_cfg
-    predicted = self.predicted_tags(outputs, records)
-    if not predicted:
-      raise ValueError('no predicted sentences to score.')
-    order = sorted(predicted)
-    return {
-      'metric': 'conll',
-      'gold': [list(records[i]['tags']) for i in order],
-      'predicted': [predicted[i] for i in order],
-    }
+    return conll_decoded(records, self.predicted_tags(outputs, records))
 
   @staticmethod
   def eval_summary(values: dict[str, float]) -> dict[str, float]:

@@ -14,6 +14,7 @@ import numpy as np
 import optax
 
 from data import tasks
+from models import heads
 
 ROW_INPUTS = ('tokens', 'segment_ids', 'positions', 'token_types')
 POOLINGS = ('mean', 'cls')
@@ -106,6 +107,26 @@ def query_loss(logits, batch):
   correct = jnp.sum((jnp.argmax(logits, -1) == labels) * weights)
   loss = loss_sum / jnp.maximum(total, 1.0)
   return loss, {'loss': (loss_sum, total), 'accuracy': (correct, total)}
+
+
+class EpisodicObjective:
+  """The parts of an episodic objective that do not depend on its loss: the encoder as
+  the model, one row per episode, the batch arrays (objectives/prototypical.py, fomaml.py)."""
+
+  FRAMING = ('cls_id', 'sep_id')
+  SHOW = 'episodes'
+
+  def build_model(self, model_cfg):
+    return heads.Backbone(model_cfg)
+
+  def make_rows(self, objective_cfg, stream, docs, tokenizer, *, seq_len, **unused):
+    return make_rows(objective_cfg, stream, docs, tokenizer, seq_len=seq_len)
+
+  def make_preprocess(self, objective_cfg, tokenizer, seed: int):
+    return make_preprocess(objective_cfg, tokenizer, seed)
+
+  def eval_summary(self, values: dict) -> dict:
+    return values
 
 
 def split_rng(rng, count: int):
