@@ -109,6 +109,7 @@ class OptimizerConfig:
   unfreeze_every: int = 0
   layer_decay: float = 1.0
   recadam_gamma: float = 0.0
+  ewc_lambda: float = 0.0
 
 
 @dataclasses.dataclass(frozen=True)
