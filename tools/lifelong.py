@@ -87,6 +87,14 @@ def positions_file(stage_dir: str, positions) -> str:
   return path
 
 
+def stage_positions(method: str, j: int, by_task: list, replay: list) -> np.ndarray:
+  """The train positions of stage j: task j's records, plus (rehearsal) the replayed
+  records of the tasks before it."""
+  if method == 'rehearsal':
+    return np.concatenate([by_task[j], *replay[:j]])
+  return by_task[j]
+
+
 def run_method(config, method: str, by_task: list[np.ndarray], shared: dict) -> list[dict]:
   names = config.objective.tasks.split(',')
   rng = np.random.default_rng(_SEED.value)
@@ -101,9 +109,7 @@ def run_method(config, method: str, by_task: list[np.ndarray], shared: dict) -> 
         tree, _, _ = fisher_lib.of_run(previous, _FISHER.value, base.get_config())
         fisher_lib.save(path, tree, accumulate=fisher)
       fisher = path
-    positions = by_task[j]
-    if method == 'rehearsal':
-      positions = np.concatenate([positions, *replay[:j]])
+    positions = stage_positions(method, j, by_task, replay)
     stage_dir = os.path.join(method_dir, f'stage{j}')
     labelled = positions_file(stage_dir, positions)
     c = stage_config(config, j, method, previous, labelled, fisher)

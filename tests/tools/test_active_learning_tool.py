@@ -47,7 +47,7 @@ def test_active_learning_rounds_end_to_end(spm_path, tmp_path):
   command = [
     sys.executable, '-m', 'tools.active_learning', '--config=configs/active_learning.py:sst2',
     f'--workdir={work}', '--pool=24', '--budget=12', '--rounds=2', '--seeds=0',
-    '--strategies=entropy,coreset', '--mc_samples=2', '--nofull_pool',
+    '--strategies=coreset', '--mc_samples=2', '--nofull_pool',
     f'--config.data.glue_dir={glue}', f'--config.data.tokenizer_path={spm_path}',
     *finetune_runs.KEYWORD_SIZES, '--config.seq_len=32', '--config.batch_size=4',
     '--config.total_steps=4', '--config.eval_every_steps=4', '--config.checkpoint_every_steps=4',
@@ -61,7 +61,7 @@ def test_active_learning_rounds_end_to_end(spm_path, tmp_path):
   assert len(pool) == 24 and sorted(records[p]['label'] for p in pool) == [0] * 12 + [1] * 12
   first = tasks.read_positions(str(seed / 'round0' / 'labelled.txt'))
   assert len(first) == 6 and set(first) <= set(pool)
-  for strategy in ('entropy', 'coreset'):
+  for strategy in ('coreset',):
     with open(seed / strategy / 'round1' / 'queried.json') as f:
       queried = json.load(f)
     labelled = tasks.read_positions(str(seed / strategy / 'round1' / 'labelled.txt'))
@@ -73,22 +73,22 @@ def test_active_learning_rounds_end_to_end(spm_path, tmp_path):
   with open(work / 'active_learning.json') as f:
     report = json.load(f)
   rows = {r['strategy']: r for r in report['summary']}
-  assert set(rows) == {'entropy', 'coreset'} and rows['entropy']['labels'] == [6, 12]
-  # Round 0 is one run, shared: both strategies start from its score.
-  assert rows['entropy']['median'][0] == rows['coreset']['median'][0]
+  assert set(rows) == {'coreset'} and rows['coreset']['labels'] == [6, 12]
+  with open(seed / 'round0' / 'run' / 'eval.json') as f:  # Round 0's run, shared.
+    assert rows['coreset']['median'][0] == 100 * json.load(f)['scores']['sst2']
   for row in rows.values():
     assert all(0 <= v <= 100 for v in row['median'])
   assert (work / 'active_learning.png').stat().st_size > 1000
-  assert '| entropy |' in (work / 'active_learning.md').read_text()
+  assert '| coreset |' in (work / 'active_learning.md').read_text()
   # Killed after a round's training, before its evaluation: the same command evaluates that
   # round again (its run resumes at its last step: nothing to train) and reads the others.
-  os.remove(seed / 'entropy' / 'round1' / 'run' / 'eval.json')
-  logged = (seed / 'entropy' / 'round1' / 'run' / 'metrics.jsonl').read_text()
-  stamp = os.path.getmtime(seed / 'coreset' / 'round1' / 'run' / 'eval.json')
+  os.remove(seed / 'coreset' / 'round1' / 'run' / 'eval.json')
+  logged = (seed / 'coreset' / 'round1' / 'run' / 'metrics.jsonl').read_text()
+  stamp = os.path.getmtime(seed / 'round0' / 'run' / 'eval.json')
   again = subprocess.run(command, env=runs.env(), cwd=runs.ROOT, capture_output=True, text=True)
   assert again.returncode == 0, again.stderr[-4000:]
-  assert os.path.getmtime(seed / 'coreset' / 'round1' / 'run' / 'eval.json') == stamp
-  assert (seed / 'entropy' / 'round1' / 'run' / 'metrics.jsonl').read_text() == logged
+  assert os.path.getmtime(seed / 'round0' / 'run' / 'eval.json') == stamp
+  assert (seed / 'coreset' / 'round1' / 'run' / 'metrics.jsonl').read_text() == logged
   with open(work / 'active_learning.json') as f:
     assert json.load(f)['per_seed'] == report['per_seed']
   assert tasks.read_positions(str(seed / 'round0' / 'labelled.txt')) == first
