@@ -111,7 +111,7 @@ def _pool_outputs(params, inputs, rng, *, model, samples: int):
     out = model.apply(variables, *inputs, deterministic=False, rngs={'dropout': key})
     return jax.nn.softmax(out, axis=-1)
 
-  mc = jax.vmap(sampled)(jax.random.split(rng, samples))
+  mc = jax.vmap(sampled)(jax.random.split(rng, samples)) if samples else logits[None, :, :0]
   cls = model.apply(variables, *inputs, True, method=lambda m, *a: m.encoder(*a)[:, 0])
   return jax.nn.softmax(logits, axis=-1), mc, cls.astype(jnp.float32)
 
@@ -122,12 +122,13 @@ def score_pool(classifier, rows: dict, samples: int, seed: int, batch_size: int 
   Args:
     classifier: a fine_tuned_classifier.Classifier.
     rows: the pool's rows (Classifier.rows), [n, length] each.
-    samples: MC-dropout passes for bald (T).
+    samples: MC-dropout passes for bald (T); 0 skips them (the other strategies).
     seed: the dropout masks' seed (batch b uses fold_in(key(seed), b)).
     batch_size: rows per compiled forward pass.
 
   Returns:
-    {'probs': [n, classes], 'sampled': [samples, n, classes], 'features': [n, embed]}.
+    {'probs': [n, classes], 'sampled': [samples, n, classes] ([1, n, 0] without samples),
+    'features': [n, embed]}.
   """
   key = jax.random.key(seed)
   outputs = fine_tuned_classifier.in_batches(

@@ -98,7 +98,8 @@ def query(run: str, records, pool, labelled, strategy: str, k: int, seed: int) -
   classifier = fine_tuned_classifier.load(run, base.get_config())
   in_pool = {int(p): i for i, p in enumerate(pool)}
   rows = classifier.rows([(records[p]['text_a'], records[p]['text_b']) for p in pool])
-  scored = active_learning.score_pool(classifier, rows, _MC.value, seed)
+  samples = _MC.value if strategy == 'bald' else 0  # Only BALD reads dropout samples.
+  scored = active_learning.score_pool(classifier, rows, samples, seed)
   chosen = active_learning.choose(strategy, scored, [in_pool[p] for p in labelled], k, seed)
   pool_labels = np.asarray([records[p]['label'] for p in pool])
   return {

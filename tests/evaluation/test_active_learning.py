@@ -128,3 +128,10 @@ def test_score_pool_matches_the_classifier_and_samples_dropout():
     _Classifier(model, params), rows, samples=4, seed=0, batch_size=3
   )
   np.testing.assert_array_equal(pool['sampled'], again['sampled'])  # Seeded masks.
+  # Without samples (every strategy but BALD) the rest is the same, the samples empty.
+  bare = active_learning.score_pool(
+    _Classifier(model, params), rows, samples=0, seed=0, batch_size=3
+  )
+  np.testing.assert_array_equal(bare['probs'], pool['probs'])
+  np.testing.assert_array_equal(bare['features'], pool['features'])
+  assert bare['sampled'].size == 0
