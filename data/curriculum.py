@@ -27,6 +27,8 @@ import math
 
 import numpy as np
 
+from data import tasks
+
 SCHEDULES = ('sqrt', 'linear', 'baby_steps')
 
 
@@ -102,16 +104,7 @@ def read_scores(path: str, count: int) -> np.ndarray:
   Raises:
     ValueError: a line that is not a number, or a count other than `count`.
   """
-  values = []
-  with open(path, encoding='utf-8') as f:
-    for number, line in enumerate(f, 1):
-      text = line.split('#', 1)[0].strip()
-      if not text:
-        continue
-      try:
-        values.append(float(text))
-      except ValueError:
-        raise ValueError(f'{path}:{number}: {line.strip()!r} is not a difficulty score.') from None
+  values = tasks.read_listed(path, float, 'a difficulty score')
   if len(values) != count:
     raise ValueError(
       f'{path} holds {len(values)} difficulty scores; the train split has {count} documents '

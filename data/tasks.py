@@ -133,6 +133,32 @@ def load_examples(data_cfg, split: str, eval_split: str | None = None) -> list[d
   return few_shot(records, per_label, data_cfg.subset_seed) if per_label else records
 
 
+def read_listed(path: str, parse, what: str) -> list:
+  """`parse(text)` of every line of `path`, '#' comments and blank lines ignored (the
+  value files read_positions and data/curriculum.read_scores read).
+
+  Raises:
+    ValueError: a line `parse` rejects (ValueError), naming the file, line and `what`.
+  """
+  values = []
+  with open(path, encoding='utf-8') as f:
+    for number, line in enumerate(f, 1):
+      text = line.split('#', 1)[0].strip()
+      if not text:
+        continue
+      try:
+        values.append(parse(text))
+      except ValueError:
+        raise ValueError(f'{path}:{number}: {line.strip()!r} is not {what}.') from None
+  return values
+
+
+def _position(text: str) -> int:
+  if not text.isdigit():
+    raise ValueError(text)
+  return int(text)
+
+
 def read_positions(path: str) -> list[int]:
   """The record positions (0-based, in the split's file order) listed in `path`: one integer
   per line, '#' comments and blank lines ignored.
@@ -140,18 +166,12 @@ def read_positions(path: str) -> list[int]:
   Raises:
     ValueError: a line that is not a non-negative integer, or a position listed twice.
   """
-  positions = []
-  with open(path, encoding='utf-8') as f:
-    for number, line in enumerate(f, 1):
-      text = line.split('#', 1)[0].strip()
-      if not text:
-        continue
-      if not text.isdigit():
-        raise ValueError(f'{path}:{number}: {line.strip()!r} is not a record position (0, 1, ...).')
-      positions.append(int(text))
+  positions = read_listed(path, _position, 'a record position (0, 1, ...)')
   if len(set(positions)) != len(positions):
-    twice = sorted({p for p in positions if positions.count(p) > 1})
-    raise ValueError(f'{path}: positions listed more than once: {twice[:10]}.')
+    seen, twice = set(), set()
+    for p in positions:
+      (twice if p in seen else seen).add(p)
+    raise ValueError(f'{path}: positions listed more than once: {sorted(twice)[:10]}.')
   return positions
 
 
