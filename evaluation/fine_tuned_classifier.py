@@ -65,13 +65,13 @@ class Classifier:
     """[records] the model's loss on each labelled record: the cross-entropy of its gold
     label, or for a regression (one output) the squared error."""
     rows = self.rows([(r['text_a'], r['text_b']) for r in records])
-    outputs = in_batches(
-      lambda _, inputs: _outputs(self.params, inputs, model=self.model), rows, batch_size
+    scores = in_batches(
+      lambda _, inputs: outputs(self.params, inputs, model=self.model), rows, batch_size
     )  # [records, classes]
-    if outputs.shape[-1] == 1:
-      return (outputs[:, 0] - np.asarray([float(r['label']) for r in records])) ** 2
+    if scores.shape[-1] == 1:
+      return (scores[:, 0] - np.asarray([float(r['label']) for r in records])) ** 2
     labels = np.asarray([int(r['label']) for r in records])
-    log_probs = np.asarray(jax.nn.log_softmax(outputs, axis=-1))
+    log_probs = np.asarray(jax.nn.log_softmax(scores, axis=-1))
     return -log_probs[np.arange(len(records)), labels]
 
   def pieces(self, tokens) -> list[str]:
@@ -79,9 +79,15 @@ class Classifier:
 
 
 @functools.partial(jax.jit, static_argnames=('model',))
-def _outputs(params, inputs, *, model):
-  """The model's [batch, classes] outputs of one batch of rows, in float32."""
+def outputs(params, inputs, *, model):
+  """The model's [batch, classes] outputs of one batch of rows (INPUTS' arrays), float32."""
   return model.apply({'params': params}, *inputs, deterministic=True).astype(jnp.float32)
+
+
+@functools.partial(jax.jit, static_argnames=('model',))
+def probabilities(params, inputs, *, model):
+  """[batch, classes] class probabilities of one batch of rows."""
+  return jax.nn.softmax(outputs(params, inputs, model=model), axis=-1)
 
 
 def in_batches(function, rows: dict, batch_size: int, batch_axes=0):

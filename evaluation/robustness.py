@@ -22,10 +22,7 @@ fraction of words) of the successful attacks.
 """
 
 import dataclasses
-import functools
 
-import jax
-import jax.numpy as jnp
 import numpy as np
 
 from data import word_units
@@ -85,12 +82,6 @@ def positions(tokens: np.ndarray, length: int, allowed: np.ndarray, starts: np.n
   return [i for i in range(1, length - 1) if allowed[tokens[i]] and starts[tokens[i + 1]]]
 
 
-@functools.partial(jax.jit, static_argnames=('model',))
-def _probabilities(params, inputs, *, model):
-  logits = model.apply({'params': params}, *inputs, deterministic=True)
-  return jax.nn.softmax(logits.astype(jnp.float32), axis=-1)
-
-
 class Scorer:
   """Class probabilities of rows, in fixed-size batches (one compilation)."""
 
@@ -100,7 +91,7 @@ class Scorer:
 
   def __call__(self, rows: dict) -> np.ndarray:
     probs = fine_tuned_classifier.in_batches(
-      lambda _, inputs: _probabilities(self.params, inputs, model=self.model),
+      lambda _, inputs: fine_tuned_classifier.probabilities(self.params, inputs, model=self.model),
       rows,
       self.batch_size,
     )
