@@ -13,6 +13,10 @@ Sources (`data.source`):
                 ('mrpc,rte,stsb') is a multi-task set (MT-DNN, objectives/mtdnn.py), see below.
   conll         CoNLL-2003 files `train.txt` / `valid.txt` / `test.txt` under `data.conll_dir`.
                 Records {'words', 'tags', 'idx'}.
+  msra          MSRA Chinese NER, `data.clue_dir`/dh_msra.zip (data/msra.py): CoNLL's records,
+                one character per word, 'idx' the sentence's index in the file; splits
+                'train', 'valid' (every 10th of the bakeoff's train part) and 'test' (its
+                test part), by sentence index.
   squad         SQuAD JSON files `data.squad_file` / `data.eval_squad_file`, or TFDS
                 `squad/v1.1` / `squad/v2.0` (`data.tfds_name`) when they are empty (data/squad.py).
   fewclue       FewCLUE task `data.task` (tnews, iflytek, eprstmt, bustm, ocnli, csl, csldcp,
@@ -50,13 +54,14 @@ import os
 
 import numpy as np
 
-from data import atomic_files, clue, conll, glue, squad
+from data import atomic_files, clue, conll, glue, msra, squad
 
 CLUE_SOURCES = ('fewclue', 'chnsenticorp', 'thucnews')
-SOURCES = ('glue', 'conll', 'squad', *CLUE_SOURCES)
+SOURCES = ('glue', 'conll', 'msra', 'squad', *CLUE_SOURCES)
 _DEFAULT_EVAL_SPLIT = {
   'glue': 'dev',
   'conll': 'valid',
+  'msra': 'valid',
   'squad': 'validation',
   'fewclue': 'dev',
   'chnsenticorp': 'dev',
@@ -227,6 +232,17 @@ def _split_records(data_cfg, split: str, eval_split: str | None) -> list[dict]:
     return [
       {'words': words, 'tags': tags, 'idx': i}
       for i, (words, tags) in enumerate(conll.read_conll(path))
+    ]
+  if source == 'msra':
+    if not data_cfg.clue_dir:
+      raise ValueError(
+        f"data.source='msra' reads {msra.ZIP_NAME} from data.clue_dir, e.g. "
+        '../shared/data/zh/ChineseNlpCorpus (configs/conll.py:msra).'
+      )
+    sentences = msra.read_msra(os.path.join(data_cfg.clue_dir, msra.ZIP_NAME))
+    return [
+      {'words': sentences[i][0], 'tags': sentences[i][1], 'idx': i}
+      for i in msra.split_indices(len(sentences), name)
     ]
   path = data_cfg.squad_file if split == 'train' else data_cfg.eval_squad_file
   if path:

@@ -42,6 +42,14 @@ CONLL_QUERIES = {
   'LOC': 'location: countries, cities, states, regions, mountains, rivers',
   'MISC': 'miscellaneous: nationalities, events, languages, works of art and other names',
 }
+# MSRA Chinese NER's types (configs/conll.py:msra,mrc passes them as objective.mrc_queries),
+# our own short descriptions in the same style; at most 25 characters (BERT's Chinese
+# WordPiece: a token each), so at seq_len 128 a 100-character sentence is never cut.
+MSRA_QUERIES = {
+  'PER': '人名：文中人物的姓名，包括中国人名和外国人名',
+  'ORG': '机构名：公司、政府机关、学校、政党、团体等组织',
+  'LOC': '地名：国家、省市、城镇、山脉、河流、湖泊等地理位置',
+}
 SUB_ROWS = ('tokens', 'segment_ids', 'positions', 'token_types', 'starts', 'ends', 'weights',
             'word_numbers')  # fmt: skip
 
