@@ -135,7 +135,7 @@ def get_config() -> config_dict.ConfigDict:
 
   c.data = config_dict.ConfigDict()
   c.data.source = 'embedded'  # 'embedded' (pydoc topics, offline), 'tfds', 'text' or 'jsonl';
-  # fine-tuning: a task source, 'glue', 'conll', 'squad', 'fewclue', ... (data/tasks.py).
+  # fine-tuning: a task source, 'glue', 'conll', 'msra', 'squad', 'fewclue', ... (data/tasks.py).
   c.data.tfds_name = ''  # TFDS dataset name, e.g. 'wikipedia/20230601.en' or 'c4/en'.
   c.data.tfds_split = 'train'  # TFDS split to train on.
   c.data.tfds_eval_split = 'validation'  # TFDS split to evaluate on.
@@ -150,7 +150,7 @@ def get_config() -> config_dict.ConfigDict:
   c.data.conll_dir = ''  # CoNLL-2003 train.txt / valid.txt / test.txt (data.source='conll').
   c.data.squad_file = ''  # SQuAD train JSON ('' reads TFDS data.tfds_name, e.g. 'squad/v1.1').
   c.data.eval_squad_file = ''  # SQuAD dev JSON.
-  c.data.clue_dir = ''  # Chinese task sources' folder: FewCLUE, ChnSentiCorp or THUCNews.
+  c.data.clue_dir = ''  # Chinese sources' folder: FewCLUE, ChnSentiCorp, THUCNews, dh_msra.zip.
   c.data.train_split = 'train'  # Chinese task sources: the split to train on.
   c.data.chinese_chars = False  # Split CJK characters apart (BERT's Chinese rule) before a
   # SentencePiece model; BERT's WordPiece already does.

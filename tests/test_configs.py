@@ -31,6 +31,8 @@ ARGUMENTS = {
   'configs/pet.py': ['sst2', 'sst2,classifier', 'rte', 'eprstmt', 'eprstmt,classifier'],
   'configs/mtdnn.py': ['mrpc,rte,stsb', 'cola,sst2'],
   'configs/probe.py': ['pos,chunk,ner,sst2', 'ner'],
+  'configs/conll.py': ['', 'mrc', 'msra', 'msra,mrc'],
+  'configs/kbert.py': ['sst2', 'chnsenticorp'],
 }
 CASES = [(path, arg) for path in FILES for arg in ARGUMENTS.get(path, [None])]
 
