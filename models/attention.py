@@ -106,12 +106,24 @@ class SegmentMask:
   # Learned keys before the row's (P-tuning v2): the first `prefix` keys are seen by every
   # real query, whatever its segment, kind or causal order.
   prefix: int = flax.struct.field(pytree_node=False, default=0)
+  # [batch, length, length] bool, self-attention only: query i may see key j (K-BERT's
+  # visible matrix, data/knowledge.py), on top of the segments: a pair must be in the
+  # same segment AND visible, so packing and padding still isolate what they isolate.
+  visible: jax.Array | None = None
 
   @classmethod
-  def self_attend(cls, segment_ids, *, causal: bool = False, kinds=None) -> 'SegmentMask':
+  def self_attend(
+    cls, segment_ids, *, causal: bool = False, kinds=None, visible=None
+  ) -> 'SegmentMask':
     if kinds is not None and causal:
       raise ValueError('Attention kinds replace the causal flag; pass one or the other.')
-    return cls(segment_ids, segment_ids, kinds, causal=causal, self_attention=True)
+    if visible is not None and visible.shape != (*segment_ids.shape, segment_ids.shape[1]):
+      raise ValueError(
+        f'visible {visible.shape} must be [batch, length, length] for segment ids'
+        f' {segment_ids.shape}.'
+      )
+    return cls(segment_ids, segment_ids, kinds, causal=causal, self_attention=True,
+               visible=visible)  # fmt: skip
 
   @classmethod
   def cross_attend(cls, q_segment_ids, kv_segment_ids) -> 'SegmentMask':
@@ -124,6 +136,10 @@ class SegmentMask:
       mask = attention_kinds_mask(self.q_segment_ids, self.kinds)
     else:
       mask = attention_mask(self.q_segment_ids, self.kv_segment_ids, self.causal)
+    if self.visible is not None:
+      # The diagonal stays: every real token sees itself, as query_valid promises.
+      diagonal = jnp.eye(self.visible.shape[-1], dtype=bool)
+      mask = mask & (self.visible.astype(bool) | diagonal)[:, None]
     if not self.prefix:
       return mask
     batch, q_len = self.q_segment_ids.shape
@@ -272,6 +288,8 @@ def _cudnn_problem(platform, q, k, mask, bias, dropout_rate, replayed_layers) ->
     return f'the head dimension must be a multiple of 8 and at most 256, got {head_dim}'
   if mask.kinds is not None:
     return "per-position attention kinds (UniLM) are no segment lengths; use attention_impl='xla'"
+  if mask.visible is not None:
+    return "a visible matrix (K-BERT) is no segment lengths; use attention_impl='xla'"
   if mask.prefix:
     return (
       "learned key/value prefixes (model.prefix_length) are not segments; use attention_impl='xla'"
@@ -302,6 +320,8 @@ def _splash_problem(platform, q, k, mask, bias, dropout_rate, replayed_layers) -
     return "splash attention takes no additive bias (T5's relative positions); use 'xla'"
   if mask.kinds is not None:
     return "per-position attention kinds (UniLM) are not splash masks; use 'xla'"
+  if mask.visible is not None:
+    return "a visible matrix (K-BERT) is not a splash mask; use 'xla'"
   if mask.prefix:
     return "learned key/value prefixes (model.prefix_length) are not splash masks; use 'xla'"
   q_len, kv_len = q.shape[1], k.shape[1]

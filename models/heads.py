@@ -375,10 +375,21 @@ class SequenceClassifier(nn.Module):
     self.dropout = nn.Dropout(self.cfg.dropout_rate)
     self.classifier = classes_dense(self.cfg, self.num_labels, 'classifier')
 
-  def __call__(self, tokens, segment_ids, positions=None, token_types=None, deterministic=True):
-    x = self.encoder(tokens, segment_ids, positions, token_types, deterministic)
+  def __call__(
+    self, tokens, segment_ids, positions=None, token_types=None, deterministic=True, visible=None
+  ):
+    x = self.encoder(tokens, segment_ids, positions, token_types, deterministic, visible=visible)
     pooled = self.dropout(self.pooler(x), deterministic=deterministic)  # [batch, embed]
     return self.classifier(pooled).astype(jnp.float32)  # [batch, num_labels]
+
+
+class KnowledgeClassifier(SequenceClassifier):
+  """SequenceClassifier over a knowledge-injected row (K-BERT, data/knowledge.py): the
+  batch's `visible` [batch, length, length] matrix masks the encoder's attention, and its
+  positions are the sentence tree's soft positions. The same parameters as
+  SequenceClassifier: a BERT checkpoint loads into it, and it into SequenceClassifier."""
+
+  EXTRA_INPUTS = ('visible',)  # Batch arrays passed by name (objectives/shared/task_inputs).
 
 
 class TokenClassifier(nn.Module):

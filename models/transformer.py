@@ -711,6 +711,7 @@ class Stack(nn.Module):
     encoded=None,
     encoder_segment_ids=None,
     attention_kinds=None,
+    visible=None,
   ):
     """Args: int arrays [batch, length]; positions restart at 0 in each segment.
 
@@ -719,7 +720,8 @@ class Stack(nn.Module):
     encoder segment k (packed pairs stay apart). A bidirectional encoder may take
     `attention_kinds` [batch, length] (BIDIRECTIONAL, LEFT_TO_RIGHT, RIGHT_TO_LEFT
     per position, see models/attention.py `attention_kinds_mask`) in place of its
-    all-bidirectional mask.
+    all-bidirectional mask. A stack may take `visible` [batch, length, length] bool (K-BERT's
+    visible matrix: query i sees key j), applied within the segments' mask.
     """
     if positions is None:
       positions = jnp.broadcast_to(jnp.arange(tokens.shape[1]), tokens.shape)
@@ -734,15 +736,17 @@ class Stack(nn.Module):
     self.sow('intermediates', 'embedded', x)  # [batch, length, embed]: for distillation.
     prompt = self.cfg.prompt_length
     if prompt:  # [batch, prompt + length, ...]: the prompt joins each row's first segment.
-      if attention_kinds is not None:
-        raise ValueError('prompt_length with attention_kinds (UniLM) is not supported.')
+      if attention_kinds is not None or visible is not None:
+        raise ValueError('prompt_length with attention_kinds or a visible matrix is not supported.')
       width = (x.shape[0], prompt)
       vectors = jnp.broadcast_to(jnp.asarray(self.prompt, x.dtype), (*width, x.shape[-1]))
       x = jnp.concatenate([vectors, x], axis=1)
       segment_ids = jnp.concatenate([jnp.broadcast_to(segment_ids[:, :1], width), segment_ids], 1)
       positions = jnp.concatenate([jnp.zeros(width, positions.dtype), positions], 1)
     # [batch, length] arrays, not a [batch, 1, length, length] mask: see models/attention.py.
-    mask = attention.SegmentMask.self_attend(segment_ids, causal=self.causal, kinds=attention_kinds)
+    mask = attention.SegmentMask.self_attend(
+      segment_ids, causal=self.causal, kinds=attention_kinds, visible=visible
+    )
     cross_mask = None
     if self.is_decoder:
       cross_mask = attention.SegmentMask.cross_attend(segment_ids, encoder_segment_ids)

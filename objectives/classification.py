@@ -95,14 +95,15 @@ class Classification:
     return values
 
 
-def pair_row(item: dict, tokenizer, seq_len: int) -> dict:
+def pair_row(item: dict, tokenizer, seq_len: int, encode=tasks.encode_pair) -> dict:
   """The row of a sentence (pair) record from the loader's stream item {'text': record,
-  'epoch', 'doc'}: encoded [CLS] a [SEP] b [SEP], its label and its record index."""
+  'epoch', 'doc'}: encoded [CLS] a [SEP] b [SEP] (by `encode`, data/tasks.encode_pair's
+  signature), its label and its record index."""
   record = item['text']
   if record['label'] is None:
     raise ValueError(f'Example {record["idx"]} has no label (a test split?).')
   return dict(
-    tasks.encode_pair(tokenizer, record['text_a'], record['text_b'], seq_len),
+    encode(tokenizer, record['text_a'], record['text_b'], seq_len),
     label=np.float32(record['label']),
     epoch=np.int64(item['epoch']),
     example_id=np.int64(item['doc']),
