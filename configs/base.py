@@ -69,6 +69,7 @@ def get_config() -> config_dict.ConfigDict:
   c.model.lora_alpha = config_dict.placeholder(float)  # LoRA's scale is alpha / rank (0: 1).
   c.model.lora_targets = config_dict.placeholder(str)  # Comma-separated projections: query,value.
   c.model.prompt_length = config_dict.placeholder(int)  # Soft-prompt vectors (prompt tuning).
+  c.model.max_2d_positions = config_dict.placeholder(int)  # LayoutLM's box tables (0: none).
   c.model.prefix_length = config_dict.placeholder(
     int
   )  # Key/value prefixes per layer (P-tuning v2).
@@ -134,7 +135,8 @@ def get_config() -> config_dict.ConfigDict:
   c.probe.seed = 0  # Samples, probe initialization and control labels.
 
   c.data = config_dict.ConfigDict()
-  c.data.source = 'embedded'  # 'embedded' (pydoc topics, offline), 'tfds', 'text' or 'jsonl';
+  c.data.source = 'embedded'  # 'embedded' (pydoc topics, offline), 'tfds', 'text', 'jsonl' or
+  # 'ocr_json' (pages with word boxes, data/layout.py);
   # fine-tuning: a task source, 'glue', 'conll', 'msra', 'squad', 'fewclue', ... (data/tasks.py).
   c.data.tfds_name = ''  # TFDS dataset name, e.g. 'wikipedia/20230601.en' or 'c4/en'.
   c.data.tfds_split = 'train'  # TFDS split to train on.

@@ -23,7 +23,7 @@ import grain
 import numpy as np
 
 from data import curriculum as curriculum_lib
-from data import word_units
+from data import layout, word_units
 from data.length_warmup import LengthWarmup, cut_rows
 from data.packing import PackedRows
 
@@ -101,8 +101,13 @@ def _read(stream: grain.MapDataset) -> grain.IterDataset:
 def _tokenized(doc: dict, tokenizer, starts_table) -> dict:
   """{'tokens', 'epoch', 'doc'} of a document, and, for a JSONL document with annotated
   spans (data/jsonl.SpannedText), 'token_arrays': per-token unit starts, one array
-  per span kind, which packing carries into the rows (ERNIE's entity_starts, ...)."""
+  per span kind, which packing carries into the rows (ERNIE's entity_starts, ...); for an
+  OCR page (data/layout.LaidOutText), 'token_arrays' {'boxes': [n, 4]}."""
   text = doc['text']
+  if isinstance(text, layout.LaidOutText):
+    ids, boxes = layout.encode_words(tokenizer, text)
+    return {'tokens': ids, 'epoch': doc['epoch'], 'doc': doc['doc'],
+            'token_arrays': {'boxes': boxes}}  # fmt: skip
   spans = getattr(text, 'spans', None)
   if not spans:
     return {'tokens': tokenizer.encode(text), 'epoch': doc['epoch'], 'doc': doc['doc']}

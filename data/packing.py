@@ -12,8 +12,9 @@ Every row also carries `epoch` (of the document that starts it) and
 `example_id` (row counter * num_shards + shard), the keys of derived randomness,
 and, when the documents carry their corpus index `doc`, `token_keys`: each
 token's document and offset, so that a draw can follow the token, not the row.
-Per-token arrays a document carries (`token_arrays`: unit starts from annotated
-spans) are packed alongside its tokens, True on framing, False on padding.
+Per-token arrays a document carries (`token_arrays`) are packed alongside its tokens:
+boolean flags (unit starts from annotated spans) True on framing, False on padding; other
+arrays, [n] or [n, k] (a page's word boxes, data/layout.py), zeros on both.
 """
 
 import copy
@@ -94,7 +95,7 @@ class _PackIterator(grain.DatasetIterator):
     # (the loader's do): document index << 24 | offset in the document; 0 on framing
     # and padding. Static masking (mlm.py, dupe_factor) draws per place, not per row.
     token_keys = np.zeros(length, np.int64)
-    # Per-token flags from annotated spans (data/loader.py), framing tokens True.
+    # Per-token arrays (data/loader.py): flags True on framing, other values 0.
     arrays = {}
     fill, segment, epoch = 0, 0, None
     while length - fill >= _MIN_ROOM:
@@ -111,7 +112,10 @@ class _PackIterator(grain.DatasetIterator):
       segment_ids[fill : fill + len(piece)] = segment
       positions[fill : fill + len(piece)] = np.arange(len(piece))
       for name, values in self._doc.get('token_arrays', {}).items():
-        row_values = arrays.setdefault(name, np.ones(length, bool))  # [seq_len]
+        flags = values.dtype == bool
+        row_values = arrays.setdefault(  # [seq_len, ...]
+          name, np.full((length, *values.shape[1:]), flags, values.dtype)
+        )
         row_values[fill + 1 : fill + 1 + take] = values[self._offset : self._offset + take]
       if self._keyed:
         offsets = np.arange(self._offset, self._offset + take, dtype=np.int64)
@@ -133,7 +137,8 @@ class _PackIterator(grain.DatasetIterator):
     if self._keyed:
       row['token_keys'] = token_keys
     for name, values in arrays.items():
-      row[name] = values & (segment_ids > 0)  # Padding is no unit.
+      real = (segment_ids > 0).reshape(length, *[1] * (values.ndim - 1))
+      row[name] = values & real if values.dtype == bool else values * real  # Padding: none.
     return row
 
   def get_state(self) -> dict:

@@ -7,7 +7,8 @@ k = round(1 / eval_fraction); training gets the rest. Both are index views, so
 nothing large is copied.
 
 JSONL files (`source='jsonl'`) hold one document per line (data/jsonl.py), optionally
-with annotated character spans. Invalid UTF-8 in a text or JSONL file is an error naming
+with annotated character spans; OCR-JSON files (`source='ocr_json'`) one page per line,
+its words with their boxes (data/layout.py). Invalid UTF-8 in a text or JSONL file is an error naming
 the file and byte, or, with `data.on_decode_error='replace'`, U+FFFD counted in the log
 (data/text_decoding.py).
 
@@ -22,9 +23,9 @@ from collections.abc import Sequence
 
 from ml_collections import config_dict
 
-from data import episodes, jsonl, tasks, text_decoding
+from data import episodes, jsonl, layout, tasks, text_decoding
 
-SOURCES = ('embedded', 'text', 'jsonl', 'tfds', *tasks.SOURCES)
+SOURCES = ('embedded', 'text', 'jsonl', 'ocr_json', 'tfds', *tasks.SOURCES)
 SPLITS = ('train', 'eval')
 
 
@@ -222,13 +223,18 @@ def load_documents(data_config: config_dict.ConfigDict, split: str) -> Sequence[
     if data_config.eval_text_files:
       return documents
     return _hold_out(documents, split, data_config.eval_fraction, 'data.text_files')
-  if source == 'jsonl':
-    read = lambda key: jsonl.read_jsonl_documents(  # noqa: E731
-      _expand_globs(data_config[key], key),
-      data_config.text_key,
-      data_config.span_fields,
-      data_config.on_decode_error,
-    )
+  if source in ('jsonl', 'ocr_json'):
+    if source == 'jsonl':
+      read = lambda key: jsonl.read_jsonl_documents(  # noqa: E731
+        _expand_globs(data_config[key], key),
+        data_config.text_key,
+        data_config.span_fields,
+        data_config.on_decode_error,
+      )
+    else:  # Pages with word boxes (LayoutLM), data/layout.py.
+      read = lambda key: layout.read_ocr_documents(  # noqa: E731
+        _expand_globs(data_config[key], key), data_config.on_decode_error
+      )
     if split == 'eval' and data_config.eval_text_files:
       return read('eval_text_files')
     documents = read('text_files')

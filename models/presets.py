@@ -193,6 +193,9 @@ PRESETS: dict[str, dict] = {
   # SpanBERT's released models are cased (vocab 28996).
   'spanbert-base': _bert(12, 768, 12, **dict(vocab_size=28996)),
   'spanbert-large': _bert(24, 1024, 16, **dict(vocab_size=28996)),
+  # Xu et al. 2020, LayoutLM: BERT with 2-D position tables (1024 rows) for word boxes.
+  'layoutlm-base': _bert(12, 768, 12, **dict(max_2d_positions=1024)),  # 113M.
+  'layoutlm-tiny': _bert(2, 128, 2, **dict(max_2d_positions=1024)),  # Tests and CPU runs.
   # ERNIE 1.0 (Chinese): 18000 characters/words, 513 positions, ReLU.
   'ernie-1.0': _bert(12, 768, 12, **dict(vocab_size=18000, max_len=513, activation='relu')),
   # Radford et al. 2018, GPT-1: post-LN decoder, 512 positions, BPE 40478 (117M).

@@ -223,6 +223,11 @@ class Embed(nn.Module):
       raise ValueError(f"Unknown position {cfg.position!r}; expected 'learned' or 'relative'.")
     if cfg.type_vocab_size:
       self.token_type = self._table(cfg.type_vocab_size, 'token_type', 'token_type', *summed)
+    if cfg.max_2d_positions:  # LayoutLM: x0 and x1 share a table, y0 and y1 another.
+      rows = cfg.max_2d_positions
+      self.layout = {
+        name: self._table(rows, 'position', f'layout_{name}', *summed) for name in 'xyhw'
+      }
     if cfg.embed_norm:
       self.norm = layer_norm(cfg, 'norm', summed[1])
     if cfg.embed_dim or cfg.embed_trigram:
@@ -251,9 +256,12 @@ class Embed(nn.Module):
       name=name,
     )
 
-  def __call__(self, tokens, positions, token_types, deterministic: bool, segment_ids=None):
+  def __call__(
+    self, tokens, positions, token_types, deterministic: bool, segment_ids=None, boxes=None
+  ):
     """Args: int arrays [batch, length]; `segment_ids` keeps MobileBERT's trigram inside
-    each packed segment (None: the whole row is one sequence)."""
+    each packed segment (None: the whole row is one sequence); `boxes` [batch, length, 4]
+    (x0, y0, x1, y1) with `cfg.max_2d_positions` (LayoutLM; None: boxes of zeros)."""
     x = self.token(tokens)  # [batch, length, token_dim]
     self.sow('intermediates', input_perturbation.NAME, x)  # Attribution reads them.
     if self.has_variable(input_perturbation.COLLECTION, input_perturbation.NAME):
@@ -264,12 +272,29 @@ class Embed(nn.Module):
       x += self.position(positions + self.cfg.position_offset)
     if self.cfg.type_vocab_size:
       x += self.token_type(token_types)
+    if self.cfg.max_2d_positions:
+      x += self._layout(tokens.shape if boxes is None else boxes)
+    elif boxes is not None:
+      raise ValueError('boxes need model.max_2d_positions > 0 (a LayoutLM preset).')
     if self.cfg.embed_norm:
       x = self.norm(x)  # [batch, length, token_dim]
     x = self.dropout(x, deterministic=deterministic)
     if self.cfg.embed_dim and not self.cfg.embed_trigram:
       x = self.project(x)  # [batch, length, embed]
     return nn.with_logical_constraint(x, ('batch', 'length', 'act_embed'))
+
+  def _layout(self, boxes) -> jax.Array:
+    """LayoutLM's 2-D position embeddings [batch, length, width] of `boxes` [batch,
+    length, 4] (or, given a shape [batch, length], of boxes of zeros): x0 + y0 + x1 + y1 +
+    height + width, each a row of its table."""
+    if isinstance(boxes, tuple):
+      boxes = jnp.zeros((*boxes, 4), jnp.int32)
+    x0, y0, x1, y1 = (boxes[..., i] for i in range(4))  # [batch, length] each.
+    table = self.layout
+    return (
+      table['x'](x0) + table['y'](y0) + table['x'](x1) + table['y'](y1)
+      + table['h'](y1 - y0) + table['w'](x1 - x0)
+    )  # fmt: skip
 
   def attend(self, x: jax.Array) -> jax.Array:
     """Logits [batch, length, vocab] against the tied token embedding."""
@@ -712,6 +737,7 @@ class Stack(nn.Module):
     encoder_segment_ids=None,
     attention_kinds=None,
     visible=None,
+    boxes=None,
   ):
     """Args: int arrays [batch, length]; positions restart at 0 in each segment.
 
@@ -721,7 +747,8 @@ class Stack(nn.Module):
     `attention_kinds` [batch, length] (BIDIRECTIONAL, LEFT_TO_RIGHT, RIGHT_TO_LEFT
     per position, see models/attention.py `attention_kinds_mask`) in place of its
     all-bidirectional mask. A stack may take `visible` [batch, length, length] bool (K-BERT's
-    visible matrix: query i sees key j), applied within the segments' mask.
+    visible matrix: query i sees key j), applied within the segments' mask, and `boxes`
+    [batch, length, 4] (LayoutLM's 2-D positions, with `cfg.max_2d_positions`).
     """
     if positions is None:
       positions = jnp.broadcast_to(jnp.arange(tokens.shape[1]), tokens.shape)
@@ -732,7 +759,7 @@ class Stack(nn.Module):
         'attention_kinds apply to a bidirectional encoder; this stack is causal'
         f' (causal={self.cfg.causal}, is_decoder={self.is_decoder}).'
       )
-    x = self.embed(tokens, positions, token_types, deterministic, segment_ids)
+    x = self.embed(tokens, positions, token_types, deterministic, segment_ids, boxes)
     self.sow('intermediates', 'embedded', x)  # [batch, length, embed]: for distillation.
     prompt = self.cfg.prompt_length
     if prompt:  # [batch, prompt + length, ...]: the prompt joins each row's first segment.

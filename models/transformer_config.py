@@ -28,6 +28,9 @@ class TransformerConfig(ModelConfig):
   share_layers: bool = False  # ALBERT: one block's parameters used by every layer.
   pooler: bool = False  # BERT-style pooler (tanh Dense on the first token) in the backbone.
   type_vocab_size: int = 2  # Token-type (segment A/B) embeddings; 0 disables them.
+  # LayoutLM: rows of the 2-D position tables (x, y, height, width; 1024), added for each
+  # token's box [x0, y0, x1, y1] on a 0-1000 grid (data/layout.py); 0 disables them.
+  max_2d_positions: int = 0
   head_dim: int | None = None  # Defaults to d_model // num_heads.
   causal: bool = False  # Decoder-only (GPT) when True.
   pre_norm: bool = False  # Pre-LN (GPT-2) when True, post-LN (BERT, GPT-1) when False.

@@ -106,7 +106,7 @@ def model_config(config, vocab_size: int):
     )
   sizes = ('num_layers', 'num_decoder_layers', 'd_model', 'num_heads', 'mlp_dim', 'embed_dim')
   sizes += ('adapter_dim', 'lora_rank', 'lora_alpha', 'lora_targets')
-  sizes += ('prompt_length', 'prefix_length')
+  sizes += ('prompt_length', 'prefix_length', 'max_2d_positions')
   for field in (*sizes, 'dropout_rate'):
     if field in config.model and config.model[field] is not None:
       if field not in fields:

@@ -49,6 +49,8 @@ def model_batch(rows: dict, *, inputs, targets, weights, max_predictions: int = 
     out['masked_weights'] = np.where(slots, np.take_along_axis(weights, order, 1), 0.0)
     out['masked_weights'] = out['masked_weights'].astype(np.float32)
     out['dropped_predictions'] = dropped.sum(axis=1).astype(np.float32)
+  if 'boxes' in rows:  # Pages with layout (data/layout.py): each token's box, for the model.
+    out['boxes'] = rows['boxes'].astype(np.int32)
   out.update(
     inputs=np.asarray(inputs, np.int32),
     targets=np.asarray(targets, np.int32),
@@ -86,6 +88,8 @@ def loss_fn(params, batch, rng, *, model, model_inputs=MODEL_INPUTS):
   vocabulary: logits [batch, P, vocab] instead of [batch, length, vocab].
   """
   kwargs, targets, weights = predictions(batch)
+  if 'boxes' in batch:  # Pages with layout: the encoder's 2-D positions (LayoutLM).
+    kwargs['boxes'] = batch['boxes']
   logits = model.apply(
     {'params': params},
     *(batch[name] for name in model_inputs),
