@@ -1,5 +1,5 @@
 """Few-shot classification of unseen classes: the encoder as it is against prototypical
-networks and first-order Proto-MAML meta-trained on the other classes (issue 16).
+networks, first-order Proto-MAML and Reptile meta-trained on the other classes (issue 16).
 
   python -m bench.meta_fewshot --init_from /tmp/minilm \\
       --clue_dir ../shared/data/zh/THUCNews --workdir /tmp/meta_bench --out /tmp/meta
@@ -10,7 +10,9 @@ classes 6-9 held out, 100 fixed eval episodes of them from test.txt. Rows:
                 (checkpoint_eval.evaluate_init_from);
   prototypical  `--steps` steps of 2 episodes of classes 0-5, then the same eval;
   fomaml        the same steps with FOMAML's inner loop (3 SGD steps at 1e-3), evaluated
-                with the inner loop on each eval episode's support.
+                with the inner loop on each eval episode's support;
+  reptile       the same steps with Reptile's meta-direction (the same inner loop over all
+                of an episode's records), evaluated as fomaml.
 Reports the query accuracy on the held-out classes (over all the eval episodes' queries:
 the eval loop averages sums, so no per-episode spread is kept) and the query loss. Writes <out>.md and <out>.json; finished runs are reused.
 """
@@ -54,7 +56,7 @@ def main():
   p.add_argument('--workdir', default='/tmp/meta_bench')
   p.add_argument('--out', default='')
   p.add_argument('--steps', type=int, default=meta_config.STEPS)
-  p.add_argument('--methods', default='prototypical,fomaml')
+  p.add_argument('--methods', default='prototypical,fomaml,reptile')
   args = p.parse_args()
   rows = {'untrained': result(configure(args, 'prototypical'),
                               os.path.join(args.workdir, 'untrained'), train=False)}  # fmt: skip

@@ -4,11 +4,13 @@ first-order MAML over N-way K-shot episodes of a classification task.
   python train.py --config configs/meta.py:thucnews,prototypical --workdir /tmp/proto \\
     --config.init_from=CKPT --config.data.clue_dir=../shared/data/zh/THUCNews
   python train.py --config configs/meta.py:thucnews,fomaml --workdir /tmp/fomaml (same flags)
+  python train.py --config configs/meta.py:thucnews,reptile --workdir /tmp/reptile (same flags)
   python eval.py --config configs/meta.py:thucnews,prototypical --workdir /tmp/proto (same flags)
 
 The argument is a task of configs/clue.py or configs/glue.py with enough classes, then the
-method: prototypical (objectives/prototypical.py) or fomaml (objectives/fomaml.py, with a
-prototype-initialized head). Episodes (data/episodes.py): 4-way 5-shot with 5 queries per
+method: prototypical (objectives/prototypical.py), fomaml (objectives/fomaml.py, with a
+prototype-initialized head) or reptile (objectives/reptile.py, FOMAML's inner loop over all
+of an episode's records, the meta-direction theta - phi). Episodes (data/episodes.py): 4-way 5-shot with 5 queries per
 class; THUCNews's classes 6-9 (politics, sports, game, entertainment) are held out, the
 model meta-trains on episodes of classes 0-5 (finance, realty, stocks, education, science,
 society) from its dev.txt and is evaluated on 100 fixed episodes of the held-out classes
@@ -18,7 +20,7 @@ meta-trained run must beat, the encoder before any meta-training, is scored by
 bench/meta_fewshot.py (evaluation/checkpoint_eval.evaluate_init_from).
 
 Recipe (ours): 2 episodes (80 records of 48 tokens) a step, AdamW at 2e-5 with 10% warm-up
-and linear decay, `STEPS` steps; FOMAML's inner loop 3 SGD steps at 1e-3. Hardware: a CPU
+and linear decay, `STEPS` steps; FOMAML's and Reptile's inner loop 3 SGD steps at 1e-3. Hardware: a CPU
 for MiniLM-sized models. Expected: meta-training above the untrained encoder on the unseen
 classes (Snell et al. 2017 report 5-way 5-shot Omniglot / miniImageNet, not text);
 measured on all-MiniLM-L6-v2 in the README's meta-learning section.
@@ -26,7 +28,11 @@ measured on all-MiniLM-L6-v2 in the README's meta-learning section.
 
 from configs import clue, glue
 
-METHODS = {'prototypical': 'objectives.prototypical', 'fomaml': 'objectives.fomaml'}
+METHODS = {
+  'prototypical': 'objectives.prototypical',
+  'fomaml': 'objectives.fomaml',
+  'reptile': 'objectives.reptile',
+}
 HELD_OUT = {'thucnews': '6,7,8,9'}
 STEPS = 150
 

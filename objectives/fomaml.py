@@ -45,26 +45,31 @@ class FirstOrderMAML(episodes.EpisodicObjective):
     x = episodes.embed(params, one, rng, model, self.pooling)  # [1, M, embed]
     return jnp.einsum('emd,end->emn', x, kernel) + bias[:, None, :]
 
-  def adapt_and_score(self, params, one, rng, model):
-    """(query loss, metrics) of one episode (its arrays with a leading 1) after the inner
-    loop on its support records."""
+  def adapt(self, params, one, rng, model, weights):
+    """((encoder params, head) after the inner loop, the key left for scoring) of one
+    episode (its arrays with a leading 1): the head set from the support prototypes, then
+    `inner_steps` SGD steps on the cross-entropy of the records `weights` [1, M] selects."""
     rngs = episodes.split_rng(rng, self.inner_steps + 1)
     x = episodes.embed(params, one, rngs[0], model, self.pooling)
     centres = jax.lax.stop_gradient(episodes.prototypes(x, one['onehot'], one['query']))
     head = (2.0 * centres, -jnp.sum(jnp.square(centres), -1))  # [1, N, embed], [1, N]
-    support = 1.0 - one['query']  # [1, M]
     labels = jnp.argmax(one['onehot'], -1)
 
-    def support_loss(weights, key):
-      logits = self._episode_logits(weights, one, key, model)
+    def inner_loss(adapted, key):
+      logits = self._episode_logits(adapted, one, key, model)
       losses = optax.softmax_cross_entropy_with_integer_labels(logits, labels)
-      return jnp.sum(losses * support) / jnp.maximum(jnp.sum(support), 1.0)
+      return jnp.sum(losses * weights) / jnp.maximum(jnp.sum(weights), 1.0)
 
-    weights = (params, head)
+    adapted = (params, head)
     for step in range(self.inner_steps):
-      grads = jax.lax.stop_gradient(jax.grad(support_loss)(weights, rngs[step]))
-      weights = jax.tree.map(lambda w, g: w - self.inner_lr * g, weights, grads)
-    return episodes.query_loss(self._episode_logits(weights, one, rngs[-1], model), one)
+      grads = jax.lax.stop_gradient(jax.grad(inner_loss)(adapted, rngs[step]))
+      adapted = jax.tree.map(lambda w, g: w - self.inner_lr * g, adapted, grads)
+    return adapted, rngs[-1]
+
+  def adapt_and_score(self, params, one, rng, model):
+    """(query loss, metrics) of one episode after the inner loop on its support records."""
+    adapted, key = self.adapt(params, one, rng, model, 1.0 - one['query'])
+    return episodes.query_loss(self._episode_logits(adapted, one, key, model), one)
 
   def loss_fn(self, params, batch, rng, *, model):
     """The mean query loss of the batch's episodes, each adapted on its own support."""

@@ -33,6 +33,7 @@ ARGUMENTS = {
   'configs/probe.py': ['pos,chunk,ner,sst2', 'ner'],
   'configs/conll.py': ['', 'mrc', 'msra', 'msra,mrc'],
   'configs/kbert.py': ['sst2', 'chnsenticorp'],
+  'configs/meta.py': ['thucnews,prototypical', 'thucnews,fomaml', 'thucnews,reptile'],
 }
 CASES = [(path, arg) for path in FILES for arg in ARGUMENTS.get(path, [None])]
 

@@ -1,6 +1,7 @@
 """Meta-learning: N-way K-shot episodes (data/episodes.py) with disjoint support and query
 and held-out classes, prototypical networks' loss by hand, first-order MAML's inner loop
-and first-order gradient by hand, and a short configs/meta.py run through train.py."""
+and first-order gradient by hand, Reptile's meta-direction by hand, and a short
+configs/meta.py run through train.py."""
 
 import json
 import os
@@ -117,7 +118,7 @@ def _tiny_episode_batch(episodes=2, ways=3, shots=2, queries=2, length=6, vocab=
 @pytest.fixture(scope='module')
 def encoder():
   cfg = TransformerConfig(vocab_size=40, num_layers=1, d_model=16, num_heads=2, mlp_dim=32,
-                          max_len=16, dropout_rate=0.0)  # fmt: skip
+                          max_len=16, dropout_rate=0.0, attention_dropout_rate=0.0)  # fmt: skip
   model = heads.Backbone(cfg)
   shape = np.zeros((2, 6), np.int32)
   params = model.init(jax.random.key(0), shape, shape + 1, shape, shape)['params']
@@ -200,6 +201,42 @@ def test_fomaml_adapts_on_the_support_and_takes_the_first_order_gradient(encoder
   want = jax.jit(jax.grad(lambda p: xent(logits_of(p, adapted[1]), one['query'])))(adapted[0])
   for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(want), strict=True):
     np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=2e-3, atol=1e-6)
+
+
+def test_reptile_gradient_is_theta_minus_the_mean_adapted_weights(encoder):
+  """One inner step at rate a on all of an episode's records: phi = theta - a g, so the
+  gradient theta - mean(phi) is a times the mean of the episodes' all-record gradients."""
+  model, params = encoder
+  batch = jax.tree.map(jnp.asarray, _tiny_episode_batch(episodes=2, pad=False))
+  objective = _config('reptile', inner_steps=1, inner_lr=0.1)
+  rng = jax.random.key(0)  # Training; this encoder has no dropout of any kind.
+  got = jax.jit(jax.grad(lambda p: objective.loss_fn(p, batch, rng, model=model)[0]))(params)
+
+  def all_record_gradient(i):
+    one = jax.tree.map(lambda a: a[i : i + 1], batch)
+    labels = jnp.argmax(one['onehot'], -1)
+    centres = episodes.prototypes(
+      episodes.embed(params, one, None, model, 'mean'), one['onehot'], one['query']
+    )
+
+    def loss(p):
+      x = episodes.embed(p, one, None, model, 'mean')
+      logits = jnp.einsum('emd,end->emn', x, 2.0 * centres) - jnp.sum(centres**2, -1)[:, None]
+      log_p = jax.nn.log_softmax(logits)
+      return -jnp.mean(jnp.take_along_axis(log_p, labels[..., None], -1))
+
+    return jax.jit(jax.grad(loss))(params)
+
+  first, second = all_record_gradient(0), all_record_gradient(1)
+  want = jax.tree.map(lambda a, b: 0.1 * (a + b) / 2, first, second)
+  # theta - phi is a difference of float32 weights: a few ulps of a weight (~1e-7) apart.
+  for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(want), strict=True):
+    np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=2e-3, atol=5e-7)
+  assert max(float(jnp.abs(g).max()) for g in jax.tree.leaves(want)) > 1e-3
+  # Evaluation (no rng) is FOMAML's: adapt on the support, score the queries.
+  fomaml = _config('fomaml', inner_steps=1, inner_lr=0.1)
+  evaluate = lambda o: jax.jit(lambda p: o.loss_fn(p, batch, None, model=model)[0])(params)  # noqa: E731
+  assert float(evaluate(objective)) == pytest.approx(float(evaluate(fomaml)), rel=1e-6)
 
 
 @pytest.mark.slow
