@@ -121,24 +121,22 @@ _RUN_LOCATIONS = ('init_from', 'teacher', 'data.tokenizer_path', 'data.glue_dir'
 
 
 def evaluate_init_from(config, workdir: str) -> dict:
-  """The figures of `config.init_from` itself, before any training step: the model the
-  run would start from (pretrained leaves loaded, the rest freshly initialized at
-  `config.seed`), evaluated as evaluate_checkpoint evaluates a run: a task objective's
-  loop.evaluate_task result, a pretraining (or episodic) objective's averaged metrics.
-  `workdir` receives the tokenizer copy the harness makes; nothing is trained.
-
-  Raises:
-    ValueError: no init_from.
+  """The figures of the model a run of `config` starts from, before any training step
+  (`config.init_from`'s leaves loaded, the rest freshly initialized at `config.seed`; with
+  no init_from, all of it), evaluated as evaluate_checkpoint evaluates a run: a task
+  objective's loop.evaluate_task result, a pretraining (or episodic) objective's averaged
+  metrics, and 'fresh' (the leaves not loaded; ['*'] without init_from). `workdir`
+  receives the tokenizer copy the harness makes; nothing is trained.
   """
-  if not config.init_from:
-    raise ValueError('evaluate_init_from scores config.init_from; it is empty.')
   harness = Harness(config, workdir)
   state, shardings = state_lib.create(
     harness.model, harness.tx, mesh=harness.mesh, rules=harness.rules, seed=config.seed,
     seq_len=config.seq_len,
   )  # fmt: skip
-  loaded = pretrained.load_params(model_setup.describe(config.init_from))
-  params, report = pretrained.merge(state.params, loaded, shardings.params)
+  params, report = state.params, {'fresh': ['*']}
+  if config.init_from:
+    loaded = pretrained.load_params(model_setup.describe(config.init_from))
+    params, report = pretrained.merge(state.params, loaded, shardings.params)
   if api.is_task(harness.exp.objective):
     values = loop.evaluate_task(harness, params, harness.predict_step(shardings.params))
   else:
