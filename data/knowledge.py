@@ -23,10 +23,11 @@ tokens, which see them back; nothing else crosses.
 """
 
 import dataclasses
+import functools
 
 import numpy as np
 
-from data import squad, tasks
+from data import atomic_files, squad, tasks
 
 
 @dataclasses.dataclass(frozen=True)
@@ -92,6 +93,7 @@ class Tree:
   trunk: list[bool]
   entity: list[int]
   branch: list[int]
+  heads: dict[int, tuple[str, ...]] = dataclasses.field(default_factory=dict)  # Entity's head.
 
   def append(self, token: int, position: int, trunk: bool, entity: int, branch: int) -> None:
     self.tokens.append(token)
@@ -133,6 +135,7 @@ def sentence_tree(
     trunk(done, start, 0)
     trunk(start, end, entity)
     head = tuple(w.lower() for w in words[start:end])
+    tree.heads[entity] = head
     for relation, tail in graph.triples[head][:max_triples]:
       for offset, token in enumerate(tokenizer.encode(f'{relation} {tail}').tolist()):
         tree.append(token, position + offset, False, entity, branch)
@@ -151,13 +154,9 @@ def visible_matrix(trunk: np.ndarray, entity: np.ndarray, branch: np.ndarray) ->
   return on_trunk | same_branch | (across & (entity[:, None] > 0))
 
 
-def encode_pair(
-  tokenizer, text_a: str, text_b: str | None, seq_len: int, *, graph: KnowledgeGraph,
-  max_triples: int,
-) -> dict:  # fmt: skip
-  """[CLS] tree(a) [SEP] (tree(b) [SEP]) padded to `seq_len`: data/tasks.encode_pair's
-  row with soft positions, plus 'visible' [seq_len, seq_len] bool (False on padding).
-  Over budget, BERT's rule drops the last token of the longer tree (branch or trunk)."""
+def _pair_tree(tokenizer, text_a, text_b, seq_len, graph, max_triples) -> tuple[Tree, list]:
+  """([CLS] tree(a) [SEP] (tree(b) [SEP]) as one tree, its token types), truncated to
+  `seq_len` by BERT's rule over the trees (the last token of the longer one goes)."""
   a = sentence_tree(tokenizer, text_a, graph, max_triples)
   trees = [a]
   if text_b is not None:
@@ -185,8 +184,20 @@ def encode_pair(
       strict=True,
     ):
       column.extend(values)
+    row.heads.update(tree.heads)
     row.append(tokenizer.sep_id, start + tree.next_position(), True, 0, 0)
     types += [kind] * (len(tree) + 1)
+  return row, types
+
+
+def encode_pair(
+  tokenizer, text_a: str, text_b: str | None, seq_len: int, *, graph: KnowledgeGraph,
+  max_triples: int,
+) -> dict:  # fmt: skip
+  """[CLS] tree(a) [SEP] (tree(b) [SEP]) padded to `seq_len`: data/tasks.encode_pair's
+  row with soft positions, plus 'visible' [seq_len, seq_len] bool (False on padding).
+  Over budget, BERT's rule drops the last token of the longer tree (branch or trunk)."""
+  row, types = _pair_tree(tokenizer, text_a, text_b, seq_len, graph, max_triples)
   out = tasks.padded_row(row.tokens, types, seq_len)
   n = len(row)
   out['positions'][:n] = row.positions
@@ -194,4 +205,72 @@ def encode_pair(
   out['visible'][:n, :n] = visible_matrix(
     np.array(row.trunk), np.array(row.entity), np.array(row.branch)
   )
+  return out
+
+
+def entity_ids(graph: KnowledgeGraph) -> tuple[list, list, np.ndarray]:
+  """(entities, relations, triples): every head and tail as lower-cased words (heads first,
+  in file order), every relation, and the triples as [n, 3] (head, relation, tail) ids:
+  the vocabulary of a knowledge embedding (objectives/shared/transe.py, tools/transe.py)."""
+  entities: dict[tuple[str, ...], int] = {}
+  relations: dict[str, int] = {}
+  for head in graph.triples:
+    entities.setdefault(head, len(entities))
+  rows = []
+  for head, pairs in graph.triples.items():
+    for relation, tail in pairs:
+      tail_id = entities.setdefault(_words(tail), len(entities))
+      rows.append((entities[head], relations.setdefault(relation, len(relations)), tail_id))
+  return list(entities), list(relations), np.array(rows, np.int64).reshape(-1, 3)
+
+
+@dataclasses.dataclass(frozen=True)
+class EntityVectors:
+  """Entity embeddings by name (tools/transe.py's file): `graph` matches the names in text
+  (no triples to splice), `vectors` [entities, dim] float32, row i of entity `names[i]`."""
+
+  names: list[tuple[str, ...]]
+  vectors: np.ndarray
+
+  @functools.cached_property
+  def graph(self) -> KnowledgeGraph:
+    return KnowledgeGraph({name: [] for name in self.names})
+
+  @functools.cached_property
+  def row_of(self) -> dict[tuple[str, ...], int]:
+    return {name: i for i, name in enumerate(self.names)}
+
+
+def write_entity_vectors(path: str, names, vectors, relations, relation_vectors) -> None:
+  """An .npz of entity (and relation) vectors by name, written atomically."""
+  arrays = {
+    'entities': np.array([squad.join_words(n) for n in names]),
+    'entity_vectors': np.asarray(vectors, np.float32),
+    'relations': np.array(relations),
+    'relation_vectors': np.asarray(relation_vectors, np.float32),
+  }
+  atomic_files.write_npz(path, arrays)
+
+
+def read_entity_vectors(path: str) -> EntityVectors:
+  with np.load(path) as f:
+    return EntityVectors([_words(str(n)) for n in f['entities']], f['entity_vectors'])
+
+
+def encode_entities(
+  tokenizer, text_a: str, text_b: str | None, seq_len: int, *, entities: EntityVectors
+) -> dict:
+  """ERNIE-THU's row: data/tasks.encode_pair's arrays (the entity mentions encoded on their
+  own, as K-BERT's trunk), plus 'entity_vectors' [seq_len, dim] float32, each mention's
+  entity vector at its first token (ERNIE aligns an entity to its mention's first token),
+  zeros elsewhere, and 'entity_mask' [seq_len] bool, True there."""
+  row, types = _pair_tree(tokenizer, text_a, text_b, seq_len, entities.graph, 0)
+  out = tasks.padded_row(row.tokens, types, seq_len)
+  tags = np.array(row.entity)
+  first = (tags > 0) & (tags != np.r_[0, tags[:-1]])  # A mention's first token.
+  out['entity_mask'] = np.zeros(seq_len, bool)
+  out['entity_mask'][: len(tags)] = first
+  out['entity_vectors'] = np.zeros((seq_len, entities.vectors.shape[1]), np.float32)
+  for i in np.flatnonzero(first):
+    out['entity_vectors'][i] = entities.vectors[entities.row_of[row.heads[int(tags[i])]]]
   return out
