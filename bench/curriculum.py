@@ -24,7 +24,6 @@ import statistics
 from bench import outputs
 from configs import base
 from configs import glue as glue_config
-from data import atomic_files
 from evaluation import checkpoint_eval, during_training, fine_tuned_classifier
 
 VARIANTS = ('none', 'length', 'loss')
@@ -56,9 +55,7 @@ def score(config, workdir: str) -> float:
 def reference_losses(run: str, out: str) -> str:
   """tools/difficulty.py's file for `run`, written once."""
   if not os.path.exists(out):
-    classifier = fine_tuned_classifier.load(run, base.get_config())
-    losses = classifier.losses(classifier.train_records())
-    atomic_files.write_text(out, ''.join(f'{v:.6g}\n' for v in losses))
+    fine_tuned_classifier.write_train_losses(run, out, defaults=base.get_config())
   return out
 
 

@@ -15,7 +15,7 @@ import os
 import jax
 
 from data import atomic_files
-from evaluation import loop
+from evaluation import during_training, loop
 from objectives import api
 from training import best_checkpoint, compressed_run, model_setup, pretrained
 from training import harness as harness_lib
@@ -110,6 +110,18 @@ def evaluate_checkpoint(config, workdir: str) -> dict:
       print(f'{name:<16} {text}')
     atomic_files.write_json(os.path.join(workdir, 'eval.json'), result, indent=2)
   return result
+
+
+def trained_and_evaluated(config, workdir: str) -> dict:
+  """The eval.json of a train.py run of `config` in `workdir`: trained (or resumed from its
+  checkpoint) and evaluated unless its eval.json is already there, then read back. The
+  stages of tools/lifelong.py and tools/self_paced.py: the same call goes on after a kill."""
+  done = os.path.join(workdir, 'eval.json')
+  if not os.path.exists(done):
+    during_training.train_and_evaluate(config, workdir)
+    evaluate_checkpoint(config, workdir)
+  with open(done) as f:
+    return json.load(f)
 
 
 # Where a run's model and data come from: taken from its config.json when left empty.

@@ -10,7 +10,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from data import tasks
+from data import atomic_files, tasks
 from models import heads
 from training import compressed_run
 
@@ -140,3 +140,21 @@ def load(run: str, defaults=None) -> Classifier:
       '(pair) classifier (objectives.classification) is needed.'
     )
   return Classifier(source, model, jax.device_put(source.params), exp.tokenizer, exp)
+
+
+def write_train_losses(run: str, out: str, batch_size: int = 64, defaults=None) -> np.ndarray:
+  """`run`'s loss on every record of its task's whole train split (file order), written to
+  `out` atomically as a curriculum scores file (one number a line, a '#' header naming the
+  run): tools/difficulty.py's reference scores and tools/self_paced.py's own-loss ones.
+
+  Raises:
+    ValueError: a train record without a label.
+  """
+  classifier = load(run, defaults)
+  records = classifier.train_records()
+  if any(r.get('label') is None for r in records):
+    raise ValueError(f'{run}: its train split has unlabelled records.')
+  losses = classifier.losses(records, batch_size)
+  header = f'# {len(losses)} train records: loss under {classifier.description}\n'
+  atomic_files.write_text(out, header + ''.join(f'{v:.6g}\n' for v in losses))
+  return losses

@@ -21,7 +21,6 @@ import numpy as np
 from absl import app, flags
 
 from configs import base
-from data import atomic_files
 from evaluation import fine_tuned_classifier
 
 _RUN = flags.DEFINE_string('run', None, 'The reference classifier (a train.py workdir).')
@@ -32,13 +31,12 @@ flags.mark_flags_as_required(['run', 'out'])
 
 def main(argv):
   del argv
-  classifier = fine_tuned_classifier.load(_RUN.value, base.get_config())
-  records = classifier.train_records()
-  if any(r.get('label') is None for r in records):
-    raise app.UsageError(f'{_RUN.value}: its train split has unlabelled records.')
-  scores = classifier.losses(records, _BATCH.value)
-  header = f'# {len(scores)} train records: loss under {classifier.description}\n'
-  atomic_files.write_text(_OUT.value, header + ''.join(f'{v:.6g}\n' for v in scores))
+  try:
+    scores = fine_tuned_classifier.write_train_losses(
+      _RUN.value, _OUT.value, _BATCH.value, base.get_config()
+    )
+  except ValueError as e:
+    raise app.UsageError(str(e)) from e
   q = np.quantile(scores, [0.1, 0.5, 0.9])
   print(f'{len(scores)} scores (loss quantiles 10/50/90%: {q[0]:.4f} {q[1]:.4f} {q[2]:.4f}) '
         f'written to {_OUT.value}')  # fmt: skip

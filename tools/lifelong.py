@@ -25,7 +25,6 @@ and backward transfer (evaluation/lifelong.py). A finished stage is read back, a
 unfinished one resumes from its checkpoint: the same command goes on after a kill.
 """
 
-import json
 import os
 
 import numpy as np
@@ -34,7 +33,7 @@ from ml_collections import config_flags
 
 from configs import base
 from data import atomic_files, tasks
-from evaluation import checkpoint_eval, during_training, lifelong
+from evaluation import checkpoint_eval, lifelong
 from training import config_checks, launch
 from training import fisher as fisher_lib
 
@@ -71,13 +70,7 @@ def stage_config(config, j: int, method: str, previous: str, labelled: str, fish
 
 def run_stage(config, stage_dir: str) -> dict:
   """Trains (or resumes, or reads back) one stage; returns its eval.json scores."""
-  run = os.path.join(stage_dir, 'run')
-  done = os.path.join(run, 'eval.json')
-  if not os.path.exists(done):
-    during_training.train_and_evaluate(config, run)
-    checkpoint_eval.evaluate_checkpoint(config, run)
-  with open(done) as f:
-    return json.load(f)['scores']
+  return checkpoint_eval.trained_and_evaluated(config, os.path.join(stage_dir, 'run'))['scores']
 
 
 def positions_file(stage_dir: str, positions) -> str:
