@@ -42,7 +42,8 @@ class KnowledgeGraph:
     return max((len(head) for head in self.triples), default=0)
 
 
-def _words(text: str) -> tuple[str, ...]:
+def words_of(text: str) -> tuple[str, ...]:
+  """A name's lower-cased words, as heads and mentions are matched."""
   return tuple(w.lower() for w in squad.context_words(text)[0])
 
 
@@ -62,7 +63,7 @@ def read_triples(path: str) -> KnowledgeGraph:
       if len(fields) != 3 or not all(fields):
         raise ValueError(f'{path}:{number}: a triple is head<TAB>relation<TAB>tail, got {line!r}.')
       head, relation, tail = fields
-      triples.setdefault(_words(head), []).append((relation.replace('_', ' '), tail))
+      triples.setdefault(words_of(head), []).append((relation.replace('_', ' '), tail))
   return KnowledgeGraph(triples)
 
 
@@ -219,7 +220,7 @@ def entity_ids(graph: KnowledgeGraph) -> tuple[list, list, np.ndarray]:
   rows = []
   for head, pairs in graph.triples.items():
     for relation, tail in pairs:
-      tail_id = entities.setdefault(_words(tail), len(entities))
+      tail_id = entities.setdefault(words_of(tail), len(entities))
       rows.append((entities[head], relations.setdefault(relation, len(relations)), tail_id))
   return list(entities), list(relations), np.array(rows, np.int64).reshape(-1, 3)
 
@@ -254,7 +255,7 @@ def write_entity_vectors(path: str, names, vectors, relations, relation_vectors)
 
 def read_entity_vectors(path: str) -> EntityVectors:
   with np.load(path) as f:
-    return EntityVectors([_words(str(n)) for n in f['entities']], f['entity_vectors'])
+    return EntityVectors([words_of(str(n)) for n in f['entities']], f['entity_vectors'])
 
 
 def encode_entities(

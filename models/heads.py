@@ -258,6 +258,30 @@ class MaskedLM(nn.Module):
     return logits, outputs
 
 
+class KnowledgeEmbeddingLM(MaskedLM):
+  """MaskedLM that also embeds entities and relations (KEPLER, objectives/kepler.py): an
+  entity is the encoder's [CLS] state over its description (`describe`), a relation a row
+  of a table of its own (`relation`, [num_relations, embed]); the rest is MaskedLM's, so a
+  BERT checkpoint loads into it and the relation table starts fresh."""
+
+  num_relations: int = 1
+
+  def setup(self):
+    super().setup()
+    self.relations = self.param(
+      'relations', transformer.normal_init(self.cfg, 'classes', 'embed', fan_in=1),
+      (self.num_relations, self.cfg.d_model), self.cfg.storage_dtype,
+    )  # fmt: skip
+
+  def describe(self, tokens, segment_ids, deterministic=True):
+    """[n, embed]: the final [CLS] state of each description row [n, length]."""
+    return self.encoder(tokens, segment_ids, None, None, deterministic)[:, 0]
+
+  def relation(self, ids):
+    """[n, embed] relation vectors of [n] ids."""
+    return jnp.asarray(self.relations, self.cfg.compute_dtype)[ids]
+
+
 class CausalLM(nn.Module):
   """GPT-style decoder-only model; returns next-token logits [batch, length, vocab]."""
 

@@ -1,11 +1,14 @@
 """TransE (Bordes et al. 2013): a triple (h, r, t) is plausible when h + r lands near t.
 
 The knowledge-embedding part of the knowledge objectives: tools/transe.py trains entity and
-relation vectors with it for ERNIE-THU's entity fusion (objectives/ernie_thu.py). Negatives
-replace the head or the tail of a true triple by a random entity (`corrupt`), and the loss
-is the margin ranking loss mean(max(0, margin + d(positive) - d(negative))).
+relation vectors with it for ERNIE-THU's entity fusion (objectives/ernie_thu.py), with
+negatives that replace the head or the tail of a true triple by a random entity
+(`corrupt`) and the margin ranking loss mean(max(0, margin + d(positive) - d(negative)));
+KEPLER (objectives/kepler.py) scores entities the encoder embeds from their descriptions
+with the same distance and the negative-sampling loss.
 """
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 
@@ -33,3 +36,12 @@ def corrupt(triples: np.ndarray, num_entities: int, seed: int, step: int) -> np.
   out[replace_head, 0] = drawn[replace_head]
   out[~replace_head, 2] = drawn[~replace_head]
   return out
+
+
+def negative_sampling_loss(positive, negative, margin: float, weights):
+  """(mean, sum) over the weighted [n] pairs of -log sigmoid(margin - d(positive))
+  - log sigmoid(d(negative) - margin): KEPLER's knowledge-embedding loss (after Sun et al.
+  2019), one negative per positive."""
+  losses = -jax.nn.log_sigmoid(margin - positive) - jax.nn.log_sigmoid(negative - margin)
+  total = jnp.sum(losses * weights)
+  return total / jnp.maximum(jnp.sum(weights), 1.0), total
