@@ -449,3 +449,41 @@ class SpanExtractor(nn.Module):
     x = self.encoder(tokens, segment_ids, positions, token_types, deterministic)
     logits = self.qa_outputs(x).astype(jnp.float32)  # [batch, length, 2]
     return logits[..., 0], logits[..., 1]
+
+
+class SpanMatcher(SpanExtractor):
+  """SpanExtractor plus Li et al. 2020's span-matching classifier: a match logit for every
+  (start i, end j) pair from a two-layer MLP over [E_i; E_j] (their code's non-linear
+  classifier; the paper writes one linear layer, which would score i and j apart):
+  m_ij = w . GELU(A E_i + B E_j + b) + c, width `match_dim`. Returns (start [batch,
+  length], end [batch, length], match [batch, length, length]) logits; the `encoder` and
+  `qa_outputs` are SpanExtractor's, so a SQuAD or NER-as-MRC run loads into it."""
+
+  match_dim: int = 128
+
+  def setup(self):
+    super().setup()
+    cfg = self.cfg
+    self.match_start = nn.Dense(
+      self.match_dim, use_bias=False, dtype=cfg.compute_dtype, param_dtype=cfg.storage_dtype,
+      kernel_init=transformer.normal_init(cfg, 'embed', 'mlp', fan_in=2 * cfg.d_model),
+      name='match_start',
+    )  # fmt: skip
+    self.match_end = nn.Dense(
+      self.match_dim, dtype=cfg.compute_dtype, param_dtype=cfg.storage_dtype,
+      kernel_init=transformer.normal_init(cfg, 'embed', 'mlp', fan_in=2 * cfg.d_model),
+      bias_init=transformer.zeros_init('mlp'), name='match_end',
+    )  # fmt: skip
+    self.match_out = nn.Dense(
+      1, dtype=cfg.compute_dtype, param_dtype=cfg.storage_dtype,
+      kernel_init=transformer.normal_init(cfg, 'mlp', 'classes', fan_in=self.match_dim),
+      bias_init=transformer.zeros_init('classes'), name='match_out',
+    )  # fmt: skip
+
+  def __call__(self, tokens, segment_ids, positions=None, token_types=None, deterministic=True):
+    x = self.encoder(tokens, segment_ids, positions, token_types, deterministic)
+    logits = self.qa_outputs(x).astype(jnp.float32)  # [batch, length, 2]
+    a, b = self.match_start(x), self.match_end(x)  # [batch, length, match_dim]
+    hidden = nn.gelu(a[:, :, None, :] + b[:, None, :, :])  # [batch, start, end, match_dim]
+    match = self.match_out(hidden)[..., 0].astype(jnp.float32)  # [batch, start, end]
+    return logits[..., 0], logits[..., 1], match

@@ -13,12 +13,19 @@ there. The model is the encoder with one start and one end logit per token
 start and the end logits over the words' first sub-tokens (several entities of a type may
 be in one sentence, so each position is its own binary decision, not a softmax).
 
-Decoding (`decode_predictions`): per type, every word whose start logit is positive
-opens a span that closes at the nearest word at or after it with a positive end logit
-before the next start (Li et al.'s start-end heuristic; their span-matching classifier is
-not built); spans of all types are then kept greedily by start + end logit without
-overlap (CoNLL has no nested entities) and written back as IOB2 tags, so the score is
-conlleval's entity F1, the same as the tagging objective's. A sentence cut by seq_len
+With `objective.mrc_match_weight` > 0 (the paper's full model) the head also scores every
+(start, end) pair with Li et al.'s span-matching classifier (heads.SpanMatcher), trained by
+binary cross-entropy on the candidate pairs, those whose start is a gold or predicted
+start and whose end a gold or predicted end at or after it (words' first sub-tokens), the
+gold spans positive; the loss adds `mrc_match_weight` x its mean.
+
+Decoding (`decode_predictions`): per type, with the match head every word whose start
+logit is positive takes the end at or after it with a positive end logit and a positive
+match logit that scores best (end + match); without it (weight 0) each positive start
+closes at the nearest positive end before the next start (Li et al.'s start-end
+heuristic). Spans of all types are then kept greedily by score without overlap (CoNLL has
+no nested entities) and written back as IOB2 tags, so the score is conlleval's entity F1,
+the same as the tagging objective's. A sentence cut by seq_len
 loses its last words, predicted 'O' and scored so. The entity types come from
 `objective.labels` (objectives/tagging.py's key, the B-/I- suffixes).
 """
@@ -51,12 +58,13 @@ MSRA_QUERIES = {
   'LOC': '地名：国家、省市、城镇、山脉、河流、湖泊等地理位置',
 }
 SUB_ROWS = ('tokens', 'segment_ids', 'positions', 'token_types', 'starts', 'ends', 'weights',
-            'word_numbers')  # fmt: skip
+            'word_numbers', 'span_ends')  # fmt: skip
 
 
 def config() -> config_dict.ConfigDict:
   c = config_dict.ConfigDict()
   c.mrc_queries = ''  # 'TYPE=description;...' per entity type; '' is CONLL_QUERIES.
+  c.mrc_match_weight = 1.0  # The span-matching loss's weight; 0: no match head (heuristic).
   return c
 
 
@@ -102,12 +110,14 @@ def encode_query(words, tags, query_ids, kind: str, tokenizer, seq_len: int) -> 
   word_numbers[offset : offset + len(ids)] = np.where(first[offset : offset + len(ids)],
                                                       word_ids + 1, 0)  # fmt: skip
   starts, ends = np.zeros(seq_len, np.float32), np.zeros(seq_len, np.float32)
+  span_ends = np.full(seq_len, -1, np.int32)  # At a gold start: its end's position.
   position_of_word = {int(w) - 1: p for p, w in enumerate(word_numbers) if w > 0}
   for chunk_kind, start, end in conll.entity_chunks(tags):
     if chunk_kind == kind and start in position_of_word:
       starts[position_of_word[start]] = 1.0
       if end - 1 in position_of_word:
         ends[position_of_word[end - 1]] = 1.0
+        span_ends[position_of_word[start]] = position_of_word[end - 1]
   segment_ids = (np.arange(seq_len) < n).astype(np.int32)
   token_types = np.zeros(seq_len, np.int32)
   token_types[offset:n] = 1
@@ -115,6 +125,7 @@ def encode_query(words, tags, query_ids, kind: str, tokenizer, seq_len: int) -> 
     'tokens': tokens, 'segment_ids': segment_ids,
     'positions': np.arange(seq_len, dtype=np.int32) * segment_ids, 'token_types': token_types,
     'starts': starts, 'ends': ends, 'weights': first.astype(np.float32), 'word_numbers': word_numbers,
+    'span_ends': span_ends,
   }  # fmt: skip
 
 
@@ -148,12 +159,13 @@ def tags_of(entities: list[tuple[float, str, int, int]], word_count: int) -> lis
 class MachineReadingNER:
   types: tuple[str, ...]
   queries: tuple[str, ...]  # One per type, in order.
+  match_weight: float = 1.0
 
   FRAMING = ('cls_id', 'sep_id')
   SHOW = 'queries'
 
   def build_model(self, model_cfg):
-    return heads.SpanExtractor(model_cfg)
+    return heads.SpanMatcher(model_cfg) if self.match_weight > 0 else heads.SpanExtractor(model_cfg)
 
   def make_rows(self, objective_cfg, stream, docs, tokenizer, *, seq_len, **unused):
     """One row per sentence: its T typed sub-rows stacked, [T, seq_len] each."""
@@ -177,19 +189,34 @@ class MachineReadingNER:
       ends=rows['ends'].astype(np.float32),
       weights=rows['weights'].astype(np.float32),
       word_numbers=rows['word_numbers'].astype(np.int32),
+      span_ends=rows['span_ends'].astype(np.int32),
     )
 
   def logits(self, params, batch, rng, *, model):
-    """(start, end) logits [batch, types, length]."""
+    """(start, end) logits [batch, types, length], and with the match head its logits
+    [batch, types, length, length]."""
     b, t, length = batch['inputs'].shape
     flat = {k: batch[k].reshape(b * t, length) for k in task_inputs.MODEL_INPUTS}
-    start, end = task_inputs.apply(params, flat, rng, model)
-    return start.reshape(b, t, length), end.reshape(b, t, length)
+    out = task_inputs.apply(params, flat, rng, model)
+    return tuple(o.reshape(b, t, *o.shape[1:]) for o in out)
+
+  @staticmethod
+  def _candidates(start, end, batch):
+    """[batch, types, length, length] bool: the pairs the match loss trains on, a gold or
+    predicted start i and a gold or predicted end j >= i, both words' first sub-tokens."""
+    w = batch['weights'] > 0
+    opens = w & ((batch['starts'] > 0) | (start > 0))
+    closes = w & ((batch['ends'] > 0) | (end > 0))
+    length = start.shape[-1]
+    after = jnp.arange(length)[None, :] >= jnp.arange(length)[:, None]  # [i, j]: j >= i.
+    return opens[..., :, None] & closes[..., None, :] & after
 
   def loss_fn(self, params, batch, rng, *, model):
     """Mean binary cross-entropy of the start and end logits over the words' first
-    sub-tokens; metrics loss and start/end accuracy (sign right) as (sum, weight)."""
-    start, end = self.logits(params, batch, rng, model=model)
+    sub-tokens (+ mrc_match_weight x the match loss's mean over the candidate pairs);
+    metrics loss and start/end accuracy (sign right), match/loss and match/accuracy, as
+    (sum, weight)."""
+    start, end, *match = self.logits(params, batch, rng, model=model)
     w = batch['weights']
     total = jnp.sum(w)
     per = optax.sigmoid_binary_cross_entropy(start, batch['starts'])
@@ -197,11 +224,42 @@ class MachineReadingNER:
     loss_sum = jnp.sum(0.5 * per * w)
     right = ((start > 0) == (batch['starts'] > 0)) & ((end > 0) == (batch['ends'] > 0))
     metrics = {'loss': (loss_sum, total), 'accuracy': (jnp.sum(right * w), total)}
-    return loss_sum / jnp.maximum(total, 1.0), metrics
+    loss = loss_sum / jnp.maximum(total, 1.0)
+    if match:
+      pairs = self._candidates(start, end, batch).astype(jnp.float32)
+      length = start.shape[-1]
+      gold = (batch['span_ends'][..., :, None] == jnp.arange(length)).astype(jnp.float32)
+      bce = optax.sigmoid_binary_cross_entropy(match[0], gold)
+      count = jnp.sum(pairs)
+      match_sum = jnp.sum(bce * pairs)
+      metrics['match/loss'] = (match_sum, count)
+      metrics['match/accuracy'] = (jnp.sum(((match[0] > 0) == (gold > 0)) * pairs), count)
+      loss += self.match_weight * match_sum / jnp.maximum(count, 1.0)
+    return loss, metrics
+
+  def loss_terms(self, objective_cfg) -> dict[str, float]:
+    """The start/end loss + mrc_match_weight x the match loss (objectives/api.py)."""
+    del objective_cfg
+    return (
+      {'loss': 1.0, 'match/loss': self.match_weight} if self.match_weight > 0 else {'loss': 1.0}
+    )
 
   def predict_fn(self, params, batch, *, model) -> dict:
-    start, end = self.logits(params, batch, None, model=model)
-    return {'start_logits': start, 'end_logits': end, 'word_numbers': batch['word_numbers']}
+    """The start and end logits; with the match head, for each start position its best
+    end (`match_end`, -1 if none: a positive end at or after it with a positive match
+    logit, the highest end + match) and that span's score (start + end + match)."""
+    start, end, *match = self.logits(params, batch, None, model=model)
+    out = {'start_logits': start, 'end_logits': end, 'word_numbers': batch['word_numbers']}
+    if match:
+      length = start.shape[-1]
+      after = jnp.arange(length)[None, :] >= jnp.arange(length)[:, None]
+      ok = after & (batch['weights'] > 0)[..., None, :] & (end > 0)[..., None, :] & (match[0] > 0)
+      score = jnp.where(ok, end[..., None, :] + match[0], -jnp.inf)  # [b, t, start, end]
+      best = jnp.argmax(score, -1)
+      found = jnp.any(ok, -1)
+      out['match_end'] = jnp.where(found, best, -1)
+      out['match_score'] = start + jnp.where(found, jnp.max(score, -1), 0.0)
+    return out
 
   def decode_predictions(self, objective_cfg, outputs: dict, records: list) -> dict:
     """Gold and predicted IOB2 tags of the predicted sentences, for conlleval's F1."""
@@ -219,7 +277,16 @@ class MachineReadingNER:
         end = np.full(count, np.nan)
         start[numbers[at] - 1] = np.asarray(outputs['start_logits'][row][t])[at]
         end[numbers[at] - 1] = np.asarray(outputs['end_logits'][row][t])[at]
-        entities += [(score, kind, s, e) for score, s, e in spans(start, end, count)]
+        if 'match_end' in outputs:  # The span-matching classifier's pairs.
+          ends = np.asarray(outputs['match_end'][row][t])
+          scores = np.asarray(outputs['match_score'][row][t])
+          entities += [
+            (float(scores[p]), kind, int(numbers[p]) - 1, int(numbers[ends[p]]) - 1)
+            for p in at
+            if start[numbers[p] - 1] > 0 and ends[p] >= 0
+          ]
+        else:
+          entities += [(score, kind, s, e) for score, s, e in spans(start, end, count)]
       predicted[example] = tags_of(entities, count)
     return tagging.conll_decoded(records, predicted)
 
@@ -232,4 +299,8 @@ def configure(objective_cfg) -> MachineReadingNER:
   labels = tagging.parse_labels(objective_cfg)
   types = tuple(dict.fromkeys(conll.split_tag(tag)[1] for tag in labels if tag != 'O'))
   queries = parse_queries(objective_cfg, types)
-  return MachineReadingNER(types, tuple(queries[t] for t in types))
+  if objective_cfg.mrc_match_weight < 0:
+    raise ValueError(f'objective.mrc_match_weight={objective_cfg.mrc_match_weight} must be >= 0.')
+  return MachineReadingNER(
+    types, tuple(queries[t] for t in types), float(objective_cfg.mrc_match_weight)
+  )

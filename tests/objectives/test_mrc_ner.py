@@ -1,7 +1,8 @@
 """NER as MRC (objectives/mrc_ner.py): typed sub-rows with start and end labels on the
 entities' first sub-tokens, the nearest-end decoding and overlap rule by hand, the binary
-loss by hand, decoding gold-like logits back to the gold tags (F1 1), and a short run
-through the trainer against the tagging head."""
+loss by hand, the span-matching loss over the candidate pairs and its best ends by hand,
+decoding gold-like logits back to the gold tags (F1 1, with and without the match head),
+and a short run through the trainer against the tagging head."""
 
 import json
 
@@ -118,6 +119,65 @@ def test_loss_by_hand_and_gold_logits_decode_to_the_gold_tags(spm_path, tmp_path
   assert task_scores.score(decoded)['scores']['conll_f1'] == 1.0
   lines = show.show(config, str(tmp_path / 'run'), num_examples=1, split='eval')
   assert len(lines) == 2 + 4 and '[[' in ''.join(lines[2:])
+
+
+class _Fixed:
+  """A stand-in model whose apply returns fixed logits (the objective's arithmetic alone)."""
+
+  def __init__(self, outputs):
+    self.outputs = outputs
+
+  def apply(self, variables, *args, **kwargs):
+    del variables, args, kwargs
+    return self.outputs
+
+
+def test_match_loss_on_candidate_pairs_best_ends_and_decoding_by_hand(spm_path, tmp_path):
+  config, exp, batch = _batch(spm_path, tmp_path)
+  objective = exp.objective
+  assert objective.match_weight == 1.0 and isinstance(
+    objective.build_model(TransformerConfig(vocab_size=8, num_layers=1, d_model=4, num_heads=1,
+                                            mlp_dim=4)), heads.SpanMatcher)  # fmt: skip
+  b, t, length = batch['inputs'].shape
+  rng = np.random.default_rng(0)
+  start, end = rng.normal(size=(2, b * t, length)).astype(np.float32)
+  match = rng.normal(size=(b * t, length, length)).astype(np.float32)
+  loss, metrics = objective.loss_fn(None, batch, None, model=_Fixed((start, end, match)))
+  flat = {k: np.asarray(batch[k]).reshape(b * t, -1) for k in ('weights', 'starts', 'ends',
+                                                                 'span_ends')}  # fmt: skip
+  bce = lambda x, y: np.log1p(np.exp(-x)) if y else np.log1p(np.exp(x))  # noqa: E731
+  pair_sum, pairs, best = 0.0, 0, {}
+  for r in range(b * t):
+    w = flat['weights'][r] > 0
+    for i in np.flatnonzero(w & ((flat['starts'][r] > 0) | (start[r] > 0))):
+      for j in np.flatnonzero(w & ((flat['ends'][r] > 0) | (end[r] > 0))):
+        if j >= i:
+          pair_sum += bce(match[r, i, j], flat['span_ends'][r, i] == j)
+          pairs += 1
+      ok = [j for j in range(i, length) if w[j] and end[r, j] > 0 and match[r, i, j] > 0]
+      best[r, i] = max(ok, key=lambda j: end[r, j] + match[r, i, j]) if ok else -1
+  assert float(metrics['match/loss'][1]) == pairs > 0
+  np.testing.assert_allclose(float(metrics['match/loss'][0]), pair_sum, rtol=1e-4)
+  start_end = float(metrics['loss'][0] / metrics['loss'][1])
+  np.testing.assert_allclose(float(loss), start_end + pair_sum / pairs, rtol=1e-4)
+  assert objective.loss_terms(config.objective) == {'loss': 1.0, 'match/loss': 1.0}
+  predicted = objective.predict_fn(None, batch, model=_Fixed((start, end, match)))
+  match_end = np.asarray(predicted['match_end']).reshape(b * t, length)
+  for (r, i), j in best.items():
+    if (flat['starts'][r, i] > 0) or start[r, i] > 0:
+      assert match_end[r, i] == j, (r, i)
+  # Gold-like logits and the gold pairs decode to exactly the gold tags (F1 1).
+  outputs = {
+    'start_logits': np.where(batch['starts'] > 0, 5.0, -5.0),
+    'end_logits': np.where(batch['ends'] > 0, 5.0, -5.0),
+    'match_end': np.where(batch['starts'] > 0, batch['span_ends'], -1),
+    'match_score': np.full(batch['starts'].shape, 15.0),
+    'word_numbers': batch['word_numbers'],
+    'example_id': batch['example_id'],
+  }
+  records = exp.documents('eval')
+  decoded = objective.decode_predictions(config.objective, outputs, records)
+  assert decoded['predicted'] == decoded['gold'] == [r['tags'] for r in records]
 
 
 @pytest.mark.slow
