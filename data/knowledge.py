@@ -47,6 +47,25 @@ def words_of(text: str) -> tuple[str, ...]:
   return tuple(w.lower() for w in squad.context_words(text)[0])
 
 
+def tab_fields(path: str, count: int, what: str):
+  """Yields the `count` tab-separated fields (stripped) of each line of the UTF-8 file at
+  `path`, skipping blank lines and lines starting with '#'.
+
+  Raises:
+    ValueError: a line without exactly `count` non-empty fields, naming it and `what`
+      (e.g. 'a triple is head<TAB>relation<TAB>tail').
+  """
+  with open(path, encoding='utf-8') as f:
+    for number, line in enumerate(f, 1):
+      line = line.rstrip('\n')
+      if not line.strip() or line.lstrip().startswith('#'):
+        continue
+      fields = [field.strip() for field in line.split('\t')]
+      if len(fields) != count or not all(fields):
+        raise ValueError(f'{path}:{number}: {what}, got {line!r}.')
+      yield fields
+
+
 def read_triples(path: str) -> KnowledgeGraph:
   """The knowledge file at `path` (the format above).
 
@@ -54,16 +73,8 @@ def read_triples(path: str) -> KnowledgeGraph:
     ValueError: a line that is not three non-empty tab-separated fields, with its number.
   """
   triples: dict[tuple[str, ...], list[tuple[str, str]]] = {}
-  with open(path, encoding='utf-8') as f:
-    for number, line in enumerate(f, 1):
-      line = line.rstrip('\n')
-      if not line.strip() or line.lstrip().startswith('#'):
-        continue
-      fields = [field.strip() for field in line.split('\t')]
-      if len(fields) != 3 or not all(fields):
-        raise ValueError(f'{path}:{number}: a triple is head<TAB>relation<TAB>tail, got {line!r}.')
-      head, relation, tail = fields
-      triples.setdefault(words_of(head), []).append((relation.replace('_', ' '), tail))
+  for head, relation, tail in tab_fields(path, 3, 'a triple is head<TAB>relation<TAB>tail'):
+    triples.setdefault(words_of(head), []).append((relation.replace('_', ' '), tail))
   return KnowledgeGraph(triples)
 
 

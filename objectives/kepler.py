@@ -46,17 +46,8 @@ def read_descriptions(path: str) -> dict[tuple[str, ...], str]:
   Raises:
     ValueError: a line that is not two non-empty tab-separated fields, with its number.
   """
-  out = {}
-  with open(path, encoding='utf-8') as f:
-    for number, line in enumerate(f, 1):
-      line = line.rstrip('\n')
-      if not line.strip() or line.lstrip().startswith('#'):
-        continue
-      fields = [field.strip() for field in line.split('\t')]
-      if len(fields) != 2 or not all(fields):
-        raise ValueError(f'{path}:{number}: a description is entity<TAB>text, got {line!r}.')
-      out[knowledge.words_of(fields[0])] = fields[1]
-  return out
+  fields = knowledge.tab_fields(path, 2, 'a description is entity<TAB>text')
+  return {knowledge.words_of(entity): text for entity, text in fields}
 
 
 @dataclasses.dataclass(frozen=True)

@@ -8,17 +8,14 @@ import jax
 import numpy as np
 import pytest
 
-from configs import base
 from configs import ernie_thu as ernie_config
 from data import knowledge, tasks, tokenizers
-from evaluation import checkpoint_eval, during_training
 from models import entity_fusion
 from models.transformer_config import TransformerConfig
 from objectives.shared import transe
 from tests.data.test_knowledge import WordTokenizer
 from tests.training import finetune_runs
 from tools import transe as transe_tool
-from training import compressed_run
 
 KG = """paris\tcapital_of\tfrance
 berlin\tcapital_of\tgermany
@@ -126,12 +123,7 @@ def test_trainer_and_evaluation_feed_the_entity_vectors(entity_file, spm_path, t
   knowledge.write_entity_vectors(path, [('film',), ('story',), ('plot',)],
                                  rng.normal(size=(3, 16)), ['r'], np.zeros((1, 16)))  # fmt: skip
   config.objective.entity_file = path
-  config.total_steps = config.eval_every_steps = config.checkpoint_every_steps = 8
-  config.optimizer.learning_rate, config.model.dropout_rate = 3e-3, 0.0
-  workdir = str(tmp_path / 'run')
-  during_training.train_and_evaluate(config, workdir)
-  result = checkpoint_eval.evaluate_checkpoint(config, workdir)
-  run = compressed_run.read_run(workdir, base.get_config())
+  result, run = finetune_runs.short_run(config, str(tmp_path / 'run'))
   table = knowledge.read_entity_vectors(path)
   tokenizer = tokenizers.load_tokenizer(spm_path)
   records = tasks.load_examples(config.data, 'dev')

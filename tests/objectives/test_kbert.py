@@ -8,15 +8,12 @@ import jax
 import numpy as np
 import pytest
 
-from configs import base
 from configs import kbert as kbert_config
 from data import knowledge, tasks, tokenizers
-from evaluation import checkpoint_eval, during_training
 from models import heads, transformer
 from models.transformer_config import TransformerConfig
 from tests.data.test_knowledge import WordTokenizer
 from tests.training import finetune_runs
-from training import compressed_run
 
 CFG = TransformerConfig(vocab_size=64, num_layers=2, d_model=16, num_heads=2, mlp_dim=32,
                         dropout_rate=0.0, max_len=32)  # fmt: skip
@@ -97,12 +94,7 @@ def test_trainer_and_evaluation_feed_the_knowledge_rows(spm_path, tmp_path):
   (tmp_path / 'kg.tsv').write_text('film\tis_a\tmovie\nstory\tis_a\tnarrative tale\n')
   config = finetune_runs.tiny(kbert_config.get_config('sst2'), spm_path, tmp_path / 'glue')
   config.objective.knowledge_file = str(tmp_path / 'kg.tsv')
-  config.total_steps = config.eval_every_steps = config.checkpoint_every_steps = 8
-  config.optimizer.learning_rate, config.model.dropout_rate = 3e-3, 0.0
-  workdir = str(tmp_path / 'run')
-  during_training.train_and_evaluate(config, workdir)
-  result = checkpoint_eval.evaluate_checkpoint(config, workdir)
-  run = compressed_run.read_run(workdir, base.get_config())
+  result, run = finetune_runs.short_run(config, str(tmp_path / 'run'))
   graph = knowledge.read_triples(config.objective.knowledge_file)
   tokenizer = tokenizers.load_tokenizer(spm_path)
   records = tasks.load_examples(config.data, 'dev')

@@ -5,8 +5,10 @@ import os
 import random
 import subprocess
 
+from configs import base
 from evaluation import checkpoint_eval, during_training, loop
 from tests.training import runs
+from training import compressed_run
 from training import harness as harness_lib
 from training import state as state_lib
 
@@ -83,6 +85,17 @@ def train_and_evaluate(config, workdir: str) -> tuple[dict, dict]:
   before = loop.evaluate_task(run, state.params, run.predict_step(shardings.params))
   during_training.train_and_evaluate(config, workdir)
   return before, checkpoint_eval.evaluate_checkpoint(config, workdir)
+
+
+def short_run(config, workdir: str, steps: int = 8) -> tuple[dict, object]:
+  """(evaluate_checkpoint's result, compressed_run.read_run) of a `steps`-step run of
+  `config` in `workdir` at learning rate 3e-3 without dropout: the knowledge objectives'
+  checks that the trainer and the evaluation feed their arrays to the model."""
+  config.total_steps = config.eval_every_steps = config.checkpoint_every_steps = steps
+  config.optimizer.learning_rate, config.model.dropout_rate = 3e-3, 0.0
+  during_training.train_and_evaluate(config, workdir)
+  result = checkpoint_eval.evaluate_checkpoint(config, workdir)
+  return result, compressed_run.read_run(workdir, base.get_config())
 
 
 def keyword_sst2_run(spm_path: str, root) -> str:
