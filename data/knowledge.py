@@ -66,16 +66,22 @@ def tab_fields(path: str, count: int, what: str):
       yield fields
 
 
+def graph_of(triples) -> KnowledgeGraph:
+  """The graph of (head, relation, tail) strings, in order (underscores in a relation read
+  as spaces)."""
+  by_head: dict[tuple[str, ...], list[tuple[str, str]]] = {}
+  for head, relation, tail in triples:
+    by_head.setdefault(words_of(head), []).append((relation.replace('_', ' '), tail))
+  return KnowledgeGraph(by_head)
+
+
 def read_triples(path: str) -> KnowledgeGraph:
   """The knowledge file at `path` (the format above).
 
   Raises:
     ValueError: a line that is not three non-empty tab-separated fields, with its number.
   """
-  triples: dict[tuple[str, ...], list[tuple[str, str]]] = {}
-  for head, relation, tail in tab_fields(path, 3, 'a triple is head<TAB>relation<TAB>tail'):
-    triples.setdefault(words_of(head), []).append((relation.replace('_', ' '), tail))
-  return KnowledgeGraph(triples)
+  return graph_of(tab_fields(path, 3, 'a triple is head<TAB>relation<TAB>tail'))
 
 
 def match_entities(words: list[str], graph: KnowledgeGraph) -> list[tuple[int, int]]:

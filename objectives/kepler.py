@@ -11,7 +11,9 @@ over [CLS] description [SEP] (`ke_length` tokens), the relation by a table of it
 distance d = |h + r - t| and gamma = `ke_margin` (objectives/shared/transe.py). One
 encoder pass serves the rows' MLM, a second the batch's 3 x batch descriptions.
 Descriptions come from `entity_descriptions` (entity<TAB>description a line); an entity
-without one is described by its name. Logged: `loss` (MLM, as if alone), `ke/loss`,
+without one is described by its name. With no `knowledge_file` the graph is the embedded
+one about Python's built-ins, described by their docstrings (data/python_knowledge.py),
+so `python train.py --config configs/kepler.py` runs offline on the embedded corpus. Logged: `loss` (MLM, as if alone), `ke/loss`,
 `ke/accuracy` (d(positive) < d(negative)) and `total_loss`.
 """
 
@@ -23,7 +25,7 @@ import jax.numpy as jnp
 import numpy as np
 from ml_collections import config_dict
 
-from data import host_random, knowledge, tasks
+from data import host_random, knowledge, python_knowledge, tasks
 from models import heads
 from objectives import mlm
 from objectives.shared import token_lm, transe
@@ -63,13 +65,25 @@ class Kepler:
 
   @functools.cached_property
   def vocabulary(self) -> tuple[list, list, np.ndarray]:
-    """(entities, relations, triples [n, 3]) of the knowledge file, read once."""
-    if not self.knowledge_file:
-      raise ValueError('objective.knowledge_file: KEPLER needs a file of triples.')
-    entities, relations, triples = knowledge.entity_ids(knowledge.read_triples(self.knowledge_file))
+    """(entities, relations, triples [n, 3]) of the knowledge file (read once), or of the
+    embedded Python graph when there is none."""
+    if self.knowledge_file:
+      graph = knowledge.read_triples(self.knowledge_file)
+    else:
+      graph = knowledge.graph_of(python_knowledge.triples())
+    entities, relations, triples = knowledge.entity_ids(graph)
     if not len(triples):
       raise ValueError(f'{self.knowledge_file} holds no triples.')
     return entities, relations, triples
+
+  def descriptions(self) -> dict[tuple[str, ...], str]:
+    """{entity words: description}: the descriptions file's, or with neither file the
+    embedded graph's docstrings."""
+    if self.descriptions_file:
+      return read_descriptions(self.descriptions_file)
+    if self.knowledge_file:
+      return {}
+    return {knowledge.words_of(k): v for k, v in python_knowledge.descriptions().items()}
 
   def build_model(self, model_cfg):
     return heads.KnowledgeEmbeddingLM(model_cfg, num_relations=len(self.vocabulary[1]))
@@ -77,7 +91,7 @@ class Kepler:
   def description_rows(self, tokenizer) -> dict:
     """{'tokens', 'segment_ids'} [entities, length]: each entity's description row."""
     entities = self.vocabulary[0]
-    texts = read_descriptions(self.descriptions_file) if self.descriptions_file else {}
+    texts = self.descriptions()
     rows = [
       tasks.encode_pair(tokenizer, texts.get(e, knowledge.squad.join_words(e)), None, self.length)
       for e in entities

@@ -120,6 +120,7 @@ RANGES = {
   'model.lora_alpha': _at_least(0.0, optional=True),
   'model.prompt_length': _at_least(0, optional=True),
   'model.prefix_length': _at_least(0, optional=True),
+  'model.max_2d_positions': _at_least(0, optional=True),
   # data/sources.py holds out every round(1 / eval_fraction)-th document.
   'data.eval_fraction': Range(0.0, 0.5, low_open=True),
   'data.num_shards': NON_NEGATIVE_INT,
@@ -129,6 +130,11 @@ RANGES = {
   'objective.graph_layers': COUNT,
   'objective.graph_window': NON_NEGATIVE_INT,
   'objective.inner_lr': POSITIVE,
+  'objective.max_triples': COUNT,
+  'objective.mrc_match_weight': NON_NEGATIVE,
+  'objective.ke_weight': NON_NEGATIVE,
+  'objective.ke_margin': NON_NEGATIVE,
+  'objective.ke_length': _at_least(3),  # [CLS], a token, [SEP].
   'data.episodes.ways': NON_NEGATIVE_INT,
   'data.episodes.shots': COUNT,
   'data.episodes.queries': COUNT,

@@ -1,4 +1,4 @@
-"""ERNIE-THU's pieces: TransE's distance, loss and negatives by hand and tools/transe.py
+"""ERNIE-THU's pieces: TransE's distance, loss and negatives by hand and training/transe.py
 learning a small graph (its file read back by name), the rows' entity vectors at the
 mentions' first tokens, the fusion layer by hand, and a short run on 8 devices whose
 evaluation equals the trained classifier on rows built here (which the vectors change)."""
@@ -15,7 +15,7 @@ from models.transformer_config import TransformerConfig
 from objectives.shared import transe
 from tests.data.test_knowledge import WordTokenizer
 from tests.training import finetune_runs
-from tools import transe as transe_tool
+from training import transe as transe_fit
 
 KG = """paris\tcapital_of\tfrance
 berlin\tcapital_of\tgermany
@@ -51,11 +51,11 @@ def entity_file(tmp_path_factory):
   (folder / 'kg.tsv').write_text(KG, encoding='utf-8')
   graph = knowledge.read_triples(str(folder / 'kg.tsv'))
   names, relations, triples = knowledge.entity_ids(graph)
-  entities, relation_vectors, _ = transe_tool.train(
+  entities, relation_vectors, _ = transe_fit.train(
     triples, len(names), len(relations), dim=16, steps=300, batch_size=0, learning_rate=0.05,
     margin=1.0, norm=1, seed=0,
   )  # fmt: skip
-  ranks = transe_tool.tail_ranks(entities, relation_vectors, triples, 1)
+  ranks = transe_fit.tail_ranks(entities, relation_vectors, triples, 1)
   path = str(folder / 'entities.npz')
   knowledge.write_entity_vectors(path, names, entities, relations, relation_vectors)
   return path, float(ranks.mean())

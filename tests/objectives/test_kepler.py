@@ -12,7 +12,7 @@ import pytest
 
 from configs import base
 from configs import kepler as kepler_config
-from data import tasks, tokenizers
+from data import python_knowledge, tasks, tokenizers
 from evaluation import during_training
 from models.transformer_config import TransformerConfig
 from objectives import api, kepler
@@ -117,6 +117,23 @@ def test_rows_draw_triples_and_the_loss_is_mlm_plus_ke(files, spm_path):
   assert float(metrics['ke/loss'][0] / metrics['ke/loss'][1]) == pytest.approx(ke, rel=1e-4)
   assert float(total) == pytest.approx(mlm_loss + 0.5 * ke, rel=1e-4)
   assert objective.loss_terms(config.objective) == {'loss': 1.0, 'ke/loss': 0.5}
+
+
+def test_without_files_the_graph_is_python_s_builtins(spm_path):
+  triples = python_knowledge.triples()
+  assert ('ValueError', 'subclass of', 'Exception') in triples
+  assert ('len', 'is a', 'built-in function') in triples
+  assert (
+    python_knowledge.descriptions()['ValueError']
+    == 'Inappropriate argument value (of correct type).'
+  )
+  objective, config = _objective(('', ''))
+  entities, relations, ids = objective.vocabulary
+  assert len(ids) == len(triples) and set(relations) == {'subclass of', 'is a'}
+  tokenizer = tokenizers.load_tokenizer(spm_path)
+  row = objective.description_rows(tokenizer)['tokens'][entities.index(('valueerror',))]
+  want = tasks.encode_pair(tokenizer, 'Inappropriate argument value (of correct type).', None, 32)
+  np.testing.assert_array_equal(row, want['tokens'])
 
 
 @pytest.mark.slow
