@@ -273,7 +273,7 @@ class Embed(nn.Module):
     if self.cfg.type_vocab_size:
       x += self.token_type(token_types)
     if self.cfg.max_2d_positions:
-      x += self._layout(tokens.shape if boxes is None else boxes)
+      x += self._layout(jnp.zeros((*tokens.shape, 4), jnp.int32) if boxes is None else boxes)
     elif boxes is not None:
       raise ValueError('boxes need model.max_2d_positions > 0 (a LayoutLM preset).')
     if self.cfg.embed_norm:
@@ -285,10 +285,7 @@ class Embed(nn.Module):
 
   def _layout(self, boxes) -> jax.Array:
     """LayoutLM's 2-D position embeddings [batch, length, width] of `boxes` [batch,
-    length, 4] (or, given a shape [batch, length], of boxes of zeros): x0 + y0 + x1 + y1 +
-    height + width, each a row of its table."""
-    if isinstance(boxes, tuple):
-      boxes = jnp.zeros((*boxes, 4), jnp.int32)
+    length, 4]: x0 + y0 + x1 + y1 + height + width, each a row of its table."""
     x0, y0, x1, y1 = (boxes[..., i] for i in range(4))  # [batch, length] each.
     table = self.layout
     return (

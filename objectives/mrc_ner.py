@@ -201,15 +201,17 @@ class MachineReadingNER:
     return tuple(o.reshape(b, t, *o.shape[1:]) for o in out)
 
   @staticmethod
-  def _candidates(start, end, batch):
+  def _forward(length: int):
+    """[start, end] bool: the pairs whose end is at or after their start."""
+    return jnp.arange(length)[None, :] >= jnp.arange(length)[:, None]
+
+  def _candidates(self, start, end, batch):
     """[batch, types, length, length] bool: the pairs the match loss trains on, a gold or
     predicted start i and a gold or predicted end j >= i, both words' first sub-tokens."""
     w = batch['weights'] > 0
     opens = w & ((batch['starts'] > 0) | (start > 0))
     closes = w & ((batch['ends'] > 0) | (end > 0))
-    length = start.shape[-1]
-    after = jnp.arange(length)[None, :] >= jnp.arange(length)[:, None]  # [i, j]: j >= i.
-    return opens[..., :, None] & closes[..., None, :] & after
+    return opens[..., :, None] & closes[..., None, :] & self._forward(start.shape[-1])
 
   def loss_fn(self, params, batch, rng, *, model):
     """Mean binary cross-entropy of the start and end logits over the words' first
@@ -251,9 +253,12 @@ class MachineReadingNER:
     start, end, *match = self.logits(params, batch, None, model=model)
     out = {'start_logits': start, 'end_logits': end, 'word_numbers': batch['word_numbers']}
     if match:
-      length = start.shape[-1]
-      after = jnp.arange(length)[None, :] >= jnp.arange(length)[:, None]
-      ok = after & (batch['weights'] > 0)[..., None, :] & (end > 0)[..., None, :] & (match[0] > 0)
+      ok = (
+        self._forward(start.shape[-1])
+        & (batch['weights'] > 0)[..., None, :]
+        & (end > 0)[..., None, :]
+        & (match[0] > 0)
+      )
       score = jnp.where(ok, end[..., None, :] + match[0], -jnp.inf)  # [b, t, start, end]
       best = jnp.argmax(score, -1)
       found = jnp.any(ok, -1)

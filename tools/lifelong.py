@@ -34,7 +34,7 @@ from ml_collections import config_flags
 from configs import base
 from data import atomic_files, tasks
 from evaluation import checkpoint_eval, lifelong
-from training import config_checks, launch
+from training import config_checks, launch, model_setup
 from training import fisher as fisher_lib
 
 METHODS = ('naive', 'rehearsal', 'ewc', 'recadam')
@@ -57,9 +57,7 @@ def stage_config(config, j: int, method: str, previous: str, labelled: str, fish
   c.data.train_records = labelled
   c.seed = _SEED.value
   if j > 0:  # The previous stage sizes the model (sizes given for stage 0 are its).
-    c.init_from = previous
-    for size in ('num_layers', 'd_model', 'num_heads', 'mlp_dim', 'embed_dim'):
-      c.model[size] = None
+    c = model_setup.continued_from(c, previous)
   if j > 0 and method == 'ewc':
     c.optimizer.ewc_lambda, c.optimizer.ewc_fisher = _EWC.value, fisher
   if j > 0 and method == 'recadam':

@@ -25,7 +25,7 @@ from ml_collections import config_flags
 from configs import base
 from data import atomic_files
 from evaluation import checkpoint_eval, fine_tuned_classifier
-from training import config_checks, launch
+from training import config_checks, launch, model_setup
 
 _CONFIG = config_flags.DEFINE_config_file('config', None, 'A classification config.')
 _WORKDIR = flags.DEFINE_string('workdir', None, 'Rounds, scores and the report.')
@@ -42,11 +42,7 @@ def round_config(config, r: int, rounds: int, steps: int, previous: str, scores:
   c.curriculum.difficulty = scores if r else 'length'
   c.curriculum.schedule, c.curriculum.steps = 'sqrt', max(steps // 2, 1)
   c.curriculum.initial = max(r / rounds, config.curriculum.initial)
-  if r:  # The previous round sizes the model.
-    c.init_from = previous
-    for size in ('num_layers', 'd_model', 'num_heads', 'mlp_dim', 'embed_dim'):
-      c.model[size] = None
-  return c
+  return model_setup.continued_from(c, previous) if r else c  # The previous round sizes it.
 
 
 def own_losses(run: str, out: str) -> str:

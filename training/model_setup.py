@@ -158,14 +158,28 @@ def teacher_config(config):
   return dataclasses.replace(cfg, scan_layers=False, remat='none', **fields)
 
 
+# The config.model keys that size a Transformer: a checkpoint (init_from) or a teacher sizes
+# the model instead, and setting them too is an error.
+SIZES = ('num_layers', 'd_model', 'num_heads', 'mlp_dim', 'embed_dim')
+
+
+def continued_from(config, run: str):
+  """A copy of `config` that starts from train.py run `run` (init_from), its sizes
+  cleared so that the run's checkpoint sizes the model (tools/lifelong.py's stages,
+  tools/self_paced.py's rounds)."""
+  c = config.copy_and_resolve_references()
+  c.init_from = run
+  for size in SIZES:
+    c.model[size] = None
+  return c
+
+
 def _student_of_teacher(config, overrides: dict):
   """DistilBERT's student: the teacher's architecture with `student_layers` of its layers
   (training/resume.py initializes them from those layers), the run's dtype and dropout."""
   if config.init_from:
     raise ValueError('Set objective.distill.student_layers or init_from, not both.')
-  sizes = [
-    k for k in ('num_layers', 'd_model', 'num_heads', 'mlp_dim', 'embed_dim') if k in overrides
-  ]
+  sizes = [k for k in SIZES if k in overrides]
   if sizes:
     raise ValueError(
       f'config.model.{sizes[0]} is set, but objective.distill.student_layers sizes the student '
@@ -189,9 +203,7 @@ def _fine_tuned_config(config, overrides: dict):
   """The config of `init_from`'s model with the run's dtype, dropout and adapter overrides;
   its sizes are the checkpoint's (a size set in config.model is an error)."""
   cfg = describe(config.init_from).config
-  sizes = [
-    k for k in ('num_layers', 'd_model', 'num_heads', 'mlp_dim', 'embed_dim') if k in overrides
-  ]
+  sizes = [k for k in SIZES if k in overrides]
   if sizes:
     raise ValueError(
       f'config.model.{sizes[0]} is set, but the model is sized by init_from={config.init_from}.'

@@ -51,7 +51,7 @@ def train(triples: np.ndarray, num_entities: int, num_relations: int, *, dim: in
 def tail_ranks(entities, relations, triples: np.ndarray, norm: int) -> np.ndarray:
   """[n] the rank (1 = best) of each triple's true tail among all entities."""
   scores = transe.distance(
-    entities[triples[:, 0]][:, None] + 0.0, relations[triples[:, 1]][:, None], entities[None], norm
+    entities[triples[:, 0]][:, None], relations[triples[:, 1]][:, None], entities[None], norm
   )  # [n, entities]
   true = np.asarray(scores)[np.arange(len(triples)), triples[:, 2]]
   return 1 + np.sum(np.asarray(scores) < true[:, None], axis=1)
