@@ -1,14 +1,15 @@
 """CoNLL-2003 NER by tagging against NER as MRC, same encoder, steps and data (issue 16).
 
   python -m bench.ner_mrc --init_from /tmp/minilm --conll_dir ../shared/data/conll2003 \\
-      --workdir /tmp/ner_bench --out /tmp/ner_mrc [--steps 300]
+      --workdir /tmp/ner_bench --out /tmp/ner_mrc [--steps 300] [--positive_weights 1,5]
 
 Two runs from `--init_from`: configs/conll.py (objectives/tagging.py: a linear layer over
 the nine IOB2 tags per token) and configs/conll.py:mrc (objectives/mrc_ner.py: four queries
 per sentence, start/end heads), each `--steps` steps of `--batch_size` sentences of
 `--seq_len` tokens (the MRC rows add the query: `--seq_len` + 16) at `--learning_rate`,
-evaluated once at the end on valid.txt with conlleval's entity-level F1. An MRC step runs
-the encoder on four times the rows. Writes <out>.md and <out>.json; finished runs are reused.
+evaluated once at the end on valid.txt with conlleval's entity-level F1; one MRC run per
+`--positive_weights` entry (objective.mrc_positive_weight, on the gold starts' and ends'
+cross-entropy terms). An MRC step runs the encoder on four times the rows. Writes <out>.md and <out>.json; finished runs are reused.
 """
 
 import argparse
@@ -21,8 +22,10 @@ from configs import conll as conll_config
 from evaluation import checkpoint_eval, during_training
 
 
-def configure(args, variant: str):
+def configure(args, variant: str, positive_weight: float = 1.0):
   c = conll_config.get_config(variant)
+  if variant == 'mrc':
+    c.objective.mrc_positive_weight = positive_weight
   c.init_from, c.data.conll_dir = args.init_from, args.conll_dir
   c.total_steps = c.eval_every_steps = c.checkpoint_every_steps = args.steps
   c.num_epochs = c.evals_per_epoch = 0
@@ -55,9 +58,12 @@ def main():
   p.add_argument('--batch_size', type=int, default=16)
   p.add_argument('--seq_len', type=int, default=64)
   p.add_argument('--learning_rate', type=float, default=5e-5)
+  p.add_argument('--positive_weights', default='1', help='Comma-separated; an MRC run each.')
   args = p.parse_args()
-  rows = {name: run(configure(args, variant), os.path.join(args.workdir, name))
-          for name, variant in (('tagging', ''), ('mrc', 'mrc'))}  # fmt: skip
+  rows = {'tagging': run(configure(args, ''), os.path.join(args.workdir, 'tagging'))}
+  for weight in (float(w) for w in args.positive_weights.split(',')):
+    name = 'mrc' if weight == 1.0 else f'mrc_pw{weight:g}'
+    rows[name] = run(configure(args, 'mrc', weight), os.path.join(args.workdir, name))
   lines = ['| CoNLL-2003 valid | entity F1 | precision | recall | token accuracy | train+eval s |',
            '|---|---|---|---|---|---|']  # fmt: skip
   for name, r in rows.items():

@@ -11,7 +11,9 @@ carries its labels: start 1 if an entity of type t begins at the word, end 1 if 
 there. The model is the encoder with one start and one end logit per token
 (heads.SpanExtractor, the SQuAD head); the loss is the mean binary cross-entropy of the
 start and the end logits over the words' first sub-tokens (several entities of a type may
-be in one sentence, so each position is its own binary decision, not a softmax).
+be in one sentence, so each position is its own binary decision, not a softmax). Starts and
+ends are rare (a few percent of a type's words), so `objective.mrc_positive_weight` (1: the
+plain mean) multiplies the positive labels' terms; the mean still divides by the words.
 
 With `objective.mrc_match_weight` > 0 (the paper's full model) the head also scores every
 (start, end) pair with Li et al.'s span-matching classifier (heads.SpanMatcher), trained by
@@ -65,6 +67,7 @@ def config() -> config_dict.ConfigDict:
   c = config_dict.ConfigDict()
   c.mrc_queries = ''  # 'TYPE=description;...' per entity type; '' is CONLL_QUERIES.
   c.mrc_match_weight = 1.0  # The span-matching loss's weight; 0: no match head (heuristic).
+  c.mrc_positive_weight = 1.0  # Multiplies the gold starts' and ends' cross-entropy terms.
   return c
 
 
@@ -160,6 +163,7 @@ class MachineReadingNER:
   types: tuple[str, ...]
   queries: tuple[str, ...]  # One per type, in order.
   match_weight: float = 1.0
+  positive_weight: float = 1.0
 
   FRAMING = ('cls_id', 'sep_id')
   SHOW = 'queries'
@@ -215,14 +219,16 @@ class MachineReadingNER:
 
   def loss_fn(self, params, batch, rng, *, model):
     """Mean binary cross-entropy of the start and end logits over the words' first
-    sub-tokens (+ mrc_match_weight x the match loss's mean over the candidate pairs);
-    metrics loss and start/end accuracy (sign right), match/loss and match/accuracy, as
-    (sum, weight)."""
+    sub-tokens, the gold starts' and ends' terms x mrc_positive_weight (+ mrc_match_weight
+    x the match loss's mean over the candidate pairs); metrics loss and start/end accuracy
+    (sign right), match/loss and match/accuracy, as (sum, weight)."""
     start, end, *match = self.logits(params, batch, rng, model=model)
     w = batch['weights']
     total = jnp.sum(w)
-    per = optax.sigmoid_binary_cross_entropy(start, batch['starts'])
-    per += optax.sigmoid_binary_cross_entropy(end, batch['ends'])
+    per = jnp.zeros_like(start)
+    for logit, label in ((start, batch['starts']), (end, batch['ends'])):
+      scale = jnp.where(label > 0, self.positive_weight, 1.0)
+      per += scale * optax.sigmoid_binary_cross_entropy(logit, label)
     loss_sum = jnp.sum(0.5 * per * w)
     right = ((start > 0) == (batch['starts'] > 0)) & ((end > 0) == (batch['ends'] > 0))
     metrics = {'loss': (loss_sum, total), 'accuracy': (jnp.sum(right * w), total)}
@@ -304,8 +310,12 @@ def configure(objective_cfg) -> MachineReadingNER:
   labels = tagging.parse_labels(objective_cfg)
   types = tuple(dict.fromkeys(conll.split_tag(tag)[1] for tag in labels if tag != 'O'))
   queries = parse_queries(objective_cfg, types)
-  if objective_cfg.mrc_match_weight < 0:
-    raise ValueError(f'objective.mrc_match_weight={objective_cfg.mrc_match_weight} must be >= 0.')
+  for name in ('mrc_match_weight', 'mrc_positive_weight'):
+    if objective_cfg[name] < 0:
+      raise ValueError(f'objective.{name}={objective_cfg[name]} must be >= 0.')
   return MachineReadingNER(
-    types, tuple(queries[t] for t in types), float(objective_cfg.mrc_match_weight)
+    types,
+    tuple(queries[t] for t in types),
+    float(objective_cfg.mrc_match_weight),
+    float(objective_cfg.mrc_positive_weight),
   )

@@ -4,6 +4,7 @@ loss by hand, the span-matching loss over the candidate pairs and its best ends 
 decoding gold-like logits back to the gold tags (F1 1, with and without the match head),
 and a short run through the trainer against the tagging head."""
 
+import dataclasses
 import json
 
 import jax
@@ -74,6 +75,10 @@ def test_configure_reads_types_from_the_labels_and_queries():
   config.objective.mrc_queries = 'X'
   with pytest.raises(ValueError, match='not TYPE=description'):
     api.load(config.objective.module, config.objective)
+  config.objective.mrc_queries = 'X=thing'
+  config.objective.mrc_positive_weight = -1.0
+  with pytest.raises(ValueError, match='mrc_positive_weight=-1.0 must be >= 0'):
+    api.load(config.objective.module, config.objective)
 
 
 def _batch(spm_path, tmp_path, n_valid=12):
@@ -106,6 +111,15 @@ def test_loss_by_hand_and_gold_logits_decode_to_the_gold_tags(spm_path, tmp_path
   bce += optax.sigmoid_binary_cross_entropy(end, batch['ends'].reshape(48, 40))
   np.testing.assert_allclose(float(loss), float((0.5 * bce * w).sum() / w.sum()), rtol=1e-5)
   assert float(metrics['loss'][1]) == w.sum()
+  # objective.mrc_positive_weight scales the gold starts' and ends' terms alone.
+  weighted = dataclasses.replace(objective, positive_weight=3.0)
+  loss3, _ = weighted.loss_fn(params, batch, None, model=model)
+  bce3 = 0.0
+  for logits, name in ((start, 'starts'), (end, 'ends')):
+    labels = batch[name].reshape(48, 40)
+    bce3 += np.where(labels > 0, 3.0, 1.0) * optax.sigmoid_binary_cross_entropy(logits, labels)
+  assert batch['starts'].sum() > 0
+  np.testing.assert_allclose(float(loss3), float((0.5 * bce3 * w).sum() / w.sum()), rtol=1e-5)
   # Logits +-5 from the labels decode to exactly the gold tags: entity F1 1.
   outputs = {
     'start_logits': np.where(batch['starts'] > 0, 5.0, -5.0),
