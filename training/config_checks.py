@@ -132,6 +132,7 @@ RANGES = {
   'objective.inner_lr': POSITIVE,
   'objective.max_triples': COUNT,
   'objective.mrc_match_weight': NON_NEGATIVE,
+  'objective.mrc_positive_weight': NON_NEGATIVE,
   'objective.ke_weight': NON_NEGATIVE,
   'objective.ke_margin': NON_NEGATIVE,
   'objective.ke_length': _at_least(3),  # [CLS], a token, [SEP].
