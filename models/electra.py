@@ -153,14 +153,12 @@ class ElectraPretraining(nn.Module):
     generator with its MLM head over the vocabulary (at `predicted_len` gathered
     positions per row), the discriminator with its d x d + d x 1 head instead of a
     vocabulary projection, at every position."""
-    cfg = self.cfg
-    discriminator = flops.train_flops_per_token(cfg, seq_len, mlm_head=False)
-    head = cfg.d_model * cfg.d_model + cfg.d_model  # Its head replaces the vocabulary's.
-    discriminator += 6 * (head - cfg.token_dim * cfg.vocab_size)
-    generator = flops.train_flops_per_token(
-      self.generator_cfg, seq_len, mlm_head=True, predicted_len=predicted_len
-    )
-    return discriminator + generator
+    cfg, generator_cfg = self.cfg, self.generator_cfg
+    head = cfg.d_model * cfg.d_model + cfg.d_model  # Dense d x d, then one logit.
+    discriminator = flops.train_flops_per_token(cfg, seq_len, head)
+    predicted = 1.0 if predicted_len is None else predicted_len / seq_len
+    mlm = flops.vocabulary_macs(generator_cfg, mlm_transform=True) * predicted
+    return discriminator + flops.train_flops_per_token(generator_cfg, seq_len, mlm)
 
   def generate(
     self,

@@ -18,7 +18,7 @@ them and the fusion layers start fresh.
 import flax.linen as nn
 import jax.numpy as jnp
 
-from models import attention, heads, transformer
+from models import attention, flops, heads, transformer
 from models.transformer import TransformerConfig
 
 
@@ -81,3 +81,13 @@ class EntityFusionClassifier(nn.Module):
     x = self.fusion_block(x, attention.SegmentMask.self_attend(segment_ids), deterministic)
     pooled = self.dropout(self.pooler(x), deterministic=deterministic)  # [batch, embed]
     return self.classifier(pooled).astype(jnp.float32)  # [batch, num_labels]
+
+  def head_macs(self, seq_len: int, predicted_len: int) -> float:
+    """Per token: the fusion layer (token and output d x d, entity k x d) and the fusion
+    block (its projections and attention over the row); the pooler and the classifier
+    once per row."""
+    del predicted_len
+    cfg = self.cfg
+    fusion = 2 * cfg.d_model * cfg.d_model + self.entity_dim * cfg.d_model
+    block = flops.encoder_block_params(cfg) + flops.attention_score_macs(cfg, seq_len)
+    return fusion + block + flops.pooled_classifier_macs(cfg, self.num_labels, seq_len)

@@ -20,7 +20,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from models import heads, transformer
+from models import flops, heads, transformer
 from models.transformer import TransformerConfig
 
 KINDS = ('gcn', 'gat')
@@ -121,3 +121,14 @@ class GraphSequenceClassifier(nn.Module):
     pooled = jnp.sum(x * real, 1) / jnp.maximum(jnp.sum(real, 1), 1.0)  # [batch, embed]
     pooled = self.dropout(pooled, deterministic=deterministic)
     return self.classifier(pooled.astype(self.cfg.compute_dtype)).astype(jnp.float32)
+
+  def head_macs(self, seq_len: int, predicted_len: int) -> float:
+    """Per token and graph layer: its d x d projection and the sum over the row's
+    `seq_len` neighbours (dense adjacency), GAT's two score vectors; the classifier once
+    per row (mean pooling has no matmul)."""
+    del predicted_len
+    d = self.cfg.d_model
+    layer = d * d + seq_len * d + (2 * d if self.kind == 'gat' else 0)
+    return self.layers * layer + flops.pooled_classifier_macs(
+      self.cfg, self.num_labels, seq_len, pooler=False
+    )

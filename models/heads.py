@@ -9,13 +9,17 @@ embedding (or an untied projection) applied to the final states. `Seq2SeqLM`
 is the encoder-decoder (T5, BART, MASS): one token table shared by both stacks
 and the output; its size is what `count_params` reports for those families.
 `SequenceClassifier` and `TokenClassifier` are the fine-tuning heads (GLUE, NER).
+
+Every model (and auxiliary head) says what its output costs, `head_macs(seq_len,
+predicted_len)`: forward multiply-adds per token of a row of `seq_len` tokens, of which
+`predicted_len` reach a masked LM's vocabulary (models/flops.py counts the rest).
 """
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from models import transformer
+from models import flops, transformer
 from models.transformer import TransformerConfig
 
 
@@ -65,6 +69,11 @@ class Backbone(nn.Module):
     x = self.encoder(tokens, segment_ids, positions, token_types, deterministic)
     return x, self.pooler(x) if self.cfg.pooler else None
 
+  def head_macs(self, seq_len: int, predicted_len: int) -> float:
+    """The pooler, once per row."""
+    del predicted_len
+    return flops.pooled_classifier_macs(self.cfg, 0, seq_len, pooler=bool(self.cfg.pooler))
+
 
 class SentencePairHead(nn.Module):
   """BERT's NSP / ALBERT's SOP classifier: the pooler, then two logits [batch, 2]
@@ -87,6 +96,11 @@ class SentencePairHead(nn.Module):
       param_dtype=cfg.storage_dtype,
       name='classifier',
     )(pooled)
+
+  def head_macs(self, seq_len: int, predicted_len: int) -> float:
+    """The pooler and the two logits, once per row."""
+    del predicted_len
+    return flops.pooled_classifier_macs(self.cfg, 2, seq_len)
 
 
 class SpanBoundaryHead(nn.Module):
@@ -140,6 +154,17 @@ class SpanBoundaryHead(nn.Module):
       h = transformer.layer_norm(cfg, f'norm_{i}', axis)(act(h))
     return h
 
+  def head_macs(self, seq_len: int, predicted_len: int) -> float:
+    """The MLP (3d -> d -> token_dim) and the tied vocabulary (MaskedLM projects its
+    output) at every position of the row."""
+    del seq_len, predicted_len
+    cfg = self.cfg
+    return (
+      3 * cfg.d_model * cfg.d_model
+      + cfg.d_model * cfg.token_dim
+      + (flops.vocabulary_macs(cfg, mlm_transform=False))
+    )
+
 
 class HiddenStates(nn.Module):
   """No parameters: the final states [batch, length, embed] themselves, for losses
@@ -152,6 +177,10 @@ class HiddenStates(nn.Module):
   def __call__(self, x, batch, deterministic=True):
     del batch, deterministic
     return x
+
+  def head_macs(self, seq_len: int, predicted_len: int) -> float:
+    del seq_len, predicted_len
+    return 0.0
 
 
 # Auxiliary heads an objective can put on MaskedLM's final states (objectives/multitask.py).
@@ -257,6 +286,13 @@ class MaskedLM(nn.Module):
       outputs[name] = self.vocab_logits(out, self.aux_bias[name]) if name in self.aux_bias else out
     return logits, outputs
 
+  def head_macs(self, seq_len: int, predicted_len: int) -> float:
+    """The MLM transform and the vocabulary at `predicted_len` of the row's `seq_len`
+    positions, and every auxiliary head's own cost."""
+    mlm = flops.vocabulary_macs(self.cfg, mlm_transform=True) * predicted_len / seq_len
+    aux = [AUX_HEADS[name](self.cfg, parent=None) for name in self.aux_heads]  # Unbound.
+    return mlm + sum(head.head_macs(seq_len, predicted_len) for head in aux)
+
 
 class KnowledgeEmbeddingLM(MaskedLM):
   """MaskedLM that also embeds entities and relations (KEPLER, objectives/kepler.py): an
@@ -301,6 +337,11 @@ class CausalLM(nn.Module):
     x = self.decoder(tokens, segment_ids, positions, token_types, deterministic)
     logits = self.decoder.attend(x) if self.cfg.tie_embeddings else self.lm_head(x)
     return nn.with_logical_constraint(logits, ('batch', 'length', 'act_vocab'))
+
+  def head_macs(self, seq_len: int, predicted_len: int) -> float:
+    """The vocabulary at every position."""
+    del seq_len, predicted_len
+    return flops.vocabulary_macs(self.cfg, mlm_transform=False)
 
 
 class Seq2SeqLM(nn.Module):
@@ -371,6 +412,11 @@ class Seq2SeqLM(nn.Module):
       encoded, segment_ids, decoder_inputs, decoder_segment_ids, decoder_positions, deterministic
     )
 
+  def head_macs(self, seq_len: int, predicted_len: int) -> float:
+    """The vocabulary at every decoder position (per decoder token)."""
+    del seq_len, predicted_len
+    return flops.vocabulary_macs(self.cfg, mlm_transform=False)
+
 
 def classes_dense(cfg: TransformerConfig, num_labels: int, name: str) -> nn.Dense:
   """A task output layer: [.., embed] -> [.., num_labels], N(0, init_std) kernel, zero bias."""
@@ -406,6 +452,11 @@ class SequenceClassifier(nn.Module):
     pooled = self.dropout(self.pooler(x), deterministic=deterministic)  # [batch, embed]
     return self.classifier(pooled).astype(jnp.float32)  # [batch, num_labels]
 
+  def head_macs(self, seq_len: int, predicted_len: int) -> float:
+    """The pooler and the classifier, once per row."""
+    del predicted_len
+    return flops.pooled_classifier_macs(self.cfg, self.num_labels, seq_len)
+
 
 class KnowledgeClassifier(SequenceClassifier):
   """SequenceClassifier over a knowledge-injected row (K-BERT, data/knowledge.py): the
@@ -433,6 +484,11 @@ class TokenClassifier(nn.Module):
     x = self.dropout(x, deterministic=deterministic)
     return self.classifier(x).astype(jnp.float32)  # [batch, length, num_labels]
 
+  def head_macs(self, seq_len: int, predicted_len: int) -> float:
+    """The tags at every position."""
+    del seq_len, predicted_len
+    return self.cfg.d_model * self.num_labels
+
 
 class SpanExtractor(nn.Module):
   """Fine-tuning head for extractive QA (SQuAD, as BERT's run_squad.py): the encoder, then
@@ -449,6 +505,11 @@ class SpanExtractor(nn.Module):
     x = self.encoder(tokens, segment_ids, positions, token_types, deterministic)
     logits = self.qa_outputs(x).astype(jnp.float32)  # [batch, length, 2]
     return logits[..., 0], logits[..., 1]
+
+  def head_macs(self, seq_len: int, predicted_len: int) -> float:
+    """A start and an end logit at every position."""
+    del seq_len, predicted_len
+    return self.cfg.d_model * 2
 
 
 class SpanMatcher(SpanExtractor):
@@ -487,3 +548,9 @@ class SpanMatcher(SpanExtractor):
     hidden = nn.gelu(a[:, :, None, :] + b[:, None, :, :])  # [batch, start, end, match_dim]
     match = self.match_out(hidden)[..., 0].astype(jnp.float32)  # [batch, start, end]
     return logits[..., 0], logits[..., 1], match
+
+  def head_macs(self, seq_len: int, predicted_len: int) -> float:
+    """SpanExtractor's, the two match_dim projections at every position and the match
+    logit of each of a start's `seq_len` pairs."""
+    projections = 2 * self.cfg.d_model * self.match_dim + seq_len * self.match_dim
+    return super().head_macs(seq_len, predicted_len) + projections

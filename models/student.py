@@ -104,3 +104,10 @@ class WithProjections(nn.Module):
   def project(self, x, which: str):
     """[..., student d_model] -> [..., teacher d_model] through W_e ('embedding') or W_h."""
     return self.projections[which](x)
+
+  def head_macs(self, seq_len: int, predicted_len: int) -> float:
+    """The model's head and W_e / W_h onto the teacher's width over the embeddings and
+    every layer's states (TinyBERT's intermediate distillation projects them all)."""
+    cfg = self.model.cfg
+    projections = (cfg.num_layers + 1) * cfg.d_model * self.width
+    return self.model.head_macs(seq_len, predicted_len) + projections

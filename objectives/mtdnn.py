@@ -37,7 +37,7 @@ import optax
 from ml_collections import config_dict
 
 from data import glue
-from models import heads, transformer
+from models import flops, heads, transformer
 from objectives import classification
 from objectives.shared import task_inputs
 
@@ -76,6 +76,11 @@ class MultiTaskClassifier(nn.Module):
       task: head(pooled).astype(jnp.float32)  # [batch, num_labels]
       for task, head in zip(self.tasks, self.classifiers, strict=True)
     }
+
+  def head_macs(self, seq_len: int, predicted_len: int) -> float:
+    """The pooler and every task's classifier, once per row (each row runs them all)."""
+    del predicted_len
+    return flops.pooled_classifier_macs(self.cfg, sum(self.num_labels), seq_len)
 
 
 @dataclasses.dataclass(frozen=True)
