@@ -178,15 +178,30 @@ def compile_timed(step, *args):
 
 
 def train_step_runner(
-  model, tx, loss_fn, host_batches: list[dict], *, mesh, rules, seed: int, seq_len: int
+  model,
+  tx,
+  loss_fn,
+  host_batches: list[dict],
+  *,
+  mesh,
+  rules,
+  seed: int,
+  seq_len: int,
+  prepare: Callable | None = None,
+  **step_options,
 ) -> Runner:
   """The project's train step (training/state.py: state born sharded, the step jitted
   with explicit shardings and the state donated) on `host_batches`, compiled.
 
   `host_batches` hold every process's local rows; they are placed on the mesh before
   timing, so the timed loop is the device step alone, not the input pipeline.
+  `prepare(state, shardings) -> state` runs on the fresh state first (a checkpoint's
+  weights put in place); `step_options` go to the step (training/harness.step_options:
+  accumulation, loss terms, the spike guard, the PRNG).
   """
   state, shardings = state_lib.create(model, tx, mesh=mesh, rules=rules, seed=seed, seq_len=seq_len)
+  if prepare is not None:
+    state = prepare(state, shardings)
   batch_sharding = partitioning.batch_sharding(mesh)
   batches = [partitioning.global_batch(b, batch_sharding) for b in host_batches]
   step = state_lib.jit_train_step(
@@ -198,6 +213,7 @@ def train_step_runner(
     loss_fn=loss_fn,
     tx=tx,
     seed=seed,
+    **step_options,
   )
   compiled, compile_s = compile_timed(step, state, batches[0])
   return Runner(compiled, state, batches, compile_s)

@@ -28,7 +28,7 @@ from data import curriculum, sentence_pairs, sources, text_decoding
 from models import attention, graph, model_config, presets
 from objectives import distill, ernie, span_qa
 from objectives.shared import episodes
-from training import adversarial, checkpointing, optimizers, partitioning, pruning
+from training import adversarial, checkpointing, optimizers, partitioning, pruning, state
 
 FRACTION_SUFFIXES = ('_rate', '_fraction', '_ratio', '_prob', '_probs')
 
@@ -232,6 +232,7 @@ def choices() -> dict[str, tuple]:
   """Enumerated string keys -> their allowed values, from the modules that read them."""
   return {
     'model.preset': tuple(presets.names()),
+    'prng_impl': state.PRNG_IMPLS,
     'model.dtype': tuple(model_config.DTYPES),
     'model.param_dtype': tuple(model_config.DTYPES),
     'model.attention_impl': attention.IMPLEMENTATIONS,

@@ -188,6 +188,7 @@ def step_options(config, objective) -> dict:
     'num_microbatches': config.num_microbatches,
     'loss_terms': adversarial.loss_terms(terms, config.adversarial),
     'loss_spike_zscore': config.loss_spike_zscore,
+    'prng_impl': config.prng_impl,
   }
 
 

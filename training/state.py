@@ -29,6 +29,11 @@ SKIP_METRICS = (SKIPPED_NONFINITE, SKIPPED_SPIKE)
 LOSS_STATS_DECAY = 0.99
 # Applied steps the running loss must have seen before a spike can be skipped.
 SPIKE_WARMUP_STEPS = 20
+# The generators dropout's key can use (config.prng_impl; jax.random.key's `impl`): JAX's
+# threefry (counter-based, the same bits however the step is sharded), XLA's RngBitGenerator
+# ('rbg': threefry's key derivation, fast bits) and 'unsafe_rbg' (its key derivation too).
+PRNG_IMPLS = ('threefry2x32', 'rbg', 'unsafe_rbg')
+DEFAULT_PRNG_IMPL = 'threefry2x32'
 
 
 @flax.struct.dataclass
@@ -158,9 +163,10 @@ def train_step(
   loss_terms: dict[str, float] | None = None,
   loss_spike_zscore: float = 0.0,
   spike_warmup_steps: int = SPIKE_WARMUP_STEPS,
+  prng_impl: str = DEFAULT_PRNG_IMPL,
 ):
   """One optimizer step. Dropout randomness is derived from (seed, step) (and the
-  microbatch's index when the batch is split).
+  microbatch's index when the batch is split) with the `prng_impl` generator (PRNG_IMPLS).
 
   With `num_microbatches` = m > 1 the global batch is split into m microbatches inside
   the step (`accumulate_gradients`) and the optimizer sees the whole batch's gradient.
@@ -186,7 +192,7 @@ def train_step(
     The metrics of a skipped step have weight 0, so an interval's logged figures are
     means over its applied steps and a NaN never reaches them.
   """
-  rng = jax.random.fold_in(jax.random.key(seed), state.step)
+  rng = jax.random.fold_in(jax.random.key(seed, impl=prng_impl), state.step)
   loss_fn = functools.partial(loss_fn, model=model)
   if teacher_model is not None:
     loss_fn = functools.partial(loss_fn, teacher=api.Teacher(teacher_model, teacher_params))
