@@ -33,6 +33,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from models import dropout
+
 try:  # jax's lower-level cuDNN API; a private module, so its absence is tolerated.
   from jax._src.cudnn import fused_attention_stablehlo as _cudnn
 except ImportError as error:  # pragma: no cover (present in jax 0.10)
@@ -352,7 +354,8 @@ def xla_attention(
 ):
   """The reference: the numerics of jax.nn.dot_product_attention's XLA path (logits and
   softmax in fp32, probabilities cast back to the compute dtype), plus dropout on the
-  probabilities (keep with 1 - rate, scaled by 1 / (1 - rate), drawn from `dropout_rng`
+  probabilities (models/dropout.py: keep at the realized rate, scaled to an exact
+  expectation, drawn from `dropout_rng`
   over [batch, heads, q_len, kv_len]) and zeros for the queries that see no key.
 
   `probs`, when given, is `attention_probabilities` of the same call, computed once by a
@@ -363,8 +366,7 @@ def xla_attention(
   if dropout_rate > 0:
     if dropout_rng is None:
       raise ValueError(f'Attention dropout {dropout_rate} needs a dropout_rng.')
-    keep = jax.random.bernoulli(dropout_rng, 1.0 - dropout_rate, probs.shape)
-    probs = jnp.where(keep, probs / (1.0 - dropout_rate), jnp.zeros_like(probs))
+    probs = dropout.apply(probs, dropout_rate, dropout_rng)
   out = jnp.einsum('bhqk,bkhd->bqhd', probs, v)  # [batch, q_len, heads, head_dim]
   sees_a_key = mask.dense().any(axis=-1).transpose(0, 2, 1)[..., None]  # [batch, q_len, 1, 1]
   return jnp.where(sees_a_key, out, 0)

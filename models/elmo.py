@@ -35,6 +35,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from models import dropout
 from models.model_config import ModelConfig
 
 # Character ids (AllenNLP's ELMoCharacterMapper, shifted by one so 0 is a padding token):
@@ -356,7 +357,7 @@ class BiLM(nn.Module):
     cfg = self.cfg
     self.char_encoder = CharEncoder(cfg)
     self.layers = [BiLstmLayer(cfg, name=f'lstm_{i}') for i in range(cfg.num_layers)]
-    self.dropout = nn.Dropout(cfg.dropout_rate)
+    self.dropout = dropout.Dropout(cfg.dropout_rate)
 
   def __call__(self, chars, segment_ids, deterministic: bool = True):
     """Layer representations [num_layers + 1, batch, length, 2 * embed].
@@ -401,7 +402,7 @@ class ElmoLM(nn.Module):
       'softmax',
       kernel_init=_init(nn.initializers.normal(1.0 / math.sqrt(cfg.d_model)), 'embed', 'vocab'),
     )
-    self.dropout = nn.Dropout(cfg.dropout_rate)
+    self.dropout = dropout.Dropout(cfg.dropout_rate)
 
   def __call__(self, chars, segment_ids, deterministic: bool = True):
     top = self.bilm(chars, segment_ids, deterministic)[-1]  # [batch, length, 2 * embed]

@@ -18,7 +18,7 @@ them and the fusion layers start fresh.
 import flax.linen as nn
 import jax.numpy as jnp
 
-from models import attention, flops, heads, transformer
+from models import attention, dropout, flops, heads, transformer
 from models.transformer import TransformerConfig
 
 
@@ -48,7 +48,7 @@ class EntityFusion(nn.Module):
     entities = entity_in(entity_vectors.astype(cfg.compute_dtype))
     h = nn.gelu(tokens + entities * entity_mask[..., None].astype(entities.dtype))
     out = _dense(cfg, cfg.d_model, 'out', cfg.d_model, ('mlp', 'embed'))(h)
-    out = nn.Dropout(cfg.dropout_rate)(out, deterministic=deterministic)
+    out = dropout.Dropout(cfg.dropout_rate)(out, deterministic=deterministic)
     return transformer.layer_norm(cfg, 'norm')(x + out)
 
 
@@ -66,7 +66,7 @@ class EntityFusionClassifier(nn.Module):
     self.fusion = EntityFusion(self.cfg, name='fusion')
     self.fusion_block = transformer.Block(self.cfg, name='fusion_block')
     self.pooler = heads.Pooler(self.cfg, name='pooler')
-    self.dropout = nn.Dropout(self.cfg.dropout_rate)
+    self.dropout = dropout.Dropout(self.cfg.dropout_rate)
     self.classifier = heads.classes_dense(self.cfg, self.num_labels, 'classifier')
 
   def __call__(self, tokens, segment_ids, positions=None, token_types=None, deterministic=True,

@@ -20,7 +20,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from models import flops, heads, transformer
+from models import dropout, flops, heads, transformer
 from models.transformer import TransformerConfig
 
 KINDS = ('gcn', 'gat')
@@ -104,7 +104,7 @@ class GraphSequenceClassifier(nn.Module):
     self.encoder = transformer.Stack(self.cfg, name='encoder')
     layer = GraphConvolution if self.kind == 'gcn' else GraphAttention
     self.graph = [layer(self.cfg, self.cfg.d_model, name=f'graph_{i}') for i in range(self.layers)]
-    self.dropout = nn.Dropout(self.cfg.dropout_rate)
+    self.dropout = dropout.Dropout(self.cfg.dropout_rate)
     self.classifier = heads.classes_dense(self.cfg, self.num_labels, 'classifier')
 
   def __call__(self, tokens, segment_ids, positions=None, token_types=None, deterministic=True,

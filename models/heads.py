@@ -19,7 +19,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from models import flops, transformer
+from models import dropout, flops, transformer
 from models.transformer import TransformerConfig
 
 
@@ -442,7 +442,7 @@ class SequenceClassifier(nn.Module):
   def setup(self):
     self.encoder = transformer.Stack(self.cfg, name='encoder')
     self.pooler = Pooler(self.cfg, name='pooler')
-    self.dropout = nn.Dropout(self.cfg.dropout_rate)
+    self.dropout = dropout.Dropout(self.cfg.dropout_rate)
     self.classifier = classes_dense(self.cfg, self.num_labels, 'classifier')
 
   def __call__(
@@ -476,7 +476,7 @@ class TokenClassifier(nn.Module):
 
   def setup(self):
     self.encoder = transformer.Stack(self.cfg, name='encoder')
-    self.dropout = nn.Dropout(self.cfg.dropout_rate)
+    self.dropout = dropout.Dropout(self.cfg.dropout_rate)
     self.classifier = classes_dense(self.cfg, self.num_labels, 'classifier')
 
   def __call__(self, tokens, segment_ids, positions=None, token_types=None, deterministic=True):

@@ -39,7 +39,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from models import attention, input_perturbation, quantization
+from models import attention, dropout, input_perturbation, quantization
 from models.transformer_config import (
   TransformerConfig,  # Also read as transformer.TransformerConfig.
 )
@@ -240,7 +240,7 @@ class Embed(nn.Module):
         param_dtype=cfg.storage_dtype,
         name='project',
       )
-    self.dropout = nn.Dropout(cfg.dropout_rate)
+    self.dropout = dropout.Dropout(cfg.dropout_rate)
 
   def _table(
     self, rows: int, axis: str, name: str, width: int | None = None, width_axis: str = ''
@@ -522,7 +522,7 @@ class Mlp(nn.Module):
     else:
       h = act(dense(name='wi')(x))
     h = nn.with_logical_constraint(h, ('batch', 'length', 'act_mlp'))  # [batch, length, mlp]
-    h = nn.Dropout(cfg.activation_dropout_rate)(h, deterministic=deterministic)
+    h = dropout.Dropout(cfg.activation_dropout_rate)(h, deterministic=deterministic)
     return Projection(cfg, (cfg.mlp_dim,), width, ('mlp', 'embed'), name='wo')(h)
 
 
@@ -594,7 +594,7 @@ class Block(nn.Module):
   @nn.compact
   def __call__(self, x, mask, deterministic: bool, bias=None, encoded=None, cross_mask=None):
     cfg = self.cfg
-    drop = nn.Dropout(cfg.dropout_rate)
+    drop = dropout.Dropout(cfg.dropout_rate)
     heads = cfg.heads_of(self.layer)
     self_attention = Attention(cfg, heads, name='attention')
     check_block_fields(cfg)

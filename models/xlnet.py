@@ -56,7 +56,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from models import transformer
+from models import dropout, transformer
 from models.model_config import ModelConfig
 
 _MASKED = -1e30  # Score of a key a query may not see (float32; a full row stays finite).
@@ -238,7 +238,7 @@ class XLNetLayer(nn.Module):
     bias = lambda name: self._param(name, heads, ('heads', 'kv'))  # noqa: E731
     content_bias, position_bias, segment_bias = bias('r_w_bias'), bias('r_r_bias'), bias('r_s_bias')
     seg_embed = self._param('seg_embed', (2, *heads), ('token_type', 'heads', 'kv'))
-    drop = lambda rate, y: nn.Dropout(rate)(y, deterministic=deterministic)  # noqa: E731
+    drop = lambda rate, y: dropout.Dropout(rate)(y, deterministic=deterministic)  # noqa: E731
 
     axes = ('batch', 'length', 'act_heads', 'act_kv')
     h = x[:, :length]
@@ -295,7 +295,7 @@ class XLNet(nn.Module):
       'mask_emb', nn.with_logical_partitioning(init, ('embed',)), (cfg.d_model,), cfg.storage_dtype
     )
     self.layers = [XLNetLayer(cfg, name=f'layer_{i}') for i in range(cfg.num_layers)]
-    self.dropout = nn.Dropout(cfg.dropout_rate)
+    self.dropout = dropout.Dropout(cfg.dropout_rate)
 
   def __call__(
     self,
@@ -394,7 +394,7 @@ class XLNetLM(nn.Module):
 
   def setup(self):
     self.xlnet = XLNet(self.cfg)
-    self.dropout = nn.Dropout(self.cfg.dropout_rate)
+    self.dropout = dropout.Dropout(self.cfg.dropout_rate)
     self.lm_bias = self.param(
       'lm_bias',
       nn.with_logical_partitioning(nn.initializers.zeros_init(), ('vocab',)),

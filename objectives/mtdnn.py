@@ -37,7 +37,7 @@ import optax
 from ml_collections import config_dict
 
 from data import glue
-from models import flops, heads, transformer
+from models import dropout, flops, heads, transformer
 from objectives import classification
 from objectives.shared import task_inputs
 
@@ -63,7 +63,7 @@ class MultiTaskClassifier(nn.Module):
     cfg = self.cfg
     self.encoder = transformer.Stack(cfg, name='encoder')
     self.pooler = heads.Pooler(cfg, name='pooler')
-    self.dropout = nn.Dropout(cfg.dropout_rate)
+    self.dropout = dropout.Dropout(cfg.dropout_rate)
     self.classifiers = [
       heads.classes_dense(cfg, n, f'classifier_{task}')
       for task, n in zip(self.tasks, self.num_labels, strict=True)

@@ -239,8 +239,9 @@ def _tiny(rate: float) -> transformer.TransformerConfig:
 
 def _explicit_attention(params, x, mask, rng, rate):
   """The attention layer written out: projections, fp32 softmax over the allowed keys,
-  dropout keeping each probability with 1 - rate (bernoulli over [batch, heads, q, kv]
-  from `rng`, scaled by 1 / (1 - rate)), zeros for padding queries, output projection."""
+  dropout over [batch, heads, q, kv] from `rng` (models/dropout.py's draws by hand: the
+  two 16-bit halves of each threefry word, low first, dropped below round(rate x 2^16),
+  kept ones scaled by 2^16 / (2^16 - that)), zeros for padding queries, output projection."""
   proj = lambda name, t: (  # noqa: E731
     jnp.einsum('ble,ehd->blhd', t, params[name]['kernel']) + params[name]['bias']
   )
@@ -248,8 +249,10 @@ def _explicit_attention(params, x, mask, rng, rate):
   allowed = jnp.asarray(_allowed('packed_padded'))[:, None]  # [batch, 1, q, kv]
   logits = jnp.einsum('bqhd,bkhd->bhqk', q, k) / np.sqrt(q.shape[-1])
   probs = jax.nn.softmax(jnp.where(allowed, logits, -1e30), axis=-1)
-  keep = jax.random.bernoulli(rng, 1 - rate, probs.shape)
-  probs = jnp.where(keep, probs / (1 - rate), 0.0)
+  words = jax.random.bits(rng, (*probs.shape[:-1], probs.shape[-1] // 2), jnp.uint32)
+  draws = jnp.stack([words & 0xFFFF, words >> 16], -1).reshape(probs.shape)
+  threshold = round(rate * 65536)
+  probs = jnp.where(draws >= threshold, probs * (65536 / (65536 - threshold)), 0.0)
   out = jnp.einsum('bhqk,bkhd->bqhd', probs, v)
   out = jnp.where(allowed.any(axis=-1).transpose(0, 2, 1)[..., None], out, 0.0)
   return jnp.einsum('blhd,hde->ble', out, params['out']['kernel']) + params['out']['bias']
