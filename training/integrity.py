@@ -8,14 +8,17 @@ checkpoint that rotates the good ones away). So every checkpoint carries, in a J
 of its own, a 64-bit digest of each state leaf, and a restored state is compared with it
 before the run uses it.
 
-The digest is computed on the devices, leaf by leaf (`state_record`):
-each element's bits, read as unsigned integers (float32 as uint32, bfloat16 as uint16
+The digest is computed leaf by leaf (`state_record`): each element's bits, read as unsigned integers (float32 as uint32, bfloat16 as uint16
 widened to uint32, ...), are multiplied by an odd number derived from the element's
 global flat index by an integer hash, and summed with uint32 wrap-around; two hashes
 give 64 bits. A sum does not depend on how the array is split over devices or hosts,
 so a checkpoint written by 2 processes on one mesh verifies after a resume by 1
-process on another, no host hashes anything, and nothing is copied to the host but two
-words per leaf. Any single changed element changes the sum (an odd multiplier is
+process on another. A large leaf, or one spread over other processes' devices, is
+hashed on its devices and nothing but two words comes to the host; a small one held by
+this process alone (at most HOST_DIGEST_MAX elements of 1, 2 or 4 bytes: biases, norms,
+a small model's every leaf) is copied to the host and hashed there by NumPy with the same
+arithmetic, bit for bit, instead of compiling one more small program for its shape. Any
+single changed element changes the sum (an odd multiplier is
 invertible modulo 2^32); moved or multiple changes escape it with probability about
 2^-64. The same program reports which floating leaves hold a NaN or an infinity: such
 a state is never saved, nor resumed from.
@@ -93,6 +96,39 @@ def _words(x):
   return lax.bitcast_convert_type(x, unsigned).astype(jnp.uint32)
 
 
+def _host_digest(x: np.ndarray) -> tuple[np.ndarray, bool]:
+  """`_leaf_digest` of a host array of 1-, 2- or 4-byte elements, by NumPy."""
+  if x.dtype == np.bool_:
+    words = x.astype(np.uint32)
+  else:
+    unsigned = {4: np.uint32, 2: np.uint16, 1: np.uint8}[x.dtype.itemsize]
+    words = x.view(unsigned).astype(np.uint32)
+  index = np.arange(words.size, dtype=np.uint32).reshape(words.shape)  # The flat index.
+  sums = []
+  for salt in _SALTS:
+    h = index ^ np.uint32(salt)
+    h = (h ^ (h >> np.uint32(16))) * np.uint32(0x7FEB352D)  # _position_hash, in NumPy.
+    h = (h ^ (h >> np.uint32(15))) * np.uint32(0x846CA68B)
+    h = h ^ (h >> np.uint32(16))
+    sums.append(np.sum(words * (h | np.uint32(1)), dtype=np.uint32))
+  inexact = jnp.issubdtype(x.dtype, jnp.inexact)  # bfloat16 included.
+  finite = bool(np.isfinite(x.astype(np.float32)).all()) if inexact else True
+  return np.array(sums, np.uint32), finite
+
+
+# The most elements a leaf hashed on the host may have (256 KiB of float32).
+HOST_DIGEST_MAX = 1 << 16
+
+
+def _hashed_on_host(x) -> bool:
+  """Whether leaf `x` is small, of 1-, 2- or 4-byte elements and held by this process."""
+  if x.size > HOST_DIGEST_MAX or jnp.issubdtype(x.dtype, jax.dtypes.prng_key):
+    return False
+  if np.dtype(x.dtype).itemsize not in (1, 2, 4):
+    return False
+  return not isinstance(x, jax.Array) or x.is_fully_addressable
+
+
 def _leaf_digest(x):
   """(uint32[2] digest, bool finite) of one array."""
   words = _words(x)
@@ -131,6 +167,15 @@ def _digest_fn(x):
   return _LEAF_DIGEST_ON_MESH[mesh]
 
 
+def _as_leaf(x):
+  """A jax.Array as it is; a host array as it is where it is hashed on the host, else put
+  on the default device (64-bit values narrowed as JAX narrows them)."""
+  if isinstance(x, jax.Array):
+    return x
+  x = np.asarray(x)
+  return x if _hashed_on_host(x) else jnp.asarray(x)
+
+
 def state_record(state) -> tuple[dict, list[str]]:
   """The digest record of a state, and the names of its non-finite floating leaves.
 
@@ -143,11 +188,17 @@ def state_record(state) -> tuple[dict, list[str]]:
   named = jax.tree_util.tree_flatten_with_path(state)[0]
   if not named:
     return {}, []
-  leaves = [x if isinstance(x, jax.Array) else jnp.asarray(x) for _, x in named]
-  # One leaf at a time, each waited for: with many small programs in flight at once,
-  # each with its all-reduce, XLA's CPU client ran out of threads for the collectives'
-  # rendezvous on 8 devices (an abort after 40 s; 4-process FSDP test).
-  digests, finite = zip(*(jax.device_get(_digest_fn(x)(x)) for x in leaves), strict=True)
+  leaves = [_as_leaf(x) for _, x in named]
+
+  def digest(x):
+    if _hashed_on_host(x):
+      return _host_digest(np.asarray(x))
+    # One leaf at a time, each waited for: with many small programs in flight at once,
+    # each with its all-reduce, XLA's CPU client ran out of threads for the collectives'
+    # rendezvous on 8 devices (an abort after 40 s; 4-process FSDP test).
+    return jax.device_get(_digest_fn(x)(x))
+
+  digests, finite = zip(*(digest(x) for x in leaves), strict=True)
   record, nonfinite = {}, []
   for (path, _), x, digest, ok in zip(named, leaves, digests, finite, strict=True):
     name = leaf_name(path)
