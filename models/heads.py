@@ -159,11 +159,8 @@ class SpanBoundaryHead(nn.Module):
     output) at every position of the row."""
     del seq_len, predicted_len
     cfg = self.cfg
-    return (
-      3 * cfg.d_model * cfg.d_model
-      + cfg.d_model * cfg.token_dim
-      + (flops.vocabulary_macs(cfg, mlm_transform=False))
-    )
+    mlp = 3 * cfg.d_model * cfg.d_model + cfg.d_model * cfg.token_dim
+    return mlp + flops.vocabulary_macs(cfg, mlm_transform=False)
 
 
 class HiddenStates(nn.Module):
