@@ -9,7 +9,11 @@ per sentence, start/end heads), each `--steps` steps of `--batch_size` sentences
 `--seq_len` tokens (the MRC rows add the query: `--seq_len` + 16) at `--learning_rate`,
 evaluated once at the end on valid.txt with conlleval's entity-level F1; one MRC run per
 `--positive_weights` entry (objective.mrc_positive_weight, on the gold starts' and ends'
-cross-entropy terms). An MRC step runs the encoder on four times the rows. Writes <out>.md and <out>.json; finished runs are reused.
+cross-entropy terms and the gold pairs' match terms). Each MRC run is scored twice from its
+checkpoint: decoded with the span-matching classifier (the paper's rule: a start, an end
+and a positive match logit) and with the start/end heads alone (each positive start closed
+at the nearest positive end: the rule without the match head), row 'mrc... start/end'.
+An MRC step runs the encoder on four times the rows. Writes <out>.md and <out>.json; finished runs are reused.
 """
 
 import argparse
@@ -19,7 +23,7 @@ import time
 
 from bench import outputs
 from configs import conll as conll_config
-from evaluation import checkpoint_eval, during_training
+from evaluation import checkpoint_eval, during_training, loop, task_scores
 
 
 def configure(args, variant: str, positive_weight: float = 1.0):
@@ -35,6 +39,18 @@ def configure(args, variant: str, positive_weight: float = 1.0):
   return c
 
 
+def start_end_metrics(config, workdir: str) -> dict:
+  """The run's checkpoint scored on valid with the start/end decoding (the match
+  classifier's outputs left out, objectives/mrc_ner.py's rule without it)."""
+  loaded = checkpoint_eval.load_eval_params(config, workdir)
+  harness = loaded.harness
+  out = loop.predict_split(harness, loaded.params, harness.predict_step(loaded.shardings), 'valid')
+  out = {name: value for name, value in out.items() if not name.startswith('match_')}
+  records = harness.exp.documents('eval', 'valid')
+  decoded = harness.exp.objective.decode_predictions(config.objective, out, records)
+  return task_scores.score(decoded)['metrics']
+
+
 def run(config, workdir: str) -> dict:
   path = os.path.join(workdir, 'bench.json')
   if not os.path.exists(path):
@@ -45,7 +61,12 @@ def run(config, workdir: str) -> dict:
     with open(path, 'w') as f:
       json.dump({'seconds': seconds, 'metrics': result['metrics']}, f)
   with open(path) as f:
-    return json.load(f)
+    result = json.load(f)
+  if config.objective.module == 'objectives.mrc_ner' and 'start_end_metrics' not in result:
+    result['start_end_metrics'] = start_end_metrics(config, workdir)
+    with open(path, 'w') as f:
+      json.dump(result, f)
+  return result
 
 
 def main():
@@ -67,9 +88,12 @@ def main():
   lines = ['| CoNLL-2003 valid | entity F1 | precision | recall | token accuracy | train+eval s |',
            '|---|---|---|---|---|---|']  # fmt: skip
   for name, r in rows.items():
-    m = r['metrics']
-    lines.append(f'| {name} | {100 * m["f1"]:.2f} | {100 * m["precision"]:.2f} | '
-                 f'{100 * m["recall"]:.2f} | {100 * m["token_accuracy"]:.2f} | {r["seconds"]:.0f} |')  # fmt: skip
+    scored = [(name, r['metrics'])]
+    if 'start_end_metrics' in r:
+      scored.append((f'{name} start/end', r['start_end_metrics']))
+    for label, m in scored:
+      lines.append(f'| {label} | {100 * m["f1"]:.2f} | {100 * m["precision"]:.2f} | '
+                   f'{100 * m["recall"]:.2f} | {100 * m["token_accuracy"]:.2f} | {r["seconds"]:.0f} |')  # fmt: skip
   outputs.write('\n'.join(lines), {'settings': vars(args), 'results': rows}, args.out)
 
 

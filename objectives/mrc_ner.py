@@ -13,7 +13,8 @@ there. The model is the encoder with one start and one end logit per token
 start and the end logits over the words' first sub-tokens (several entities of a type may
 be in one sentence, so each position is its own binary decision, not a softmax). Starts and
 ends are rare (a few percent of a type's words), so `objective.mrc_positive_weight` (1: the
-plain mean) multiplies the positive labels' terms; the mean still divides by the words.
+plain mean) multiplies the positive labels' terms, here and in the match loss below; the
+means still divide by the words and the candidate pairs.
 
 With `objective.mrc_match_weight` > 0 (the paper's full model) the head also scores every
 (start, end) pair with Li et al.'s span-matching classifier (heads.SpanMatcher), trained by
@@ -220,7 +221,8 @@ class MachineReadingNER:
   def loss_fn(self, params, batch, rng, *, model):
     """Mean binary cross-entropy of the start and end logits over the words' first
     sub-tokens, the gold starts' and ends' terms x mrc_positive_weight (+ mrc_match_weight
-    x the match loss's mean over the candidate pairs); metrics loss and start/end accuracy
+    x the match loss's mean over the candidate pairs, the gold pairs' terms x
+    mrc_positive_weight too); metrics loss and start/end accuracy
     (sign right), match/loss and match/accuracy, as (sum, weight)."""
     start, end, *match = self.logits(params, batch, rng, model=model)
     w = batch['weights']
@@ -238,6 +240,7 @@ class MachineReadingNER:
       length = start.shape[-1]
       gold = (batch['span_ends'][..., :, None] == jnp.arange(length)).astype(jnp.float32)
       bce = optax.sigmoid_binary_cross_entropy(match[0], gold)
+      bce *= jnp.where(gold > 0, self.positive_weight, 1.0)
       count = jnp.sum(pairs)
       match_sum = jnp.sum(bce * pairs)
       metrics['match/loss'] = (match_sum, count)

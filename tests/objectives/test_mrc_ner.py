@@ -174,6 +174,18 @@ def test_match_loss_on_candidate_pairs_best_ends_and_decoding_by_hand(spm_path, 
   np.testing.assert_allclose(float(metrics['match/loss'][0]), pair_sum, rtol=1e-4)
   start_end = float(metrics['loss'][0] / metrics['loss'][1])
   np.testing.assert_allclose(float(loss), start_end + pair_sum / pairs, rtol=1e-4)
+  # mrc_positive_weight also scales the gold pairs' match terms.
+  weighted = dataclasses.replace(objective, positive_weight=4.0)
+  _, weighted_metrics = weighted.loss_fn(None, batch, None, model=_Fixed((start, end, match)))
+  gold_sum = sum(
+    bce(match[r, i, flat['span_ends'][r, i]], True)
+    for r in range(b * t)
+    for i in np.flatnonzero(flat['starts'][r] > 0)
+    if flat['span_ends'][r, i] >= 0
+  )
+  np.testing.assert_allclose(
+    float(weighted_metrics['match/loss'][0]), pair_sum + 3.0 * gold_sum, rtol=1e-4
+  )
   assert objective.loss_terms(config.objective) == {'loss': 1.0, 'match/loss': 1.0}
   predicted = objective.predict_fn(None, batch, model=_Fixed((start, end, match)))
   match_end = np.asarray(predicted['match_end']).reshape(b * t, length)
