@@ -8,20 +8,20 @@ checkpoint that rotates the good ones away). So every checkpoint carries, in a J
 of its own, a 64-bit digest of each state leaf, and a restored state is compared with it
 before the run uses it.
 
-The digest is computed leaf by leaf (`state_record`): each element's bits, read as unsigned integers (float32 as uint32, bfloat16 as uint16
-widened to uint32, ...), are multiplied by an odd number derived from the element's
-global flat index by an integer hash, and summed with uint32 wrap-around; two hashes
-give 64 bits. A sum does not depend on how the array is split over devices or hosts,
-so a checkpoint written by 2 processes on one mesh verifies after a resume by 1
-process on another. A large leaf, or one spread over other processes' devices, is
-hashed on its devices and nothing but two words comes to the host; a small one held by
-this process alone (at most HOST_DIGEST_MAX elements of 1, 2 or 4 bytes: biases, norms,
-a small model's every leaf) is copied to the host and hashed there by NumPy with the same
-arithmetic, bit for bit, instead of compiling one more small program for its shape. Any
-single changed element changes the sum (an odd multiplier is
-invertible modulo 2^32); moved or multiple changes escape it with probability about
-2^-64. The same program reports which floating leaves hold a NaN or an infinity: such
-a state is never saved, nor resumed from.
+The digest is computed leaf by leaf (`state_record`): each element's bits, read as
+unsigned integers (float32 as uint32, bfloat16 as uint16 widened to uint32, ...), are
+multiplied by an odd number derived from the element's global flat index by an integer
+hash, and summed with uint32 wrap-around; two hashes give 64 bits. A sum does not depend
+on how the array is split over devices or hosts, so a checkpoint written by 2 processes
+on one mesh verifies after a resume by 1 process on another. A large leaf, or one spread
+over other processes' devices, is hashed on its devices and nothing but two words comes
+to the host; a small one held by this process alone (at most HOST_DIGEST_MAX elements of
+1, 2 or 4 bytes: biases, norms, a small model's every leaf) is copied to the host and
+hashed there by NumPy with the same arithmetic, bit for bit, instead of compiling one
+more small program for its shape. Any single changed element changes the sum (an odd
+multiplier is invertible modulo 2^32); moved or multiple changes escape it with
+probability about 2^-64. The same pass reports which floating leaves hold a NaN or an
+infinity: such a state is never saved, nor resumed from.
 """
 
 import hashlib
