@@ -105,12 +105,13 @@ def _host_digest(x: np.ndarray) -> tuple[np.ndarray, bool]:
     words = x.view(unsigned).astype(np.uint32)
   index = np.arange(words.size, dtype=np.uint32).reshape(words.shape)  # The flat index.
   sums = []
-  for salt in _SALTS:
-    h = index ^ np.uint32(salt)
-    h = (h ^ (h >> np.uint32(16))) * np.uint32(0x7FEB352D)  # _position_hash, in NumPy.
-    h = (h ^ (h >> np.uint32(15))) * np.uint32(0x846CA68B)
-    h = h ^ (h >> np.uint32(16))
-    sums.append(np.sum(words * (h | np.uint32(1)), dtype=np.uint32))
+  with np.errstate(over='ignore'):  # uint32 wrap-around is the arithmetic (0-d leaves warn).
+    for salt in _SALTS:
+      h = index ^ np.uint32(salt)
+      h = (h ^ (h >> np.uint32(16))) * np.uint32(0x7FEB352D)  # _position_hash, in NumPy.
+      h = (h ^ (h >> np.uint32(15))) * np.uint32(0x846CA68B)
+      h = h ^ (h >> np.uint32(16))
+      sums.append(np.sum(words * (h | np.uint32(1)), dtype=np.uint32))
   inexact = jnp.issubdtype(x.dtype, jnp.inexact)  # bfloat16 included.
   finite = bool(np.isfinite(x.astype(np.float32)).all()) if inexact else True
   return np.array(sums, np.uint32), finite
