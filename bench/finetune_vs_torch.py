@@ -89,13 +89,12 @@ def num_labels(objective) -> int:
   return getattr(objective, 'num_labels', None) or len(objective.labels)
 
 
-def ours(config, host_batches: list[dict]) -> step_timing.Runner:
-  """train.py's step of `config` from its init_from weights, compiled on the batches."""
+def ours(config, host_batches: list[dict], weights: dict, vocab: int) -> step_timing.Runner:
+  """train.py's step of `config` from its init_from `weights` (read once by the caller,
+  `vocab` embeddings), compiled on the batches."""
   objective = api.load(config.objective.module, config.objective)
-  vocab = model_setup.describe(config.init_from).config.vocab_size
   model = objective.build_model(model_setup.model_config(config, vocab))
   tx = optimizers.build(config.optimizer, config.total_steps)
-  weights = pretrained.load_params(model_setup.describe(config.init_from))
 
   def with_weights(state, shardings):
     params, _ = pretrained.merge(state.params, weights, shardings.params)
@@ -186,6 +185,8 @@ def run(args) -> dict:
   """{head: {dropout: {runner: figures}, 'pipeline_ms': ...}} (see the module doc)."""
   hf_dir = args.hf_dir or default_model_dir()
   rng = np.random.default_rng(0)
+  pretrained_info = model_setup.describe(args.init_from)
+  weights = pretrained.load_params(pretrained_info)  # Read once, shared by every runner.
   results = {}
   for head in args.heads.split(','):
     if head not in HEADS:
@@ -197,7 +198,7 @@ def run(args) -> dict:
       }
       first = next(iter(configs.values()))
       objective = api.load(first.objective.module, first.objective)
-      vocab = model_setup.describe(args.init_from).config.vocab_size
+      vocab = pretrained_info.config.vocab_size
       preprocess = objective.make_preprocess(first.objective, None, first.seed)
       host_batches = [
         preprocess(
@@ -205,7 +206,9 @@ def run(args) -> dict:
         )  # fmt: skip
         for _ in range(2)
       ]
-      runners = {f'ours {impl}': ours(c, host_batches) for impl, c in configs.items()}
+      runners = {
+        f'ours {impl}': ours(c, host_batches, weights, vocab) for impl, c in configs.items()
+      }
       runners['torch'] = TorchStep(head, first, hf_dir, host_batches, num_labels(objective))
       times = step_timing.interleaved(
         runners, warmup=args.warmup, repeats=args.repeats, steps=args.steps
