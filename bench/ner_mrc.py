@@ -1,19 +1,30 @@
-"""CoNLL-2003 NER by tagging against NER as MRC, same encoder, steps and data (issue 16).
+"""NER by tagging against NER as MRC, same encoder, steps and data (issue 16): CoNLL-2003
+or MSRA Chinese NER.
 
-  python -m bench.ner_mrc --init_from /tmp/minilm --conll_dir ../shared/data/conll2003 \\
+  python -m bench.ner_mrc --init_from /tmp/minilm --data_dir ../shared/data/conll2003 \\
       --workdir /tmp/ner_bench --out /tmp/ner_mrc [--steps 300] [--positive_weights 1,5]
+  python -m bench.ner_mrc --dataset msra --data_dir ../shared/data/zh/ChineseNlpCorpus \\
+      --workdir /tmp/msra_bench --out /tmp/msra_mrc --steps 1000 [--init_from CKPT]
 
-Two runs from `--init_from`: configs/conll.py (objectives/tagging.py: a linear layer over
-the nine IOB2 tags per token) and configs/conll.py:mrc (objectives/mrc_ner.py: four queries
-per sentence, start/end heads), each `--steps` steps of `--batch_size` sentences of
-`--seq_len` tokens (the MRC rows add the query: `--seq_len` + 16) at `--learning_rate`,
-evaluated once at the end on valid.txt with conlleval's entity-level F1; one MRC run per
-`--positive_weights` entry (objective.mrc_positive_weight, on the gold starts' and ends'
-cross-entropy terms and the gold pairs' match terms). Each MRC run is scored twice from its
-checkpoint: decoded with the span-matching classifier (the paper's rule: a start, an end
-and a positive match logit) and with the start/end heads alone (each positive start closed
-at the nearest positive end: the rule without the match head), row 'mrc... start/end'.
-An MRC step runs the encoder on four times the rows. Writes <out>.md and <out>.json; finished runs are reused.
+Two runs from `--init_from`: configs/conll.py[:msra] (objectives/tagging.py: a linear
+layer over the IOB2 tags per token) and configs/conll.py:[msra,]mrc (objectives/mrc_ner.py:
+a query per entity type and sentence, start/end heads), each `--steps` steps of
+`--batch_size` sentences of `--seq_len` tokens (the MRC rows add the query: `--seq_len` +
+16 for CoNLL's English queries, + 28 for MSRA's Chinese ones) at `--learning_rate`,
+evaluated once at the end on the valid split with conlleval's entity-level F1; one MRC run
+per `--positive_weights` entry (objective.mrc_positive_weight, on the gold starts' and
+ends' cross-entropy terms and the gold pairs' match terms). Each MRC run is scored twice
+from its checkpoint: decoded with the span-matching classifier (the paper's rule: a start,
+an end and a positive match logit) and with the start/end heads alone (each positive start
+closed at the nearest positive end: the rule without the match head), row 'mrc... start/end'.
+An MRC step runs the encoder on T times the rows (T types: 4 for CoNLL, 3 for MSRA).
+
+Without `--init_from` both runs start from the same random init of a `--scratch_layers` x
+`--scratch_width` BERT (heads of 64) with a character vocabulary written from the train
+split's sentences and the queries (data/wordpiece.character_pieces: one piece per Chinese
+character), the way to train MSRA here, where no Chinese checkpoint ships offline (MiniLM's
+English vocabulary knows 39% of MSRA's characters). Writes <out>.md and <out>.json;
+finished runs are reused.
 """
 
 import argparse
@@ -23,20 +34,58 @@ import time
 
 from bench import outputs
 from configs import conll as conll_config
+from data import conll, msra, wordpiece
 from evaluation import checkpoint_eval, during_training, loop, task_scores
+from objectives import mrc_ner
+
+# Sub-tokens the MRC rows add for [CLS] query [SEP]: the longest query of each dataset's
+# (CoNLL's English descriptions, WordPiece; MSRA's, a token per character) fits.
+QUERY_ROOM = {'conll': 16, 'msra': 28}
+SCRATCH_LR = 5e-4  # --learning_rate's default without --init_from (5e-5 with it).
 
 
-def configure(args, variant: str, positive_weight: float = 1.0):
-  c = conll_config.get_config(variant)
-  if variant == 'mrc':
+def configure(args, task: str, positive_weight: float = 1.0, vocab_path: str = ''):
+  """The config of one run; `task` 'tagging' or 'mrc'. `vocab_path`: the character
+  vocabulary of a run from scratch (no --init_from)."""
+  parts = (['msra'] if args.dataset == 'msra' else []) + (['mrc'] if task == 'mrc' else [])
+  c = conll_config.get_config(','.join(parts))
+  if task == 'mrc':
     c.objective.mrc_positive_weight = positive_weight
-  c.init_from, c.data.conll_dir = args.init_from, args.conll_dir
+  if args.dataset == 'msra':
+    c.data.clue_dir = args.data_dir
+  else:
+    c.data.conll_dir = args.data_dir
+  c.init_from = args.init_from
+  if not args.init_from:  # From scratch: a small BERT and the character vocabulary.
+    c.model.preset = 'bert-tiny'
+    c.model.num_layers, c.model.d_model = args.scratch_layers, args.scratch_width
+    c.model.num_heads, c.model.mlp_dim = args.scratch_width // 64, 4 * args.scratch_width
+    c.data.tokenizer_path = vocab_path
   c.total_steps = c.eval_every_steps = c.checkpoint_every_steps = args.steps
   c.num_epochs = c.evals_per_epoch = 0
-  c.batch_size, c.seq_len = args.batch_size, args.seq_len + (16 if variant == 'mrc' else 0)
-  c.optimizer.learning_rate = args.learning_rate
+  room = QUERY_ROOM[args.dataset] if task == 'mrc' else 0
+  c.batch_size, c.seq_len = args.batch_size, args.seq_len + room
+  c.optimizer.learning_rate = args.learning_rate or (5e-5 if args.init_from else SCRATCH_LR)
   c.peak_flops_per_device = 1e11  # Skips the matmul-peak probe.
   return c
+
+
+def character_vocab(args) -> str:
+  """Writes (once) and returns the path of the from-scratch runs' vocabulary: the characters
+  of the train split's sentences and of the dataset's MRC queries."""
+  path = os.path.join(args.workdir, 'vocab.txt')
+  if not os.path.exists(path):
+    if args.dataset == 'msra':
+      sentences = msra.read_msra(os.path.join(args.data_dir, msra.ZIP_NAME))
+      sentences = [sentences[i] for i in msra.split_indices(len(sentences), 'train')]
+      queries = mrc_ner.MSRA_QUERIES
+    else:
+      sentences = conll.read_conll(os.path.join(args.data_dir, 'train.txt'))
+      queries = mrc_ner.CONLL_QUERIES
+    texts = [' '.join(words) for words, _ in sentences] + list(queries.values())
+    os.makedirs(args.workdir, exist_ok=True)
+    wordpiece.write_vocab(wordpiece.character_pieces(texts), path)
+  return path
 
 
 def start_end_metrics(config, workdir: str) -> dict:
@@ -71,21 +120,30 @@ def run(config, workdir: str) -> dict:
 
 def main():
   p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-  p.add_argument('--init_from', required=True)
-  p.add_argument('--conll_dir', required=True)
+  p.add_argument('--dataset', choices=tuple(QUERY_ROOM), default='conll')
+  p.add_argument('--data_dir', required=True, help='conll: the CoNLL-2003 folder; msra: the '
+                 "folder holding dh_msra.zip (../shared/data/zh/ChineseNlpCorpus).")  # fmt: skip
+  p.add_argument('--init_from', default='', help='A converted checkpoint; none: from scratch.')
+  p.add_argument('--scratch_layers', type=int, default=4)
+  p.add_argument('--scratch_width', type=int, default=256)
   p.add_argument('--workdir', default='/tmp/ner_bench')
   p.add_argument('--out', default='')
   p.add_argument('--steps', type=int, default=300)
   p.add_argument('--batch_size', type=int, default=16)
   p.add_argument('--seq_len', type=int, default=64)
-  p.add_argument('--learning_rate', type=float, default=5e-5)
+  p.add_argument('--learning_rate', type=float, default=0.0,
+                 help=f'0: 5e-5 with --init_from, {SCRATCH_LR:g} from scratch.')  # fmt: skip
   p.add_argument('--positive_weights', default='1', help='Comma-separated; an MRC run each.')
   args = p.parse_args()
-  rows = {'tagging': run(configure(args, ''), os.path.join(args.workdir, 'tagging'))}
+  vocab = '' if args.init_from else character_vocab(args)
+  rows = {'tagging': run(configure(args, 'tagging', vocab_path=vocab),
+                         os.path.join(args.workdir, 'tagging'))}  # fmt: skip
   for weight in (float(w) for w in args.positive_weights.split(',')):
     name = 'mrc' if weight == 1.0 else f'mrc_pw{weight:g}'
-    rows[name] = run(configure(args, 'mrc', weight), os.path.join(args.workdir, name))
-  lines = ['| CoNLL-2003 valid | entity F1 | precision | recall | token accuracy | train+eval s |',
+    config = configure(args, 'mrc', weight, vocab)
+    rows[name] = run(config, os.path.join(args.workdir, name))
+  title = {'conll': 'CoNLL-2003 valid', 'msra': 'MSRA valid'}[args.dataset]
+  lines = [f'| {title} | entity F1 | precision | recall | token accuracy | train+eval s |',
            '|---|---|---|---|---|---|']  # fmt: skip
   for name, r in rows.items():
     scored = [(name, r['metrics'])]

@@ -12,8 +12,9 @@ Two stages, as in BERT's release:
 """
 
 import functools
+import os
 import unicodedata
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 
 import numpy as np
 
@@ -174,3 +175,40 @@ class WordPieceTokenizer(Tokenizer):
 
   def id_to_piece(self, i: int) -> str:
     return self._pieces[int(i)]
+
+
+def _strip_case(token: str) -> str:
+  """`token` as an uncased vocabulary sees it (WordPieceTokenizer's lowercasing)."""
+  token = unicodedata.normalize('NFD', token.lower())
+  return ''.join(ch for ch in token if unicodedata.category(ch) != 'Mn')
+
+
+def character_pieces(texts: Iterable[str]) -> list[str]:
+  """A character-level vocabulary for `texts`: the special tokens, then each character
+  that opens a basic token as a piece and each that continues one as '##' + character, in
+  order of first appearance (so the same texts give the same ids). With it
+  WordPieceTokenizer(lowercase=None) encodes every one of `texts` without [UNK]: a CJK
+  ideograph (a basic token of its own) is one piece, any other token one piece per
+  character. The vocabulary a model trained from scratch needs when no checkpoint's is at
+  hand (MSRA's characters, bench/ner_mrc.py)."""
+  seen = dict.fromkeys(SPECIAL_TOKENS.values())
+  tokens = [t for text in texts for word in _clean(text).split() for t in _split_punctuation(word)]
+  # The tokenizer lowercases (and strips accents) when no piece has a capital: add those forms.
+  cased = any(t != t.lower() for t in tokens)
+  for token in tokens:
+    for form in (token,) if cased else (token, _strip_case(token)):
+      for i, ch in enumerate(form):
+        seen.setdefault(ch if i == 0 else f'##{ch}')
+  return list(seen)
+
+
+def write_vocab(pieces: Sequence[str], path: str) -> str:
+  """Writes `pieces` as a BERT vocab.txt (one per line, id = line) at `path`, atomically
+  (a reader never sees half a file); returns `path`."""
+  if len(set(pieces)) != len(pieces) or any(not p or '\n' in p or p != p.strip() for p in pieces):
+    raise ValueError('Vocabulary pieces must be distinct, non-empty, one line each, unpadded.')
+  tmp = f'{path}.tmp{os.getpid()}'
+  with open(tmp, 'w', encoding='utf-8') as f:
+    f.write(''.join(f'{p}\n' for p in pieces))
+  os.replace(tmp, path)
+  return path

@@ -10,7 +10,7 @@ import pytest
 import sentencepiece as spm
 
 from configs import base
-from data import sources, tokenizers
+from data import sources, tokenizers, wordpiece
 from data.wordpiece import WordPieceTokenizer
 
 BERT_VOCAB = '/work/shared/data/vocab/bert-base-uncased/vocab.txt'
@@ -236,3 +236,31 @@ def test_bert_base_uncased_vocab():
   assert (tok.pad_id, tok.unk_id, tok.cls_id, tok.sep_id, tok.mask_id) == (0, 100, 101, 102, 103)
   assert tok.encode('hello world').tolist() == [7592, 2088]
   assert tok.encode('Unaffable!').tolist() == [14477, 20961, 3468, 999]
+
+
+@pytest.mark.parametrize(
+  'texts, expected, decoded',
+  [  # Chinese characters are a piece each; other tokens a piece per character.
+    (
+      ['中国队赢了', 'Go 中国!'],
+      ['中', '国', '队', '赢', '了', 'G', '##o', '!'],
+      ['中国队赢了', 'Go中国!'],
+    ),
+    # No capital anywhere: the tokenizer lowercases and strips accents, so 'e' joins 'é'.
+    (['café 北京'], ['c', '##a', '##f', '##é', '##e', '北', '京'], ['cafe北京']),
+  ],
+)
+def test_character_vocab_covers_its_texts(tmp_path, texts, expected, decoded):
+  pieces = wordpiece.character_pieces(texts)
+  assert pieces == [*wordpiece.SPECIAL_TOKENS.values(), *expected]
+  path = wordpiece.write_vocab(pieces, str(tmp_path / 'vocab.txt'))
+  assert os.listdir(tmp_path) == ['vocab.txt']  # No temporary file left behind.
+  tok = tokenizers.load_tokenizer(path)
+  for text, want in zip(texts, decoded, strict=True):
+    ids = tok.encode(text).tolist()
+    assert tok.unk_id not in ids and tok.decode(ids).replace(' ', '') == want
+  for ch in ''.join(texts):
+    if wordpiece._is_cjk(ord(ch)):
+      assert tok.encode(ch).tolist() == [pieces.index(ch)]
+  with pytest.raises(ValueError, match='distinct'):
+    wordpiece.write_vocab(['[PAD]', '[PAD]'], str(tmp_path / 'bad.txt'))
