@@ -210,6 +210,14 @@ def predicted_length(objective, objective_cfg, seq_len: int) -> int:
   return seq_len if hook is None else hook(objective_cfg, seq_len)
 
 
+def side_passes(objective, objective_cfg, seq_len: int) -> tuple[tuple[int, int], ...]:
+  """The encoder passes an objective runs per training row besides the row's own, as
+  (rows, tokens each) pairs, headless (KEPLER's three description rows of ke_length
+  tokens); () for most. The FLOP count adds them (models/flops.model_flops_per_token)."""
+  hook = getattr(objective, 'side_passes', None)
+  return () if hook is None else tuple(hook(objective_cfg, seq_len))
+
+
 def row_builder(objective) -> Callable | None:
   """The objective's own `make_rows`, or None when the loader packs documents."""
   return getattr(objective, 'make_rows', None)

@@ -149,6 +149,11 @@ class Kepler:
   def predicted_length(self, objective_cfg, seq_len: int) -> int:
     return mlm.predicted_length(objective_cfg, seq_len)
 
+  def side_passes(self, objective_cfg, seq_len: int) -> tuple[tuple[int, int], ...]:
+    """Per row: the encoder over its head's, tail's and negative's descriptions."""
+    del objective_cfg, seq_len
+    return ((3, self.length),)
+
   def loss_terms(self, objective_cfg) -> dict[str, float]:
     """MLM's mean loss + ke_weight x KE's (objectives/api.py)."""
     del objective_cfg

@@ -134,8 +134,9 @@ def train(
     pass added: a third of its training FLOPs)."""
     decoder_len = api.decoder_length(exp.objective, cfg.objective, length)
     predicted_len = api.predicted_length(exp.objective, cfg.objective, length)
+    side = api.side_passes(exp.objective, cfg.objective, length)
     own = flops.model_flops_per_token(
-      harness.model, exp.model_cfg, length, decoder_len, predicted_len
+      harness.model, exp.model_cfg, length, decoder_len, predicted_len, side
     )
     if teacher is None:
       return own

@@ -4,7 +4,7 @@ model's output head counted as it runs (a classifier and a tagger have no vocabu
 import flax.linen as nn
 import pytest
 
-from models import flops, graph, heads, presets, student
+from models import electra, flops, graph, heads, presets, student
 from models.entity_fusion import EntityFusionClassifier
 from objectives.mtdnn import MultiTaskClassifier
 
@@ -143,6 +143,15 @@ def test_pretraining_heads_and_other_models_count_what_they_run():
   wrapped = student.WithProjections(heads.SequenceClassifier(small, num_labels=2), 768)
   plain = flops.model_flops_per_token(heads.SequenceClassifier(small, 2), small, 128)
   assert flops.model_flops_per_token(wrapped, small, 128) == plain + 6 * 3 * 128 * 768
+  # KEPLER: the MLM rows plus, per row, three headless 32-token description passes
+  # (objectives/api.side_passes), spread over the row's 128 tokens.
+  kepler = heads.KnowledgeEmbeddingLM(cfg, num_relations=5)
+  described = 6 * stack + 6 * 12 * 2 * 32 * 768  # Per description token, scores at 32 keys.
+  got = flops.model_flops_per_token(kepler, cfg, 128, predicted_len=20, side_passes=((3, 32),))
+  assert got == pytest.approx(6 * (stack + mlm * 20 / 128) + scores + 3 * 32 * described / 128)
+  with pytest.raises(TypeError, match='Side passes'):
+    electra_model = electra.ElectraPretraining(cfg, electra.generator_config(cfg, 0.25))
+    flops.model_flops_per_token(electra_model, cfg, 128, side_passes=((1, 8),))
 
 
 def test_a_model_without_a_head_count_is_refused():

@@ -117,6 +117,8 @@ def test_rows_draw_triples_and_the_loss_is_mlm_plus_ke(files, spm_path):
   assert float(metrics['ke/loss'][0] / metrics['ke/loss'][1]) == pytest.approx(ke, rel=1e-4)
   assert float(total) == pytest.approx(mlm_loss + 0.5 * ke, rel=1e-4)
   assert objective.loss_terms(config.objective) == {'loss': 1.0, 'ke/loss': 0.5}
+  # The FLOP count's extra work per row: the three description rows (models/flops.py).
+  assert api.side_passes(objective, config.objective, 16) == ((3, 12),)
 
 
 def test_without_files_the_graph_is_python_s_builtins(spm_path):
