@@ -19,12 +19,12 @@ an end and a positive match logit) and with the start/end heads alone (each posi
 closed at the nearest positive end: the rule without the match head), row 'mrc... start/end'.
 An MRC step runs the encoder on T times the rows (T types: 4 for CoNLL, 3 for MSRA).
 
-Without `--init_from` both runs start from the same random init of a `--scratch_layers` x
-`--scratch_width` BERT (heads of 64) with a character vocabulary written from the train
-split's sentences and the queries (data/wordpiece.character_pieces: one piece per Chinese
-character), the way to train MSRA here, where no Chinese checkpoint ships offline (MiniLM's
-English vocabulary knows 39% of MSRA's characters). Writes <out>.md and <out>.json;
-finished runs are reused.
+Without `--init_from` both runs start from a random init (the same seed) of a
+`--scratch_layers` x `--scratch_width` BERT (heads of 64) with a character vocabulary
+written from the train split's sentences and the queries (data/wordpiece.character_pieces:
+one piece per Chinese character), the way to train MSRA here, where no Chinese checkpoint
+ships offline (MiniLM's English vocabulary holds 251 of MSRA's 4,832 characters, 39% of
+their occurrences). Writes <out>.md and <out>.json; finished runs are reused.
 """
 
 import argparse
