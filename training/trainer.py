@@ -9,6 +9,7 @@ runs.
 
 import functools
 import json
+import math
 import os
 import shutil
 import time
@@ -148,10 +149,11 @@ def train(
       / 3
     )
 
-  def interval_work(first: int, end: int) -> tuple[int, float]:
-    """(tokens, model FLOPs) of steps first .. end - 1."""
+  def interval_work(first: int, end: int, sub_rows: int) -> tuple[int, float]:
+    """(tokens, model FLOPs) of steps first .. end - 1, each loader row `sub_rows` encoder
+    rows (a [batch, T, length] batch: NER as MRC's T queries, an episode's T records)."""
     lengths = [row_length(s) for s in range(first, end)]
-    tokens = [cfg.batch_size * n for n in lengths]
+    tokens = [cfg.batch_size * sub_rows * n for n in lengths]
     return sum(tokens), sum(t * flops_per_token(n) for t, n in zip(tokens, lengths, strict=True))
 
   peak, peak_source = cfg.peak_flops_per_device, 'configured peak_flops_per_device'
@@ -191,10 +193,13 @@ def train(
   bad_steps, last_flag = guard.BadStepCounter(cfg.max_bad_steps), None
   last_log, last_time, acc, logged = step, time.time(), None, {}
   host_seconds, waited = 0.0, batches.wait_seconds
+  sub_rows = None  # Encoder rows per loader row, from the first batch's shape.
   try:
     while step < cfg.total_steps:
       batch, data_state, seconds_read = next(batches)
       host_seconds += seconds_read
+      if sub_rows is None:
+        sub_rows = math.prod(batch['inputs'].shape[1:-1])
       state, step_metrics = train_step(state, batch, *frozen)
       if last_flag is not None:  # The previous step's (number `step`): done by now.
         bad_steps.add(last_flag, step)
@@ -208,7 +213,7 @@ def train(
         values = guard.interval_figures(values)
         steps = step - last_log
         elapsed = time.time() - last_time
-        tokens, work = interval_work(last_log, step)
+        tokens, work = interval_work(last_log, step, sub_rows)
         values.update(
           learning_rate=float(schedule(step - 1)),
           tokens_per_sec=tokens / elapsed,

@@ -261,6 +261,8 @@ def test_meta_training_runs_and_scores_held_out_episodes(spm_path, tmp_path):
   with open(os.path.join(workdir, 'metrics.jsonl')) as f:
     logged = [json.loads(line) for line in f]
   assert [r['step'] for r in logged if 'loss' in r] == [3, 6]
+  for r in (r for r in logged if 'loss' in r):  # Tokens: each episode's 2 x (2 + 2) records.
+    assert r['tokens_per_sec'] * r['seconds_per_step'] == pytest.approx(8 * 8 * 16, rel=1e-6)
   evals = [r for r in logged if 'eval/accuracy' in r]
   assert evals and evals[-1]['eval/accuracy'] == pytest.approx(result['accuracy'])
   # The run as another run's init_from, scored before any step: the same figures.

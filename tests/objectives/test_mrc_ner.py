@@ -229,5 +229,11 @@ def test_short_mrc_run_trains_and_scores_through_the_trainer(spm_path, tmp_path)
     assert set(figures['metrics']) >= {'precision', 'recall', 'f1', 'token_accuracy'}
     assert 0.0 <= figures['scores']['conll_f1'] <= 1.0
   with open(tmp_path / 'run' / 'metrics.jsonl') as f:
-    losses = [json.loads(line)['loss'] for line in f if '"loss"' in line]
+    logged = [json.loads(line) for line in f if '"loss"' in line]
+  losses = [values['loss'] for values in logged]
   assert losses[-1] < 0.6 * losses[0], losses  # 0.66 (chance) -> ~0.25.
+  # Throughput and MFU count every type's row: batch x 4 queries x seq_len tokens a step.
+  types = len(SHORT_QUERIES.split(';'))
+  for values in logged:
+    per_step = values['tokens_per_sec'] * values['seconds_per_step']
+    assert per_step == pytest.approx(config.batch_size * types * config.seq_len, rel=1e-6)
