@@ -114,6 +114,7 @@ def model_flops_per_token(
   decoder_len: int | None = None,
   predicted_len: int | None = None,
   side_passes: tuple[tuple[int, int], ...] = (),
+  passes: float = 1.0,
 ) -> float:
   """Training FLOPs per token of `model`: its own `train_flops_per_token(seq_len, ...)`
   when it is more than one stack with a head (ELECTRA's generator and discriminator) or
@@ -121,17 +122,19 @@ def model_flops_per_token(
   (`model.head_macs(seq_len, predicted_len)`). `predicted_len`: positions per row a
   masked LM projects onto the vocabulary (its gathered ones; default all).
   `side_passes`: (rows, tokens each) of the headless encoder passes the objective adds
-  per row (objectives/api.side_passes), spread over the row's `seq_len` tokens.
+  per row (objectives/api.side_passes), spread over the row's `seq_len` tokens. `passes`:
+  forward + backward passes over each row (objectives/api.passes_per_row), multiplying
+  the row's own count.
 
   Raises:
-    TypeError: a Transformer model that does not say what its head costs; side passes
-      of a model that is not one Transformer stack.
+    TypeError: a Transformer model that does not say what its head costs; side or extra
+      passes of a model that is not one Transformer stack.
   """
-  if side_passes and (
+  if (side_passes or passes != 1.0) and (
     hasattr(model, 'train_flops_per_token') or not isinstance(cfg, TransformerConfig)
   ):
     raise TypeError(
-      f'Side passes are counted for one Transformer stack, not {type(model).__name__}.'
+      f'Side and extra passes are counted for one Transformer stack, not {type(model).__name__}.'
     )
   if hasattr(model, 'train_flops_per_token'):
     return model.train_flops_per_token(seq_len, predicted_len)
@@ -143,6 +146,6 @@ def model_flops_per_token(
       'multiply-adds per token are needed for the FLOP count (models/flops.py).'
     )
   head = model.head_macs(seq_len, seq_len if predicted_len is None else predicted_len)
-  own = train_flops_per_token(cfg, seq_len, head, decoder_len)
+  own = passes * train_flops_per_token(cfg, seq_len, head, decoder_len)
   side = sum(rows * n * train_flops_per_token(cfg, n, 0.0) for rows, n in side_passes)
   return own + side / seq_len

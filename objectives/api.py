@@ -210,6 +210,14 @@ def predicted_length(objective, objective_cfg, seq_len: int) -> int:
   return seq_len if hook is None else hook(objective_cfg, seq_len)
 
 
+def passes_per_row(objective, objective_cfg) -> float:
+  """Forward + backward passes a train step runs over each row, a forward alone counting
+  1/3 (FOMAML's and Reptile's inner loops: several); 1 for most. The FLOP count
+  multiplies the row's work by it (models/flops.model_flops_per_token)."""
+  hook = getattr(objective, 'passes_per_row', None)
+  return 1.0 if hook is None else float(hook(objective_cfg))
+
+
 def side_passes(objective, objective_cfg, seq_len: int) -> tuple[tuple[int, int], ...]:
   """The encoder passes an objective runs per training row besides the row's own, as
   (rows, tokens each) pairs, headless (KEPLER's three description rows of ke_length

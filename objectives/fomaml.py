@@ -66,6 +66,12 @@ class FirstOrderMAML(episodes.EpisodicObjective):
       adapted = jax.tree.map(lambda w, g: w - self.inner_lr * g, adapted, grads)
     return adapted, rngs[-1]
 
+  def passes_per_row(self, objective_cfg) -> float:
+    """The prototypes' forward (1/3), the inner steps, the query loss at the adapted
+    weights (each a forward and backward over all the episode's records)."""
+    del objective_cfg
+    return self.inner_steps + 4 / 3
+
   def adapt_and_score(self, params, one, rng, model):
     """(query loss, metrics) of one episode after the inner loop on its support records."""
     adapted, key = self.adapt(params, one, rng, model, 1.0 - one['query'])

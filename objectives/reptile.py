@@ -26,6 +26,11 @@ from objectives.shared import episodes
 
 @dataclasses.dataclass(frozen=True)
 class Reptile(fomaml.FirstOrderMAML):
+  def passes_per_row(self, objective_cfg) -> float:
+    """The prototypes' forward, the inner steps, the adapted logits' forward (metrics)."""
+    del objective_cfg
+    return self.inner_steps + 2 / 3
+
   def loss_fn(self, params, batch, rng, *, model):
     """Training: (the adapted query loss, with the gradient theta - mean phi); evaluation
     (`rng` None): FOMAML's support-adapted query loss."""

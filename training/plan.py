@@ -262,8 +262,9 @@ def plan(config, slice_name: str, *, backend: str = 'auto', vocab: int = 0) -> d
   tokens = config.batch_size * config.seq_len
   predicted_len = api.predicted_length(objective, config.objective, config.seq_len)
   side = api.side_passes(objective, config.objective, config.seq_len)
+  passes = api.passes_per_row(objective, config.objective)
   model_flops = tokens * flops.model_flops_per_token(
-    model, model_cfg, config.seq_len, decoder_len, predicted_len, side
+    model, model_cfg, config.seq_len, decoder_len, predicted_len, side, passes
   )
   params = sum(math.prod(x.shape) for x in jax.tree.leaves(state.params))
   return {

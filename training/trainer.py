@@ -136,8 +136,9 @@ def train(
     decoder_len = api.decoder_length(exp.objective, cfg.objective, length)
     predicted_len = api.predicted_length(exp.objective, cfg.objective, length)
     side = api.side_passes(exp.objective, cfg.objective, length)
+    passes = api.passes_per_row(exp.objective, cfg.objective)
     own = flops.model_flops_per_token(
-      harness.model, exp.model_cfg, length, decoder_len, predicted_len, side
+      harness.model, exp.model_cfg, length, decoder_len, predicted_len, side, passes
     )
     if teacher is None:
       return own

@@ -149,7 +149,10 @@ def test_pretraining_heads_and_other_models_count_what_they_run():
   described = 6 * stack + 6 * 12 * 2 * 32 * 768  # Per description token, scores at 32 keys.
   got = flops.model_flops_per_token(kepler, cfg, 128, predicted_len=20, side_passes=((3, 32),))
   assert got == pytest.approx(6 * (stack + mlm * 20 / 128) + scores + 3 * 32 * described / 128)
-  with pytest.raises(TypeError, match='Side passes'):
+  # FOMAML's 3 inner steps: the backbone's row count x (3 + 4/3) (objectives/api.passes_per_row).
+  inner = flops.model_flops_per_token(heads.Backbone(cfg), cfg, 128, passes=3 + 4 / 3)
+  assert inner == pytest.approx((3 + 4 / 3) * backbone)
+  with pytest.raises(TypeError, match='Side and extra passes'):
     electra_model = electra.ElectraPretraining(cfg, electra.generator_config(cfg, 0.25))
     flops.model_flops_per_token(electra_model, cfg, 128, side_passes=((1, 8),))
 

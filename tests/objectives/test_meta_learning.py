@@ -276,3 +276,11 @@ def test_meta_training_runs_and_scores_held_out_episodes(spm_path, tmp_path):
   lines = show.show(config, workdir, num_examples=1, split='eval')
   assert '2-way episode' in lines[1] and len(lines) == 2 + 2 * (2 + 2)
   assert sum('support:' in line for line in lines) == sum('query:' in line for line in lines) == 4
+
+
+def test_passes_per_row_count_the_inner_loops():
+  """The FLOP count's forward + backward passes per episode (a forward alone 1/3):
+  prototypical one; FOMAML the prototypes' forward, 3 inner steps and the query pass;
+  Reptile the prototypes' forward, 3 inner steps and the adapted logits' forward."""
+  passes = {m: api.passes_per_row(_config(m), None) for m in ('prototypical', 'fomaml', 'reptile')}
+  assert passes == pytest.approx({'prototypical': 1.0, 'fomaml': 3 + 4 / 3, 'reptile': 3 + 2 / 3})
