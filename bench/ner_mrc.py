@@ -13,7 +13,10 @@ a query per entity type and sentence, start/end heads), each `--steps` steps of
 16 for CoNLL's English queries, + 28 for MSRA's Chinese ones) at `--learning_rate`,
 evaluated once at the end on the valid split with conlleval's entity-level F1; one MRC run
 per `--positive_weights` entry (objective.mrc_positive_weight, on the gold starts' and
-ends' cross-entropy terms and the gold pairs' match terms). Each MRC run is scored twice
+ends' cross-entropy terms and the gold pairs' match terms), each with the match loss at
+`--match_weight` (objective.mrc_match_weight: 1 ours; 0.1 the span weight of Li et al.'s
+released scripts as we recall them, not checked here; 0 no match head; the run's folder
+gets the suffix _mw<weight> unless it is 1). Each MRC run is scored twice
 from its checkpoint: decoded with the span-matching classifier (the paper's rule: a start,
 an end and a positive match logit) and with the start/end heads alone (each positive start
 closed at the nearest positive end: the rule without the match head), row 'mrc... start/end'.
@@ -45,12 +48,14 @@ SCRATCH_LR = 5e-4  # --learning_rate's default without --init_from (5e-5 with it
 
 
 def configure(args, task: str, positive_weight: float = 1.0, vocab_path: str = ''):
-  """The config of one run; `task` 'tagging' or 'mrc'. `vocab_path`: the character
-  vocabulary of a run from scratch (no --init_from)."""
+  """The config of one run; `task` 'tagging' or 'mrc' (with `positive_weight` and
+  --match_weight). `vocab_path`: the character vocabulary of a run from scratch (no
+  --init_from)."""
   parts = (['msra'] if args.dataset == 'msra' else []) + (['mrc'] if task == 'mrc' else [])
   c = conll_config.get_config(','.join(parts))
   if task == 'mrc':
     c.objective.mrc_positive_weight = positive_weight
+    c.objective.mrc_match_weight = args.match_weight
   if args.dataset == 'msra':
     c.data.clue_dir = args.data_dir
   else:
@@ -134,12 +139,15 @@ def main():
   p.add_argument('--learning_rate', type=float, default=0.0,
                  help=f'0: 5e-5 with --init_from, {SCRATCH_LR:g} from scratch.')  # fmt: skip
   p.add_argument('--positive_weights', default='1', help='Comma-separated; an MRC run each.')
+  p.add_argument('--match_weight', type=float, default=1.0,
+                 help="The MRC runs' objective.mrc_match_weight (0: no match head).")  # fmt: skip
   args = p.parse_args()
   vocab = '' if args.init_from else character_vocab(args)
   rows = {'tagging': run(configure(args, 'tagging', vocab_path=vocab),
                          os.path.join(args.workdir, 'tagging'))}  # fmt: skip
   for weight in (float(w) for w in args.positive_weights.split(',')):
     name = 'mrc' if weight == 1.0 else f'mrc_pw{weight:g}'
+    name += '' if args.match_weight == 1.0 else f'_mw{args.match_weight:g}'
     config = configure(args, 'mrc', weight, vocab)
     rows[name] = run(config, os.path.join(args.workdir, name))
   title = {'conll': 'CoNLL-2003 valid', 'msra': 'MSRA valid'}[args.dataset]

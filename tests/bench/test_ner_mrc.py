@@ -16,7 +16,7 @@ from tests.data.test_msra import _SENTENCES, _text, _write_zip
 def _args(tmp_path, **overrides) -> argparse.Namespace:
   values = dict(dataset='msra', data_dir=str(tmp_path), init_from='', scratch_layers=2,
                 scratch_width=128, workdir=str(tmp_path / 'bench'), steps=7, batch_size=4,
-                seq_len=32, learning_rate=0.0)  # fmt: skip
+                seq_len=32, learning_rate=0.0, match_weight=0.1)  # fmt: skip
   return argparse.Namespace(**{**values, **overrides})
 
 
@@ -34,6 +34,7 @@ def test_runs_differ_only_in_their_head_and_query_room(tmp_path):
     'msra',
   )
   assert mrc.objective.mrc_positive_weight == 10.0 and mrc.objective.mrc_queries
+  assert mrc.objective.mrc_match_weight == 0.1
   assert (tagging.seq_len, mrc.seq_len) == (32, 32 + ner_mrc.QUERY_ROOM['msra'])
   for c in (tagging, mrc):  # From scratch: the same small BERT, the vocabulary, 5e-4.
     assert (c.init_from, c.data.tokenizer_path, c.model.preset) == ('', '/v.txt', 'bert-tiny')
