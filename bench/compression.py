@@ -82,7 +82,7 @@ def train(config, workdir: str):
   if os.path.exists(os.path.join(workdir, 'eval.json')):
     print(f'{workdir}: done before, reused.')
     return
-  during_training.train_and_evaluate(config, workdir)
+  during_training.train_to_completion(config, workdir)
 
 
 def make_row(name: str, args, teacher: str) -> tuple[object, str]:

@@ -46,7 +46,7 @@ def configure(args, variant: str, seed: int, difficulty: str):
 def score(config, workdir: str) -> float:
   path = os.path.join(workdir, 'eval.json')
   if not os.path.exists(path):
-    during_training.train_and_evaluate(config, workdir)
+    during_training.train_to_completion(config, workdir)
     checkpoint_eval.evaluate_checkpoint(config, workdir)
   with open(path) as f:
     return 100 * float(json.load(f)['scores'][config.objective.task])

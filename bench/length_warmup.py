@@ -45,7 +45,7 @@ def run(config, workdir: str, plain_steps: int) -> dict:
   path = os.path.join(workdir, 'bench.json')
   if not os.path.exists(path):
     start = time.time()
-    during_training.train_and_evaluate(config, workdir)
+    during_training.train_to_completion(config, workdir)
     seconds = time.time() - start
     held_out = checkpoint_eval.evaluate_checkpoint(config, workdir)
     with open(path, 'w') as f:

@@ -38,7 +38,7 @@ def result(config, workdir: str, train: bool) -> dict:
   path = os.path.join(workdir, 'bench.json')
   if not os.path.exists(path):
     if train:
-      during_training.train_and_evaluate(config, workdir)
+      during_training.train_to_completion(config, workdir)
       values = checkpoint_eval.evaluate_checkpoint(config, workdir)
     else:
       values = checkpoint_eval.evaluate_init_from(config, workdir)

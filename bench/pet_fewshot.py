@@ -54,7 +54,7 @@ def tapt(args) -> str:
   c.eval_every_steps = c.checkpoint_every_steps = args.tapt_steps
   c.log_every_steps = max(args.tapt_steps // 10, 1)
   c.peak_flops_per_device = 1e11  # Skips the matmul-peak probe.
-  during_training.train_and_evaluate(c, run)  # Resumes; a finished run takes no step.
+  during_training.train_to_completion(c, run)  # Resumes; a finished run takes no step.
   return run
 
 
@@ -86,7 +86,7 @@ def score(config, workdir: str) -> float:
     with open(path) as f:
       result = json.load(f)
   else:
-    during_training.train_and_evaluate(config, workdir)
+    during_training.train_to_completion(config, workdir)
     result = checkpoint_eval.evaluate_checkpoint(config, workdir)
   return 100 * float(result['scores'][config.objective.task])
 

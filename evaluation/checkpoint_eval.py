@@ -115,10 +115,11 @@ def evaluate_checkpoint(config, workdir: str) -> dict:
 def trained_and_evaluated(config, workdir: str) -> dict:
   """The eval.json of a train.py run of `config` in `workdir`: trained (or resumed from its
   checkpoint) and evaluated unless its eval.json is already there, then read back. The
-  stages of tools/lifelong.py and tools/self_paced.py: the same call goes on after a kill."""
+  stages of tools/lifelong.py and tools/self_paced.py: the same call goes on after a kill,
+  and a run a signal stopped raises during_training.RunStopped, unevaluated."""
   done = os.path.join(workdir, 'eval.json')
   if not os.path.exists(done):
-    during_training.train_and_evaluate(config, workdir)
+    during_training.train_to_completion(config, workdir)
     evaluate_checkpoint(config, workdir)
   with open(done) as f:
     return json.load(f)

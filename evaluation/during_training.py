@@ -1,7 +1,9 @@
 """Evaluation while training: what train.py runs, the training loop with its evaluator.
 
 `train_and_evaluate(config, workdir)` runs training/trainer.train with the evaluator of
-the run's objective, called every `eval_every_steps` and at the last step:
+the run's objective, called every `eval_every_steps` and at the last step
+(`train_to_completion`, for callers that go on to score or record the finished run,
+raises RunStopped when a signal stopped it first):
 
 - a pretraining objective: the held-out loss, accuracy and the objective's derived
   figures (perplexity) over the eval split (evaluation/loop.evaluate);
@@ -66,3 +68,27 @@ def train_and_evaluate(
   """Trains `config` in `workdir` (resuming from its newest checkpoint), evaluating every
   `config.eval_every_steps`; returns the last logged training figures."""
   return trainer.train(config, workdir, make_evaluator=make_evaluator, after_step=after_step)
+
+
+class RunStopped(RuntimeError):
+  """A run stopped before its last step (SIGTERM, SIGINT: its checkpoint saved)."""
+
+
+def train_to_completion(
+  config, workdir: str, after_step: Callable[[int], None] | None = None
+) -> dict:
+  """train_and_evaluate for callers that go on to use the finished run (benchmarks,
+  tools): a run a signal stopped before `config.total_steps` raises RunStopped instead of
+  returning, so no half-trained checkpoint is scored or recorded as the run's result; the
+  same call resumes it from its checkpoint.
+
+  Raises:
+    RunStopped: the run stopped early.
+  """
+  logged = train_and_evaluate(config, workdir, after_step)
+  if logged['step'] < config.total_steps:
+    raise RunStopped(
+      f'{workdir}: stopped at step {logged["step"]} of {config.total_steps} (its checkpoint '
+      'saved); run the same command again to finish it.'
+    )
+  return logged

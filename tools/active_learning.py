@@ -85,7 +85,7 @@ def score(config, round_dir: str, positions, seed: int) -> float:
     config = config.copy_and_resolve_references()
     config.data.train_records = labelled
     config.seed = seed
-    during_training.train_and_evaluate(config, run)
+    during_training.train_to_completion(config, run)
     checkpoint_eval.evaluate_checkpoint(config, run)
   with open(done) as f:
     result = json.load(f)

@@ -70,7 +70,8 @@ def train(
       save was started (train.py's fault injection for resume tests uses it).
 
   Returns:
-    The last logged training figures.
+    The last logged training figures and `step`, the step reached: below
+    `config.total_steps` when a SIGTERM or SIGINT stopped the run (its checkpoint saved).
 
   Raises:
     ValueError: `eval_every_steps` is positive but no evaluator is given.
@@ -259,7 +260,7 @@ def train(
   if evaluator is not None:
     evaluator.close()
   writer.close()
-  return logged
+  return dict(logged, step=step)
 
 
 def check_loss_terms(values: dict, module: str):
