@@ -99,6 +99,12 @@ def _split_punctuation(word: str) -> list[str]:
   return tokens
 
 
+def _strip_case(token: str) -> str:
+  """`token` as an uncased vocabulary sees it (lowercase and strip accents)."""
+  token = unicodedata.normalize('NFD', token.lower())
+  return ''.join(ch for ch in token if unicodedata.category(ch) != 'Mn')
+
+
 class WordPieceTokenizer(Tokenizer):
   """BERT's tokenizer: basic tokenization, then greedy longest-match WordPiece."""
 
@@ -143,8 +149,7 @@ class WordPieceTokenizer(Tokenizer):
 
   def _basic_word(self, word: str) -> list[str]:
     if self.lowercase:
-      word = unicodedata.normalize('NFD', word.lower())
-      word = ''.join(ch for ch in word if unicodedata.category(ch) != 'Mn')
+      word = _strip_case(word)
     return _split_punctuation(word)
 
   def _wordpiece(self, token: str) -> list[int]:
@@ -175,12 +180,6 @@ class WordPieceTokenizer(Tokenizer):
 
   def id_to_piece(self, i: int) -> str:
     return self._pieces[int(i)]
-
-
-def _strip_case(token: str) -> str:
-  """`token` as an uncased vocabulary sees it (WordPieceTokenizer's lowercasing)."""
-  token = unicodedata.normalize('NFD', token.lower())
-  return ''.join(ch for ch in token if unicodedata.category(ch) != 'Mn')
 
 
 def character_pieces(texts: Iterable[str]) -> list[str]:
