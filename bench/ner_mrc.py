@@ -16,8 +16,8 @@ per `--positive_weights` entry (objective.mrc_positive_weight, on the gold start
 ends' cross-entropy terms and the gold pairs' match terms), each with the match loss at
 `--match_weight` (objective.mrc_match_weight: 1 ours; 0.1 the span weight of Li et al.'s
 released scripts as we recall them, not checked here; 0 no match head; the run's folder
-gets the suffix _mw<weight> unless it is 1). Each MRC run is scored twice
-from its checkpoint: decoded with the span-matching classifier (the paper's rule: a start,
+gets the suffix _mw<weight> unless it is 1). Each MRC run with a match head is scored
+twice from its checkpoint: decoded with the span-matching classifier (the paper's rule: a start,
 an end and a positive match logit) and with the start/end heads alone (each positive start
 closed at the nearest positive end: the rule without the match head), row 'mrc... start/end'.
 An MRC step runs the encoder on T times the rows (T types: 4 for CoNLL, 3 for MSRA).
@@ -116,7 +116,8 @@ def run(config, workdir: str) -> dict:
       json.dump({'seconds': seconds, 'metrics': result['metrics']}, f)
   with open(path) as f:
     result = json.load(f)
-  if config.objective.module == 'objectives.mrc_ner' and 'start_end_metrics' not in result:
+  matched = config.objective.module == 'objectives.mrc_ner' and config.objective.mrc_match_weight
+  if matched and 'start_end_metrics' not in result:  # Without a match head: the same decoding.
     result['start_end_metrics'] = start_end_metrics(config, workdir)
     with open(path, 'w') as f:
       json.dump(result, f)
