@@ -37,7 +37,7 @@ import time
 
 from bench import outputs
 from configs import conll as conll_config
-from data import conll, msra, wordpiece
+from data import tasks, wordpiece
 from evaluation import checkpoint_eval, during_training, loop, task_scores
 from objectives import mrc_ner
 
@@ -80,15 +80,9 @@ def character_vocab(args) -> str:
   of the train split's sentences and of the dataset's MRC queries."""
   path = os.path.join(args.workdir, 'vocab.txt')
   if not os.path.exists(path):
-    if args.dataset == 'msra':
-      sentences = msra.read_msra(os.path.join(args.data_dir, msra.ZIP_NAME))
-      sentences = [sentences[i] for i in msra.split_indices(len(sentences), 'train')]
-      queries = mrc_ner.MSRA_QUERIES
-    else:
-      sentences = conll.read_conll(os.path.join(args.data_dir, 'train.txt'))
-      queries = mrc_ner.CONLL_QUERIES
-    texts = [' '.join(words) for words, _ in sentences] + list(queries.values())
-    os.makedirs(args.workdir, exist_ok=True)
+    records = tasks.load_examples(configure(args, 'tagging').data, 'train')
+    queries = mrc_ner.MSRA_QUERIES if args.dataset == 'msra' else mrc_ner.CONLL_QUERIES
+    texts = [' '.join(r['words']) for r in records] + list(queries.values())
     wordpiece.write_vocab(wordpiece.character_pieces(texts), path)
   return path
 

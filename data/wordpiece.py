@@ -12,13 +12,12 @@ Two stages, as in BERT's release:
 """
 
 import functools
-import os
 import unicodedata
 from collections.abc import Iterable, Sequence
 
 import numpy as np
 
-from data import text_decoding
+from data import atomic_files, text_decoding
 from data.tokenizer_api import Tokenizer
 
 MAX_CHARS_PER_WORD = 100
@@ -206,8 +205,5 @@ def write_vocab(pieces: Sequence[str], path: str) -> str:
   (a reader never sees half a file); returns `path`."""
   if len(set(pieces)) != len(pieces) or any(not p or '\n' in p or p != p.strip() for p in pieces):
     raise ValueError('Vocabulary pieces must be distinct, non-empty, one line each, unpadded.')
-  tmp = f'{path}.tmp{os.getpid()}'
-  with open(tmp, 'w', encoding='utf-8') as f:
-    f.write(''.join(f'{p}\n' for p in pieces))
-  os.replace(tmp, path)
+  atomic_files.write_text(path, ''.join(f'{p}\n' for p in pieces))
   return path
