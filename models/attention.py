@@ -340,7 +340,11 @@ def attention_probabilities(q, k, mask: SegmentMask, *, bias=None, scale) -> jax
   Each row sums to 1, except a query that sees no key (padding): its row is uniform, and
   its attention output is zeroed by the caller."""
   dense = mask.dense()  # [batch, 1, q_len, kv_len]
-  logits = jnp.einsum('bqhd,bkhd->bhqk', q, k, preferred_element_type=jnp.float32)
+  # The products run on [batch, heads, length, head_dim] views: XLA's CPU backend multiplies
+  # batched matrices 2-3x faster with both batch axes leading than on [batch, length,
+  # heads, head_dim] operands (bench/finetune_vs_torch.py's forward: 773 -> 533 ms a step).
+  q_heads, k_heads = jnp.swapaxes(q, 1, 2), jnp.swapaxes(k, 1, 2)
+  logits = jnp.einsum('bhqd,bhkd->bhqk', q_heads, k_heads, preferred_element_type=jnp.float32)
   logits *= jnp.asarray(scale, logits.dtype)
   if bias is not None:
     logits = (logits + bias).astype(logits.dtype)
@@ -367,7 +371,8 @@ def xla_attention(
     if dropout_rng is None:
       raise ValueError(f'Attention dropout {dropout_rate} needs a dropout_rng.')
     probs = dropout.apply(probs, dropout_rate, dropout_rng)
-  out = jnp.einsum('bhqk,bkhd->bqhd', probs, v)  # [batch, q_len, heads, head_dim]
+  out = jnp.einsum('bhqk,bhkd->bhqd', probs, jnp.swapaxes(v, 1, 2))  # Heads leading, as above.
+  out = jnp.swapaxes(out, 1, 2)  # [batch, q_len, heads, head_dim]
   sees_a_key = mask.dense().any(axis=-1).transpose(0, 2, 1)[..., None]  # [batch, q_len, 1, 1]
   return jnp.where(sees_a_key, out, 0)
 
