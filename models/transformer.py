@@ -39,7 +39,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from models import attention, dropout, input_perturbation, quantization
+from models import attention, dropout, input_perturbation, matmul, quantization
 from models.transformer_config import (
   TransformerConfig,  # Also read as transformer.TransformerConfig.
 )
@@ -302,7 +302,9 @@ class Projection(nn.Module):
   """A dense layer over several input and output axes, e.g. [embed] -> [heads, kv].
 
   Its kernel is created in its final shape (flax's DenseGeneral flattens it at
-  init, which drops the logical axis names of a 3-D kernel).
+  init, which drops the logical axis names of a 3-D kernel). The float product is
+  models/matmul.py's (autodiff's gradients, the weight gradient laid out for XLA's CPU;
+  no forward-mode autodiff through it).
 
   With `cfg.quant` (models/quantization.py) the same layer is quantized: 'fake' keeps the
   float params and rounds the kernel and the input in the forward pass; 'int8' holds an
@@ -340,8 +342,7 @@ class Projection(nn.Module):
         kernel = quantization.fake_quantize_kernel(kernel, fan_in, bits, cfg.quant_group_size)
         x = quantization.fake_quantize_input(x, bits)
       kernel = jnp.asarray(kernel, cfg.compute_dtype)
-      contract = (tuple(range(x.ndim - fan_in, x.ndim)), tuple(range(fan_in)))
-      y = jax.lax.dot_general(x.astype(cfg.compute_dtype), kernel, (contract, ((), ())))
+      y = matmul.contract(x.astype(cfg.compute_dtype), kernel, fan_in)
     else:
       y = self._quantized(x, shape, fan_in)
     if cfg.lora_rank and self.name in cfg.lora_targets:

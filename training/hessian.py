@@ -6,8 +6,11 @@ on Hessian-vector products, over a few batches; a layer whose eigenvalue is larg
 kept at more bits (models/quantization.assign_bits). Its sensitivity is |mean| + std of
 the eigenvalues over the batches.
 
-Hessian-vector products are forward-over-reverse, `jax.jvp` of `jax.grad`: one forward
-and one backward pass of the model, never the Hessian itself. A layer's block H_ll v_l
+Hessian-vector products are reverse-over-reverse, the gradient of <grad loss, v>: a
+forward and a backward pass of the model, then the backward pass of that, never the
+Hessian itself (forward-over-reverse, `jax.jvp` of `jax.grad`, would be cheaper in memory,
+but the models' projections have a custom VJP, models/matmul.py, which forward mode
+cannot differentiate). A layer's block H_ll v_l
 is the layer's part of H v for a v that is zero outside the layer, so one compiled
 product serves every layer (its block is a mask). Pure functions of a loss closure
 `loss(params, batch) -> scalar`, with no model or data of their own.
@@ -20,7 +23,7 @@ import numpy as np
 
 def hvp(loss, params, vector):
   """H v: the Hessian of `loss` at `params` times `vector` (a tree like `params`)."""
-  return jax.jvp(jax.grad(loss), (params,), (vector,))[1]
+  return jax.grad(lambda p: _dot(jax.grad(loss)(p), vector))(params)
 
 
 def _dot(a, b) -> jax.Array:

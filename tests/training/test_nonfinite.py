@@ -180,8 +180,12 @@ def test_a_poisoned_microbatch_skips_the_accumulated_step():
   # The accumulated run still trains as the whole-batch run (test_accumulation.py).
   whole, whole_values, _ = _run(_step(), _fresh_state(), [_batch(0), _batch(2)])
   np.testing.assert_allclose(values[0]['loss'], whole_values[1]['loss'], rtol=0, atol=1e-5)
+  # Two microbatches sum the gradient in another order than the whole batch; Adam divides
+  # each element by its own scale, so the rounding of a tiny gradient can move a parameter
+  # by a small part of a step (measured: 1.005e-5 on 1 element of 65,536). A tenth of one
+  # step (learning rate 1e-3) still fails a skipped or doubled update.
   for got, want in zip(jax.tree.leaves(state.params), jax.tree.leaves(whole.params), strict=True):
-    np.testing.assert_allclose(np.asarray(got), np.asarray(want), rtol=0, atol=1e-5)
+    np.testing.assert_allclose(np.asarray(got), np.asarray(want), rtol=0, atol=1e-4)
 
 
 def _with_learning_rate(state, learning_rate: float):
