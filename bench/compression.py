@@ -73,7 +73,6 @@ def shorten(c, args, steps: int):
   c.optimizer.warmup_steps, c.optimizer.warmup_ratio = 0, 0.1
   c.eval_every_steps = c.checkpoint_every_steps = max(steps // 2, 1)
   c.log_every_steps = max(steps // 10, 1)
-  c.peak_flops_per_device = 1e11  # Skips the matmul-peak probe.
   c.seed = args.seed
   return c
 

@@ -35,7 +35,6 @@ def configure(args, variant: str, seed: int, difficulty: str):
   c.total_steps, c.batch_size, c.seq_len = args.steps, args.batch_size, args.seq_len
   c.optimizer.learning_rate = args.learning_rate
   c.seed = seed
-  c.peak_flops_per_device = 1e11  # Skips the matmul-peak probe.
   if variant != 'none':
     c.curriculum.difficulty = difficulty
     c.curriculum.schedule = 'sqrt'

@@ -69,7 +69,6 @@ def task_config(task: str, settings: Settings, seed: int, init_from: str, glue_d
   c.optimizer.warmup_ratio = 0.0
   c.eval_every_steps = c.checkpoint_every_steps = settings.steps
   c.log_every_steps = max(settings.steps // 4, 1)
-  c.peak_flops_per_device = 1e11  # Skips the matmul-peak probe; MFU is not the point here.
   return c
 
 

@@ -66,7 +66,6 @@ def configure(args, variant: str, seed: int, tokenizer_path: str):
   c.batch_size, c.seq_len, c.seed = args.batch_size, args.seq_len, seed
   c.optimizer.learning_rate, c.optimizer.warmup_ratio = args.learning_rate, 0.0
   c.optimizer.warmup_steps, c.model.dropout_rate = 4, 0.0
-  c.peak_flops_per_device = 1e11  # Skips the matmul-peak probe.
   return c
 
 

@@ -28,7 +28,6 @@ from evaluation import checkpoint_eval, during_training
 def configure(args, warm: bool):
   c = quickstart.get_config()
   c.total_steps = args.steps
-  c.peak_flops_per_device = 1e11  # Skips the matmul-peak probe.
   if warm:
     c.length_warmup.steps, c.length_warmup.start = args.warmup_steps, args.start
     c.length_warmup.multiple = args.multiple

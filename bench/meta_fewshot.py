@@ -30,7 +30,6 @@ def configure(args, method: str):
   c = meta_config.get_config(f'thucnews,{method}')
   c.init_from, c.data.clue_dir = args.init_from, args.clue_dir
   c.total_steps = c.eval_every_steps = args.steps
-  c.peak_flops_per_device = 1e11  # Skips the matmul-peak probe.
   return c
 
 

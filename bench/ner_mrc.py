@@ -71,7 +71,6 @@ def configure(args, task: str, positive_weight: float = 1.0, vocab_path: str = '
   room = QUERY_ROOM[args.dataset] if task == 'mrc' else 0
   c.batch_size, c.seq_len = args.batch_size, args.seq_len + room
   c.optimizer.learning_rate = args.learning_rate or (5e-5 if args.init_from else SCRATCH_LR)
-  c.peak_flops_per_device = 1e11  # Skips the matmul-peak probe.
   return c
 
 

@@ -10,9 +10,9 @@ Hessian-vector products are reverse-over-reverse, the gradient of <grad loss, v>
 forward and a backward pass of the model, then the backward pass of that, never the
 Hessian itself (forward-over-reverse, `jax.jvp` of `jax.grad`, would be cheaper in memory,
 but the models' projections have a custom VJP, models/matmul.py, which forward mode
-cannot differentiate). A layer's block H_ll v_l
-is the layer's part of H v for a v that is zero outside the layer, so one compiled
-product serves every layer (its block is a mask). Pure functions of a loss closure
+cannot differentiate). A layer's block H_ll v_l is the layer's part of H v for a v that
+is zero outside the layer, so one compiled product serves every layer (its block is a
+mask). Pure functions of a loss closure
 `loss(params, batch) -> scalar`, with no model or data of their own.
 """
 
