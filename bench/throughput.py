@@ -135,11 +135,7 @@ def build(config, *, num_batches: int = 4) -> Built:
     seq_len=config.seq_len,
   )
   predicted = api.predicted_length(objective, config.objective, config.seq_len)
-  side = api.side_passes(objective, config.objective, config.seq_len)
-  passes = api.passes_per_row(objective, config.objective)
-  per_token = flops.model_flops_per_token(
-    model, model_cfg, config.seq_len, predicted_len=predicted, side_passes=side, passes=passes
-  )
+  per_token = api.flops_per_token(objective, config.objective, model, model_cfg, config.seq_len)
   return Built(
     config, objective, model, model_cfg, mesh, host_batches, runner, predicted, per_token
   )

@@ -66,6 +66,8 @@ import importlib
 from collections.abc import Callable
 from typing import Any, NamedTuple, Protocol, runtime_checkable
 
+from models import flops
+
 
 @runtime_checkable
 class Objective(Protocol):
@@ -224,6 +226,22 @@ def side_passes(objective, objective_cfg, seq_len: int) -> tuple[tuple[int, int]
   tokens); () for most. The FLOP count adds them (models/flops.model_flops_per_token)."""
   hook = getattr(objective, 'side_passes', None)
   return () if hook is None else tuple(hook(objective_cfg, seq_len))
+
+
+def flops_per_token(objective, objective_cfg, model, model_cfg, seq_len: int) -> float:
+  """Training FLOPs per token of `model` on this objective's rows of `seq_len` tokens:
+  models/flops.model_flops_per_token with the decoder length, gathered positions, side
+  passes and passes per row the objective declares. The trainer's MFU, the pod plans and
+  the throughput benchmark all count through here."""
+  return flops.model_flops_per_token(
+    model,
+    model_cfg,
+    seq_len,
+    decoder_length(objective, objective_cfg, seq_len),
+    predicted_length(objective, objective_cfg, seq_len),
+    side_passes(objective, objective_cfg, seq_len),
+    passes_per_row(objective, objective_cfg),
+  )
 
 
 def row_builder(objective) -> Callable | None:

@@ -43,7 +43,7 @@ from ml_collections import config_flags
 
 from data import loader as loader_lib
 from data import tasks, tokenizers, wordpiece
-from models import flops, presets
+from models import presets
 from objectives import api
 from training import experiment, harness, model_setup, optimizers, partitioning, topology
 from training import state as state_lib
@@ -258,13 +258,12 @@ def plan(config, slice_name: str, *, backend: str = 'auto', vocab: int = 0) -> d
       raise
   compiled_at = time.perf_counter()
   looped = config.model.scan_layers or options.get('num_microbatches', 1) > 1
-  decoder_len = api.decoder_length(objective, config.objective, config.seq_len)
-  tokens = config.batch_size * config.seq_len
-  predicted_len = api.predicted_length(objective, config.objective, config.seq_len)
-  side = api.side_passes(objective, config.objective, config.seq_len)
-  passes = api.passes_per_row(objective, config.objective)
-  model_flops = tokens * flops.model_flops_per_token(
-    model, model_cfg, config.seq_len, decoder_len, predicted_len, side, passes
+  # Encoder rows per batch row: T for a [batch, T, length] batch (NER as MRC's queries,
+  # an episode's records), 1 for most; the trainer counts its tokens the same way.
+  sub_rows = math.prod(host_batch['inputs'].shape[1:-1])
+  tokens = config.batch_size * sub_rows * config.seq_len
+  model_flops = tokens * api.flops_per_token(
+    objective, config.objective, model, model_cfg, config.seq_len
   )
   params = sum(math.prod(x.shape) for x in jax.tree.leaves(state.params))
   return {

@@ -134,15 +134,11 @@ def train(
   def flops_per_token(length: int) -> float:
     """Model FLOPs per trained token with rows of `length` tokens (the teacher's forward
     pass added: a third of its training FLOPs)."""
-    decoder_len = api.decoder_length(exp.objective, cfg.objective, length)
-    predicted_len = api.predicted_length(exp.objective, cfg.objective, length)
-    side = api.side_passes(exp.objective, cfg.objective, length)
-    passes = api.passes_per_row(exp.objective, cfg.objective)
-    own = flops.model_flops_per_token(
-      harness.model, exp.model_cfg, length, decoder_len, predicted_len, side, passes
-    )
+    own = api.flops_per_token(exp.objective, cfg.objective, harness.model, exp.model_cfg, length)
     if teacher is None:
       return own
+    decoder_len = api.decoder_length(exp.objective, cfg.objective, length)
+    predicted_len = api.predicted_length(exp.objective, cfg.objective, length)
     return (
       own
       + flops.model_flops_per_token(

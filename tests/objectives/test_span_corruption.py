@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 import scipy.stats
 
-from models import presets
+from models import flops, heads, presets
+from objectives import api
 from objectives import span_corruption as sc
 from objectives.shared import seq2seq
 from tests.objective_config import objective_config
@@ -86,6 +87,20 @@ def _segments(batch, out):
         out['inputs'][row, out['segment_ids'][row] == segment],
         out['targets'][row, out['decoder_segment_ids'][row] == segment],
       )
+
+
+def test_the_flop_count_takes_the_decoder_at_the_targets_length():
+  """objectives/api.flops_per_token, through which the trainer's MFU, the pod plans and
+  bench.throughput count: T5-small on span corruption runs its decoder over the target
+  slots (432 of 512 positions: enough for any mix of documents in a packed row), not over
+  the inputs' length."""
+  cfg = presets.get_config('t5-small')
+  model, objective = heads.Seq2SeqLM(cfg), _objective()
+  got = api.flops_per_token(sc, objective, model, cfg, 512)
+  targets = sc.decoder_length(objective, 512)
+  assert got == flops.model_flops_per_token(model, cfg, 512, decoder_len=targets)
+  assert targets == 432
+  assert got < 0.9 * flops.model_flops_per_token(model, cfg, 512)  # Decoder at 512 tokens.
 
 
 def test_packed_length_is_t5s_arithmetic():
