@@ -16,7 +16,6 @@ os.environ.setdefault('USE_TF', '0')  # transformers itself needs no TensorFlow 
 REASON = 'the TF BERT test needs torch and transformers: pip install -r requirements-parity.txt'
 torch = pytest.importorskip('torch', reason=REASON)
 transformers = pytest.importorskip('transformers', reason=REASON)
-tf = pytest.importorskip('tensorflow', reason='the TF BERT test needs tensorflow')
 
 from models.convert import __main__ as cli  # noqa: E402
 from models.convert import converted, tf_bert, verify  # noqa: E402
@@ -69,7 +68,14 @@ def _tf_names(layers: int) -> dict[str, tuple[str, bool]]:
   return names
 
 
-def _write_tf_checkpoint(prefix: str, arrays: dict[str, np.ndarray]) -> None:
+@pytest.fixture(scope='module')
+def tf():
+  """TensorFlow, imported by the tests that write a checkpoint (about 6 s), not when every
+  pytest worker collects this module."""
+  return pytest.importorskip('tensorflow', reason='the TF BERT test needs tensorflow')
+
+
+def _write_tf_checkpoint(tf, prefix: str, arrays: dict[str, np.ndarray]) -> None:
   graph = tf.Graph()
   with graph.as_default():
     variables = [tf.compat.v1.Variable(value, name=name) for name, value in arrays.items()]
@@ -79,7 +85,7 @@ def _write_tf_checkpoint(prefix: str, arrays: dict[str, np.ndarray]) -> None:
       saver.save(session, prefix)
 
 
-def test_tf_bert_checkpoint_matches_transformers(tmp_path):
+def test_tf_bert_checkpoint_matches_transformers(tmp_path, tf):
   config = transformers.BertConfig(
     vocab_size=101,
     hidden_size=32,
@@ -105,7 +111,7 @@ def test_tf_bert_checkpoint_matches_transformers(tmp_path):
   arrays['global_step'] = np.int64(1000)
   release = tmp_path / 'uncased_L-2_H-32_A-4'
   release.mkdir()
-  _write_tf_checkpoint(str(release / 'bert_model.ckpt'), arrays)
+  _write_tf_checkpoint(tf, str(release / 'bert_model.ckpt'), arrays)
   assert set(
     tf.train.load_checkpoint(str(release / 'bert_model.ckpt')).get_variable_to_shape_map()
   ) == set(arrays)
