@@ -342,7 +342,7 @@ def attention_probabilities(q, k, mask: SegmentMask, *, bias=None, scale) -> jax
   dense = mask.dense()  # [batch, 1, q_len, kv_len]
   # The products run on [batch, heads, length, head_dim] views: XLA's CPU backend multiplies
   # batched matrices 2-3x faster with both batch axes leading than on [batch, length,
-  # heads, head_dim] operands (bench/finetune_vs_torch.py's forward: 773 -> 533 ms a step).
+  # heads, head_dim] operands (all-MiniLM-L6-v2's forward at 32 x 128: 773 -> 533 ms).
   q_heads, k_heads = jnp.swapaxes(q, 1, 2), jnp.swapaxes(k, 1, 2)
   logits = jnp.einsum('bhqd,bhkd->bhqk', q_heads, k_heads, preferred_element_type=jnp.float32)
   logits *= jnp.asarray(scale, logits.dtype)

@@ -9,9 +9,9 @@ transposed and then multiplying; for the form autodiff emits it copies dy, which
 MLP's input projection is four times wider than x ([tokens, mlp] against [tokens,
 embed]). Here the gradient is written so that the copied operand is the narrower one
 (dkernel^T = dy^T . x, transposed back, when dy is the narrower): MiniLM's [4096, 384] x
-[384, 1536] projection took 140 ms for its forward and backward and now 82 ms (PyTorch 74
-ms; bench/finetune_vs_torch.py, December 2026). On GPUs and TPUs the layouts are the
-compiler's affair and both forms cost the same.
+[384, 1536] projection alone took 140 ms for its forward and backward and now 82 ms
+(PyTorch 74), the whole fine-tuning step 4% less (README, bench.finetune_vs_torch; the
+2-core CPU, December 2026). On GPUs and TPUs the layouts are the compiler's affair.
 
 A custom VJP has no forward-mode rule, so `jax.jvp` (and `jax.hessian`, `jax.jacfwd`)
 cannot see through a model: Hessian-vector products are taken reverse-over-reverse
