@@ -25,20 +25,22 @@ import jax
 import jax.numpy as jnp
 
 
-def _forward(x, kernel, fan_in: int):
-  contract = (tuple(range(x.ndim - fan_in, x.ndim)), tuple(range(fan_in)))
-  return jax.lax.dot_general(x, kernel, (contract, ((), ())))
+def product(x: jax.Array, kernel: jax.Array, fan_in: int) -> jax.Array:
+  """The same product with autodiff's own gradients: for code that never differentiates
+  (initialization; tracing the custom VJP costs about a fifth of an abstract init)."""
+  axes = (tuple(range(x.ndim - fan_in, x.ndim)), tuple(range(fan_in)))
+  return jax.lax.dot_general(x, kernel, (axes, ((), ())))
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
 def contract(x: jax.Array, kernel: jax.Array, fan_in: int) -> jax.Array:
   """x [batch..., in...] . kernel [in..., out...] -> [batch..., out...] over the last
   `fan_in` axes of x (len(in...) = fan_in)."""
-  return _forward(x, kernel, fan_in)
+  return product(x, kernel, fan_in)
 
 
 def _contract_fwd(x, kernel, fan_in):
-  return _forward(x, kernel, fan_in), (x, kernel)
+  return product(x, kernel, fan_in), (x, kernel)
 
 
 def _contract_bwd(fan_in, residuals, dy):

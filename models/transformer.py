@@ -342,7 +342,8 @@ class Projection(nn.Module):
         kernel = quantization.fake_quantize_kernel(kernel, fan_in, bits, cfg.quant_group_size)
         x = quantization.fake_quantize_input(x, bits)
       kernel = jnp.asarray(kernel, cfg.compute_dtype)
-      y = matmul.contract(x.astype(cfg.compute_dtype), kernel, fan_in)
+      multiply = matmul.product if self.is_initializing() else matmul.contract
+      y = multiply(x.astype(cfg.compute_dtype), kernel, fan_in)
     else:
       y = self._quantized(x, shape, fan_in)
     if cfg.lora_rank and self.name in cfg.lora_targets:

@@ -45,9 +45,9 @@ def test_values_and_gradients_are_autodiffs(case, dtype):
 
   got = jax.jit(jax.value_and_grad(loss(matmul.contract), argnums=(0, 1)))(x, kernel)
   want = jax.jit(jax.value_and_grad(loss(_einsum), argnums=(0, 1)))(x, kernel)
-  np.testing.assert_array_equal(
-    matmul.contract(x, kernel, fan_in), _einsum(x, kernel, fan_in)
-  )  # The forward is the same product.
+  want_y = _einsum(x, kernel, fan_in)  # The forward is the same product, both ways.
+  np.testing.assert_array_equal(matmul.contract(x, kernel, fan_in), want_y)
+  np.testing.assert_array_equal(matmul.product(x, kernel, fan_in), want_y)
   atol = 1e-5 if dtype == jnp.float32 else 5e-2  # bf16: a few ulps of sums of order 1.
   np.testing.assert_allclose(got[0], want[0], rtol=1e-6 if dtype == jnp.float32 else 1e-2)
   for g, w in zip(got[1], want[1], strict=True):
