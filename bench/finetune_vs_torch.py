@@ -3,7 +3,8 @@
   python -m bench.finetune_vs_torch --init_from /tmp/minilm [--hf_dir DIR] \\
       [--heads sequence,token] [--dropouts 0.1,0] [--batch_size 32 --seq_len 128] \\
       [--prng_impls threefry2x32,rbg,unsafe_rbg] [--repeats 5 --steps 1 --warmup 2] \\
-      [--glue_dir ../shared/data/glue --conll_dir ../shared/data/conll2003] [--out /tmp/ft]
+      [--glue_dir ../shared/data/glue --conll_dir ../shared/data/conll2003] [--out /tmp/ft] \\
+      [--gemm_floor]
 
 For each head and dropout rate, two steps on the same batches:
 
@@ -29,7 +30,14 @@ With `--glue_dir` (sequence) or `--conll_dir` (token), the host input pipeline's
 per batch is timed apart: the train loader over the real data (reading, tokenization,
 rows, the objective's preprocess) and the copy onto the device, after `--warmup` batches,
 so that a slow loader shows up as such (train.py overlaps it with the step,
-`data.prefetch`). Writes <out>.md and <out>.json.
+`data.prefetch`).
+
+With `--gemm_floor`, each head's step is also split into its matrix products
+(bench/gemm_floor.py: every dot_general of our step, each timed alone in XLA and in
+PyTorch on the same shapes): the sums are the time each framework's GEMMs alone would
+take, and each step's excess over its sum is everything else it does (elementwise work,
+layout copies, dropout, the optimizer, and its products running slower inside the step
+than alone). Writes <out>.md and <out>.json.
 """
 
 import argparse
@@ -39,7 +47,7 @@ import time
 import jax
 import numpy as np
 
-from bench import outputs, step_timing
+from bench import gemm_floor, outputs, step_timing
 from bench.minilm_sts import default_model_dir
 from configs import conll as conll_config
 from configs import glue as glue_config
@@ -209,6 +217,12 @@ def run(args) -> dict:
       runners = {
         f'ours {impl}': ours(c, host_batches, weights, vocab) for impl, c in configs.items()
       }
+      if args.gemm_floor and 'gemm_floor' not in results[head]:  # Same products at any rate.
+        first_runner = next(iter(runners.values()))
+        products = gemm_floor.step_products(
+          first_runner.step, first_runner.state, first_runner.batches[0]
+        )
+        results[head]['gemm_floor'] = gemm_floor.floor(products)
       runners['torch'] = TorchStep(head, first, hf_dir, host_batches, num_labels(objective))
       times = step_timing.interleaved(
         runners, warmup=args.warmup, repeats=args.repeats, steps=args.steps
@@ -241,7 +255,7 @@ def table(results: dict, args) -> str:
   ]
   for head, by_rate in results.items():
     for rate, figures in by_rate.items():
-      if rate == 'pipeline_ms':
+      if rate in ('pipeline_ms', 'gemm_floor'):
         continue
       for name, f in figures.items():
         ms, ratio = f['step_ms'], f['torch_over_ours']
@@ -254,6 +268,30 @@ def table(results: dict, args) -> str:
   if pipelines:
     lines += ['', '| head | host input pipeline ms / batch |', '|---|---|']
     lines += [f'| {h} | {ms:.1f} |' for h, ms in pipelines]
+  for head, by_rate in results.items():
+    if 'gemm_floor' in by_rate:
+      lines += ['', floor_summary(head, by_rate), '', gemm_floor.table(by_rate['gemm_floor'])]
+  return '\n'.join(lines)
+
+
+def floor_summary(head: str, by_rate: dict) -> str:
+  """Each runner's step against the sum of its framework's products timed alone."""
+  totals = by_rate['gemm_floor']['totals']
+  lines = [
+    f'{head} step: its {totals["products"]} products ({totals["gflop"]:.1f} GFLOP) each timed'
+    f' alone sum to {totals["xla_ms"]:.0f} ms in XLA and {totals["torch_ms"]:.0f} ms in'
+    ' PyTorch.',
+    '',
+    '| dropout | runner | step ms | its products alone ms | the rest ms |',
+    '|---|---|---|---|---|',
+  ]
+  for rate, figures in by_rate.items():
+    if rate in ('pipeline_ms', 'gemm_floor'):
+      continue
+    for name, f in figures.items():
+      alone = totals['torch_ms'] if name == 'torch' else totals['xla_ms']
+      step = f['step_ms']['median']
+      lines.append(f'| {rate} | {name} | {step:.0f} | {alone:.0f} | {step - alone:.0f} |')
   return '\n'.join(lines)
 
 
@@ -273,6 +311,9 @@ def main(argv=None) -> dict:
   p.add_argument('--conll_dir', default='')
   p.add_argument('--workdir', default='/tmp/finetune_vs_torch')
   p.add_argument('--out', default='')
+  p.add_argument(
+    '--gemm_floor', action='store_true', help="Time each step's products alone, both sides."
+  )
   args = p.parse_args(argv)
   results = run(args)
   outputs.write(table(results, args), {'settings': vars(args), 'results': results}, args.out)

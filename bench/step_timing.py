@@ -130,6 +130,7 @@ class Runner:
   compile_s: float = 0.0
   metrics: dict | None = None
   count: int = 0
+  step: Callable | None = None  # The jitted step `fn` was compiled from (for its jaxpr).
 
   def __call__(self):
     batch = self.batches[self.count % len(self.batches)]
@@ -216,7 +217,7 @@ def train_step_runner(
     **step_options,
   )
   compiled, compile_s = compile_timed(step, state, batches[0])
-  return Runner(compiled, state, batches, compile_s)
+  return Runner(compiled, state, batches, compile_s, step=step)
 
 
 def param_count(state) -> int:

@@ -390,5 +390,10 @@ def _under_rules(fn, mesh, rules):
     with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
       return fn.lower(*args)
 
-  wrapped.lower = lower
+  def trace(*args):
+    """The traced step (`.jaxpr`), e.g. to read its products (bench/gemm_floor.py)."""
+    with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
+      return fn.trace(*args)
+
+  wrapped.lower, wrapped.trace = lower, trace
   return wrapped

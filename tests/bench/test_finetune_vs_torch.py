@@ -1,6 +1,7 @@
 """bench/finetune_vs_torch.py end to end at a tiny size: a 2-layer BERT written by
 transformers and converted here, ours and PyTorch's token-classification steps timed
-interleaved on the same batches, the ratio and the host pipeline's time reported."""
+interleaved on the same batches, the ratio, the host pipeline's time and the step's
+products timed alone (--gemm_floor) reported."""
 
 import json
 import os
@@ -45,6 +46,7 @@ def test_both_steps_timed_on_the_same_batches_with_the_pipeline_apart(tmp_path):
     '--heads', 'token', '--dropouts', '0.1', '--prng_impls', 'threefry2x32,rbg',
     '--batch_size', '8', '--seq_len', '32', '--repeats', '2', '--warmup', '1',
     '--conll_dir', str(tmp_path / 'conll'), '--workdir', str(tmp_path / 'work'), '--out', out,
+    '--gemm_floor',
   ])  # fmt: skip
   figures = results['token']['0.1']
   assert set(figures) == {'ours threefry2x32', 'ours rbg', 'torch'}
@@ -55,9 +57,15 @@ def test_both_steps_timed_on_the_same_batches_with_the_pipeline_apart(tmp_path):
   assert ours['compile_s'] > 0 and ours['torch_over_ours']['median'] > 0
   assert figures['torch']['torch_over_ours']['median'] == 1.0  # torch against itself.
   assert results['token']['pipeline_ms'] > 0
+  # The step's products: per layer q, k, v, out, q.k, p.v and the MLP's two; the tagger's
+  # one; each of them forward, and its two gradients backward.
+  floor = results['token']['gemm_floor']['totals']
+  assert floor['products'] == 3 * (2 * 8 + 1)
+  assert floor['xla_ms'] > 0 and floor['torch_ms'] > 0
   with open(out + '.md') as f:
     table = f.read()
   assert '| token | 0.1 | ours rbg |' in table and 'host input pipeline' in table
+  assert 'its 51 products' in table and '| 0.1 | torch |' in table
   with open(out + '.json') as f:
     assert json.load(f)['settings']['heads'] == 'token'
   # The synthetic rows: ids past the vocabulary's first tenth, every token tagged.
