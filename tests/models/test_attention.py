@@ -12,7 +12,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from models import attention, transformer
+from models import attention, dropout, transformer
 
 BI, L2R, R2L = attention.BIDIRECTIONAL, attention.LEFT_TO_RIGHT, attention.RIGHT_TO_LEFT
 HEADS, HEAD_DIM = 2, 8
@@ -252,9 +252,9 @@ def _tiny(rate: float) -> transformer.TransformerConfig:
 
 def _explicit_attention(params, x, mask, rng, rate):
   """The attention layer written out: projections, fp32 softmax over the allowed keys,
-  dropout over [batch, heads, q, kv] from `rng` (models/dropout.py's draws by hand: the
-  two 16-bit halves of each threefry word, low first, dropped below round(rate x 2^16),
-  kept ones scaled by 2^16 / (2^16 - that)), zeros for padding queries, output projection."""
+  dropout over [batch, heads, q, kv] from `rng` (models/dropout.py's 16-bit draws, checked
+  by hand in tests/models/test_dropout.py: dropped below round(rate x 2^16), kept ones
+  scaled by 2^16 / (2^16 - that)), zeros for padding queries, output projection."""
   proj = lambda name, t: (  # noqa: E731
     jnp.einsum('ble,ehd->blhd', t, params[name]['kernel']) + params[name]['bias']
   )
@@ -262,8 +262,7 @@ def _explicit_attention(params, x, mask, rng, rate):
   allowed = jnp.asarray(_allowed('packed_padded'))[:, None]  # [batch, 1, q, kv]
   logits = jnp.einsum('bqhd,bkhd->bhqk', q, k) / np.sqrt(q.shape[-1])
   probs = jax.nn.softmax(jnp.where(allowed, logits, -1e30), axis=-1)
-  words = jax.random.bits(rng, (*probs.shape[:-1], probs.shape[-1] // 2), jnp.uint32)
-  draws = jnp.stack([words & 0xFFFF, words >> 16], -1).reshape(probs.shape)
+  draws = dropout.draws(rng, probs.shape)
   threshold = round(rate * 65536)
   probs = jnp.where(draws >= threshold, probs * (65536 / (65536 - threshold)), 0.0)
   out = jnp.einsum('bhqk,bkhd->bqhd', probs, v)

@@ -1,5 +1,6 @@
-"""models/dropout.py: 16-bit draws unpacked from threefry words by hand, the realized rate
-and the exact expectation, determinism and the same mask on any device layout."""
+"""models/dropout.py: the hashed 16-bit draws by hand, their uniformity and independence,
+the realized rate and the exact expectation, determinism and the same mask on any device
+layout."""
 
 import flax.linen as nn
 import jax
@@ -21,13 +22,58 @@ def test_thresholds_round_to_sixteen_bits_and_bad_rates_are_refused():
       dropout.drop_threshold(rate)
 
 
-def test_draws_are_the_halves_of_threefry_words_by_hand():
-  key = jax.random.key(3)
-  got = np.asarray(dropout.draws(key, (3, 5)))
-  words = np.asarray(jax.random.bits(key, (3, 3), jnp.uint32))  # ceil(5 / 2) words a row.
-  expected = np.stack([words & 0xFFFF, words >> 16], -1).reshape(3, 6)[:, :5]
+def _mix(h: np.ndarray) -> np.ndarray:
+  """MurmurHash3's fmix32 in numpy's uint32 arithmetic (which wraps, as XLA's does)."""
+  h = h ^ (h >> np.uint32(16))
+  h = h * np.uint32(0x85EBCA6B)
+  h = h ^ (h >> np.uint32(13))
+  h = h * np.uint32(0xC2B2AE35)
+  return h ^ (h >> np.uint32(16))
+
+
+def test_draws_are_the_hash_of_each_position_by_hand():
+  key, shape = jax.random.key(3), (2, 3, 5)
+  s0, s1 = np.asarray(jax.random.bits(key, (2,), jnp.uint32))
+  rows = np.arange(6, dtype=np.uint32).reshape(2, 3, 1)  # The leading axes, flattened.
+  columns = np.arange(5, dtype=np.uint32)
+  with np.errstate(over='ignore'):
+    expected = _mix(_mix(rows ^ s0) + _mix(columns ^ s1)) >> np.uint32(16)
+  got = np.asarray(dropout.draws(key, shape))
+  assert got.dtype == np.uint32
   np.testing.assert_array_equal(got, expected)
-  assert got.max() < 65536 and dropout.draws(key, ()).shape == ()
+  assert dropout.draws(key, ()).shape == () and dropout.draws(key, (7,)).shape == (7,)
+  with pytest.raises(ValueError, match='too big'):
+    dropout.draws(key, (2**16, 2**16, 2))  # 2^32 rows.
+
+
+def test_draws_are_uniform_and_independent_across_neighbours_rows_and_calls():
+  draws = np.asarray(dropout.draws(jax.random.key(0), (64, 128, 128))).astype(np.int64)
+  n = draws.size  # 2^20.
+  # Every bit of the 16 is a fair coin: 4 sigma of a binomial over 2^20 draws.
+  bits = (draws[..., None] >> np.arange(16)) & 1
+  assert np.abs(bits.mean(axis=(0, 1, 2)) - 0.5).max() < 4 * 0.5 / np.sqrt(n)
+  # The top 6 bits fill 64 buckets evenly (chi-square, 63 degrees of freedom: p < 1e-4
+  # beyond 120).
+  counts = np.bincount((draws >> 10).ravel(), minlength=64)
+  assert ((counts - n / 64) ** 2 / (n / 64)).sum() < 120
+
+  def correlation(a, b):
+    return np.corrcoef(a.ravel(), b.ravel())[0, 1]
+
+  # Neighbours along the last axis and across rows, the same position in two calls
+  # (the next layer's key) and in the next row block: uncorrelated to 5 sigma.
+  other = np.asarray(dropout.draws(jax.random.key(1), draws.shape)).astype(np.int64)
+  pairs = [
+    (draws[..., 1:], draws[..., :-1]),
+    (draws[:, 1:], draws[:, :-1]),
+    (draws[1:], draws[:-1]),
+    (draws, other),
+  ]
+  for a, b in pairs:
+    assert abs(correlation(a, b)) < 5 / np.sqrt(a.size)
+  # Masks at a rate of 0.1: two calls drop the same element at chance (0.01).
+  both = np.mean((draws < 6554) & (other < 6554))
+  assert abs(both - 0.01) < 5 * np.sqrt(0.01 * 0.99 / n)
 
 
 def test_the_realized_rate_and_an_exact_expectation():
@@ -45,7 +91,7 @@ def test_the_realized_rate_and_an_exact_expectation():
 
 
 def test_masks_are_deterministic_and_the_same_on_any_device_layout():
-  key, shape = jax.random.key(5), (8, 16, 33)  # An odd last axis: a half word is cut.
+  key, shape = jax.random.key(5), (8, 16, 33)
   mask = np.asarray(dropout.keep_mask(key, 0.25, shape))
   np.testing.assert_array_equal(mask, np.asarray(dropout.keep_mask(key, 0.25, shape)))
   assert (mask != np.asarray(dropout.keep_mask(jax.random.key(6), 0.25, shape))).any()
