@@ -350,7 +350,28 @@ def attention_probabilities(q, k, mask: SegmentMask, *, bias=None, scale) -> jax
     logits = (logits + bias).astype(logits.dtype)
   large_negative = -0.7 * jnp.finfo(jnp.float32).max  # jax.nn's value: finite in fp32.
   logits = jnp.where(dense, logits, jnp.asarray(large_negative, logits.dtype))
-  return jax.nn.softmax(logits.astype(jnp.float32), axis=-1)
+  return softmax(logits.astype(jnp.float32))
+
+
+@jax.custom_jvp
+def softmax(logits: jax.Array) -> jax.Array:
+  """jax.nn.softmax over the last axis, the same values bit for bit, differentiated by
+  the softmax's own rule: d probs = probs * (d logits - sum(probs * d logits)).
+
+  jax.nn.softmax differentiates through its exp, sum and division instead unless
+  `jax_softmax_custom_jvp` is set (it is off by default in JAX 0.10), and XLA's CPU
+  backend runs that backward about 30% slower: one all-MiniLM-L6-v2 attention core
+  (QK^T, softmax, PV at 32 x 12 x 128 x 128) took 64 ms forward and backward with it,
+  48 ms with this (PyTorch: 27 ms). The gradients agree to float32 rounding."""
+  unnormalized = jnp.exp(logits - jnp.max(logits, axis=-1, keepdims=True))
+  return unnormalized / jnp.sum(unnormalized, axis=-1, keepdims=True)
+
+
+@softmax.defjvp
+def _softmax_jvp(primals, tangents):
+  (logits,), (logits_dot,) = primals, tangents
+  probs = softmax(logits)
+  return probs, probs * (logits_dot - jnp.sum(probs * logits_dot, axis=-1, keepdims=True))
 
 
 def xla_attention(

@@ -391,3 +391,23 @@ def test_what_cudnn_cannot_compute_is_named(cudnn_without_gpu, monkeypatch):
   monkeypatch.setattr(cudnn_without_gpu, 'check_cudnn_version', lambda: 90500)
   with pytest.raises(ValueError, match=r'packed sequences need cuDNN 9.6 or newer.*cuDNN 90500'):
     select('cudnn', q, k, mask)
+
+
+def test_softmax_is_jax_nn_softmax_with_the_softmax_derivative():
+  """Values bit for bit, a fully masked row (the reference's large negative) included;
+  gradients and forward-mode derivatives as autodiff's through jax.nn.softmax, to
+  float32 rounding."""
+  logits = np.random.default_rng(0).normal(size=(3, 4, 16)).astype(np.float32) * 4
+  logits[1, 2] = -0.7 * np.finfo(np.float32).max  # A query that sees no key.
+  logits = jnp.asarray(logits)
+  np.testing.assert_array_equal(
+    np.asarray(attention.softmax(logits)), np.asarray(jax.nn.softmax(logits, axis=-1))
+  )
+  weights = jnp.asarray(np.random.default_rng(1).normal(size=logits.shape).astype(np.float32))
+  grad = jax.grad(lambda x: jnp.sum(attention.softmax(x) * weights))(logits)
+  expected = jax.grad(lambda x: jnp.sum(jax.nn.softmax(x, axis=-1) * weights))(logits)
+  np.testing.assert_allclose(np.asarray(grad), np.asarray(expected), atol=1e-6)
+  assert np.isfinite(np.asarray(grad)).all()
+  _, tangent = jax.jvp(attention.softmax, (logits,), (weights,))
+  _, expected_tangent = jax.jvp(lambda x: jax.nn.softmax(x, axis=-1), (logits,), (weights,))
+  np.testing.assert_allclose(np.asarray(tangent), np.asarray(expected_tangent), atol=1e-6)
