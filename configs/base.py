@@ -24,7 +24,7 @@ import objectives
 def get_config() -> config_dict.ConfigDict:
   c = config_dict.ConfigDict()
   c.seed = 0  # Derives data order, masks (seed, epoch, example) and dropout (seed, step).
-  c.prng_impl = 'threefry2x32'  # Dropout's generator (training/state.PRNG_IMPLS).
+  c.prng_impl = 'threefry2x32'  # Dropout's keys and hash seeds (training/state.PRNG_IMPLS).
   c.total_steps = 1000  # Optimizer steps to train for; when set, it wins over num_epochs.
   c.num_epochs = 0.0  # Fine-tuning with total_steps 0: passes over the task's train records
   # (total_steps = ceil(num_epochs x records / batch_size), sized from the records read).

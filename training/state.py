@@ -29,7 +29,8 @@ SKIP_METRICS = (SKIPPED_NONFINITE, SKIPPED_SPIKE)
 LOSS_STATS_DECAY = 0.99
 # Applied steps the running loss must have seen before a spike can be skipped.
 SPIKE_WARMUP_STEPS = 20
-# The generators dropout's key can use (config.prng_impl; jax.random.key's `impl`): JAX's
+# The generators dropout's key can use (config.prng_impl; jax.random.key's `impl`; each
+# dropout draws its two hash seeds from it, models/dropout.py): JAX's
 # threefry (counter-based, the same bits however the step is sharded), XLA's RngBitGenerator
 # ('rbg': threefry's key derivation, fast bits) and 'unsafe_rbg' (its key derivation too).
 PRNG_IMPLS = ('threefry2x32', 'rbg', 'unsafe_rbg')
