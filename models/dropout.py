@@ -15,11 +15,11 @@ with `row` the element's index over the leading axes (flattened) and `j` its ind
 last axis, and `mix` MurmurHash3's 32-bit finalizer (a bijection in which every input bit
 flips each output bit with probability about 1/2). A and C are computed once per row and
 per column; the per-element work is one add and one `mix` (1.5 ms for that mask). It is
-not a general-purpose generator: distinct elements share a 32-bit hash input with
-probability about 2^-32 per pair of rows' columns, so a big mask holds a few isolated
-repeated draws, as any 32-bit generator's would; tests/models/test_dropout.py checks the
-draws' uniformity, the realized rate and the independence of neighbouring elements, rows
-and calls.
+a hash for dropout masks, not a general-purpose generator: two elements in different rows
+share a hash input (A[row] + C[j]) with probability 2^-32, and then their draws are equal,
+which adds that much to the 2^-16 chance that two independent 16-bit draws are equal;
+tests/models/test_dropout.py checks the draws' uniformity, the realized rate and the
+independence of neighbouring elements, rows and calls.
 
 An element is dropped when its draw is below round(rate x 2^BITS), so the realized rate is
 that over 2^BITS (0.1 -> 6554 / 65536 = 0.100006 at 16 bits) and kept values are scaled by
