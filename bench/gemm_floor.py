@@ -70,12 +70,12 @@ class Product:
     return f'{"".join(lhs)},{"".join(rhs)}->{"".join(out)}'
 
 
+def _flops(counts: collections.Counter) -> float:
+  return sum(product.flops * n for product, n in counts.items())
+
+
 def _sub_jaxprs(eqn) -> list[tuple[jax_core.Jaxpr, int]]:
-  """(body, times it runs per run of `eqn`) for the jaxprs an equation calls."""
-  if eqn.primitive.name == 'cond':  # One branch runs: count the one with the most FLOPs.
-    branches = [b.jaxpr for b in eqn.params['branches']]
-    costs = [sum(p.flops * n for p, n in _count(b).items()) for b in branches]
-    return [(branches[int(np.argmax(costs))], 1)]
+  """(body, times it runs per run of `eqn`) for the jaxprs a non-cond equation calls."""
   if eqn.primitive.name == 'while':
     raise ValueError('A while loop runs its body an unknown number of times: no floor.')
   times = eqn.params.get('length', 1) if eqn.primitive.name == 'scan' else 1
@@ -97,9 +97,12 @@ def _count(jaxpr: jax_core.Jaxpr) -> collections.Counter:
       dims = eqn.params['dimension_numbers']
       dims = tuple(tuple(tuple(int(i) for i in axes) for axes in pair) for pair in dims)
       counts[Product(tuple(lhs.shape), tuple(rhs.shape), dims, str(lhs.dtype))] += 1
-    for body, times in _sub_jaxprs(eqn):
-      for product, n in _count(body).items():
-        counts[product] += n * times
+    elif eqn.primitive.name == 'cond':  # One branch runs: count the one with the most FLOPs.
+      counts.update(max((_count(b.jaxpr) for b in eqn.params['branches']), key=_flops))
+    else:
+      for body, times in _sub_jaxprs(eqn):
+        for product, n in _count(body).items():
+          counts[product] += n * times
   return counts
 
 
@@ -127,19 +130,25 @@ def _operands(product: Product) -> tuple[np.ndarray, np.ndarray]:
   return lhs, rhs
 
 
-def time_xla(product: Product, repeats: int = 10) -> float:
+# One compilation per (shapes, dimension numbers, dtype), however often a product is timed.
+_dot_general = jax.jit(lax.dot_general, static_argnames=('dimension_numbers',))
+
+
+def time_xla(product: Product, operands: tuple[np.ndarray, np.ndarray], repeats: int = 10):
   """Fastest seconds of one jitted dot_general of `product` on the default device."""
-  lhs, rhs = (jnp.asarray(x, product.dtype) for x in _operands(product))
-  dot = jax.jit(lambda a, b: lax.dot_general(a, b, product.dimension_numbers))
-  return _fastest_seconds(lambda: jax.block_until_ready(dot(lhs, rhs)), repeats)
+  lhs, rhs = (jnp.asarray(x, product.dtype) for x in operands)
+  dims = product.dimension_numbers
+  return _fastest_seconds(
+    lambda: jax.block_until_ready(_dot_general(lhs, rhs, dimension_numbers=dims)), repeats
+  )
 
 
-def time_torch(product: Product, repeats: int = 10) -> float:
+def time_torch(product: Product, operands: tuple[np.ndarray, np.ndarray], repeats: int = 10):
   """Fastest seconds of torch.einsum of `product` on the CPU."""
   import torch  # Only this side needs PyTorch (requirements-parity.txt).
 
   dtype = getattr(torch, product.dtype)
-  lhs, rhs = (torch.from_numpy(x).to(dtype) for x in _operands(product))
+  lhs, rhs = (torch.from_numpy(x).to(dtype) for x in operands)
   spec = product.einsum()
   return _fastest_seconds(lambda: torch.einsum(spec, lhs, rhs), repeats)
 
@@ -150,15 +159,17 @@ def floor(
   """Each product timed alone on both sides: rows (heaviest first) and their sums,
   weighted by how often the step runs each. A product's time on a side is its fastest
   call over `passes` sweeps through all the products (`repeats` calls per side per
-  sweep, the sides one after the other), so that both sides sample the same spells of
-  a shared machine and a slow spell does not land on all of one product's calls."""
+  sweep, the sides one after the other on the same operands), so that both sides sample
+  the same spells of a shared machine and a slow spell does not land on all of one
+  product's calls."""
   ordered = list(products)
   sides = {'xla_ms': time_xla, 'torch_ms': time_torch} if torch_side else {'xla_ms': time_xla}
   best = {side: [float('inf')] * len(ordered) for side in sides}
   for _ in range(passes):
     for i, product in enumerate(ordered):
+      operands = _operands(product)
       for side, timer in sides.items():
-        best[side][i] = min(best[side][i], timer(product, repeats) * 1e3)
+        best[side][i] = min(best[side][i], timer(product, operands, repeats) * 1e3)
   rows = []
   for i, product in enumerate(ordered):
     row = {

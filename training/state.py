@@ -380,21 +380,17 @@ def jit_eval_step(param_shardings, batch_shardings, *, mesh, rules, step_fn=eval
 
 
 def _under_rules(fn, mesh, rules):
-  """Calls `fn` with the mesh and logical rules active (for the activations' constraints)."""
+  """Calls `fn` with the mesh and logical rules active (for the activations' constraints);
+  its `.lower` (ahead-of-time lowering, e.g. to time compilation) and `.trace` (the traced
+  step's `.jaxpr`, e.g. bench/gemm_floor.py's products) run under them too."""
 
-  def wrapped(*args):
-    with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
-      return fn(*args)
+  def under_rules(call):
+    def run(*args):
+      with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
+        return call(*args)
 
-  def lower(*args):
-    """Ahead-of-time lowering (`.compile()` it), e.g. to time compilation."""
-    with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
-      return fn.lower(*args)
+    return run
 
-  def trace(*args):
-    """The traced step (`.jaxpr`), e.g. to read its products (bench/gemm_floor.py)."""
-    with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
-      return fn.trace(*args)
-
-  wrapped.lower, wrapped.trace = lower, trace
+  wrapped = under_rules(fn)
+  wrapped.lower, wrapped.trace = under_rules(fn.lower), under_rules(fn.trace)
   return wrapped
